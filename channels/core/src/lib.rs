@@ -1,0 +1,77 @@
+//! The channel boundary: the one trait every adapter implements and the types that cross it.
+//!
+//! Adapters know nothing of the database or of axum. The daemon renders an announcement
+//! through [`Channel::render`] when it is accepted (so a queued delivery sends exactly what
+//! was previewed), stores each rendered unit as a queue row, and later hands one unit at a
+//! time to [`Channel::deliver`], which makes exactly one network attempt. Retries, backoff,
+//! leases and pausing are the queue's business; an adapter only says what happened, as an
+//! [`ErrorClass`].
+
+mod error;
+pub mod http;
+mod types;
+
+#[cfg(feature = "fake")]
+pub mod fake;
+
+pub use error::{ConfigProblem, DeliveryError, ErrorClass, RenderError};
+pub use secrecy::{ExposeSecret, SecretString};
+pub use types::*;
+
+use async_trait::async_trait;
+
+/// One outbound channel (LINE, X, a Facebook Page, email, the website, a webhook instance).
+///
+/// Object safe: the daemon holds `Arc<dyn Channel>` in its registry.
+#[async_trait]
+pub trait Channel: Send + Sync + 'static {
+    /// The instance name used in the API and in config: `line`, `x`, `email`, `webhook.cms`.
+    fn name(&self) -> &str;
+
+    /// Turns an announcement into this channel's payload(s) under its limits. Pure: no I/O.
+    ///
+    /// Serves three callers: validation at accept time (an error becomes a `422` naming the
+    /// channel and the rule), the preview API, and planning the delivery units.
+    fn render(&self, announcement: &Announcement) -> Result<Rendering, RenderError>;
+
+    /// Who each unit goes to. `Fixed` units are delivered as rendered; `EmailSubscribers`
+    /// units are multiplied by the daemon, one delivery per active subscriber.
+    fn audience(&self) -> Audience {
+        Audience::Fixed
+    }
+
+    /// The default pacing for this channel; `[channels.NAME.delivery]` may override it.
+    fn limits(&self) -> Limits;
+
+    /// Exactly one network attempt for one unit: no sleeps, no internal retries.
+    async fn deliver(
+        &self,
+        unit: &DeliveryUnit,
+        ctx: &DeliveryContext,
+    ) -> Result<Receipt, DeliveryError>;
+
+    /// Before re-sending after an ambiguous attempt (an `Uncertain` error or an expired
+    /// lease): did the earlier attempt land? `Ok(Some(receipt))` means yes, do not resend;
+    /// `Ok(None)` means it did not (or the platform cannot tell), send again.
+    async fn reconcile(
+        &self,
+        _unit: &DeliveryUnit,
+        _ctx: &DeliveryContext,
+    ) -> Result<Option<Receipt>, DeliveryError> {
+        Ok(None)
+    }
+
+    /// Followers, views, impressions as the platform names them, for the reach collector.
+    async fn fetch_reach(&self) -> Result<Vec<ReachSample>, DeliveryError> {
+        Ok(Vec::new())
+    }
+
+    /// A check that walks the real send's auth path (not a status page).
+    async fn healthcheck(&self) -> Result<(), DeliveryError>;
+
+    /// What the adapter has observed of the platform: remaining budgets, quota, token
+    /// expiry, warnings. Shown in `GET /api/v1/channels`. Cheap; no I/O.
+    fn status(&self) -> AdapterStatus {
+        AdapterStatus::default()
+    }
+}

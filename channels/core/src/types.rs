@@ -1,0 +1,231 @@
+//! Plain data that crosses the channel boundary.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// The lane an announcement travels in. Ordered: `Disaster` outranks `Urgent` outranks
+/// `Normal`, everywhere (queue claim order, reserved workers, rate-limit reserve).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    #[default]
+    Normal,
+    Urgent,
+    Disaster,
+}
+
+impl Priority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Normal => "normal",
+            Priority::Urgent => "urgent",
+            Priority::Disaster => "disaster",
+        }
+    }
+    /// The number stored in the queue: higher is claimed first.
+    pub fn lane(self) -> i32 {
+        match self {
+            Priority::Normal => 0,
+            Priority::Urgent => 1,
+            Priority::Disaster => 2,
+        }
+    }
+    pub fn from_lane(lane: i32) -> Priority {
+        match lane {
+            2.. => Priority::Disaster,
+            1 => Priority::Urgent,
+            _ => Priority::Normal,
+        }
+    }
+    pub fn parse(s: &str) -> Option<Priority> {
+        match s {
+            "normal" => Some(Priority::Normal),
+            "urgent" => Some(Priority::Urgent),
+            "disaster" => Some(Priority::Disaster),
+            _ => None,
+        }
+    }
+}
+
+/// What an adapter renders: the announcement as accepted, with the per-channel override
+/// already picked for this channel. A drill's marker (`【訓練】`) is already in `title`
+/// and `text_override` when `exercise` is true.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Announcement {
+    /// UUIDv7, as text.
+    pub id: String,
+    pub title: String,
+    pub body: String,
+    /// A link the announcement points at (the city's own page about it).
+    pub link: Option<String>,
+    pub priority: Priority,
+    /// BCP 47 language tag of `title`/`body` (`ja` by default).
+    pub lang: String,
+    pub tags: Vec<String>,
+    /// A drill (訓練): adapters may route it to their test target.
+    pub exercise: bool,
+    /// `overrides.{channel}.text` of the submission, for this channel.
+    pub text_override: Option<String>,
+    /// HTTPS image URLs to attach where the channel can.
+    pub images: Vec<String>,
+    /// This announcement's page on the city website channel, when that channel is
+    /// configured: the target of "shorten and link".
+    pub page_url: Option<String>,
+    /// When it is published (the scheduled time, or acceptance).
+    pub published_at: DateTime<Utc>,
+}
+
+/// The result of rendering: the units to deliver and what a person previewing sees.
+#[derive(Clone, Debug, Serialize)]
+pub struct Rendering {
+    /// One payload per delivery, stored at accept time and handed back to `deliver`.
+    pub units: Vec<serde_json::Value>,
+    pub preview: Preview,
+}
+
+/// What the preview API shows for one channel.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Preview {
+    /// The text as the platform will show it (for a thread, the posts joined by a blank
+    /// line; for email, the plain-text part).
+    pub text: String,
+    /// Length of `text` by the channel's own rule.
+    pub length: usize,
+    pub limit: Option<usize>,
+    /// How `length` was counted: `twitter-text weighted`, `UTF-16 code units`, `characters`.
+    pub length_rule: String,
+    /// Something the author should know: shortened, split into a thread, image dropped.
+    pub warnings: Vec<String>,
+}
+
+/// Who a channel's units go to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Audience {
+    /// Each rendered unit is one delivery.
+    Fixed,
+    /// Each rendered unit is sent to every active email subscriber, one delivery each.
+    EmailSubscribers,
+}
+
+/// A channel's default pacing. The daemon builds its rate limiter and worker pool from it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Limits {
+    /// Sustained requests per second.
+    pub rate_per_second: f64,
+    /// Requests allowed at once above the sustained rate.
+    pub burst: u32,
+    /// Attempts in flight at once.
+    pub concurrency: usize,
+}
+
+/// `[channels.NAME.delivery]`: per-channel queue and pacing settings, common to every
+/// adapter. Unset fields fall back to the adapter's [`Limits`] and the daemon's defaults.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySettings {
+    /// Sustained requests per second to this platform.
+    pub rate_per_second: Option<f64>,
+    /// Burst above the sustained rate.
+    pub burst: Option<u32>,
+    /// Share of the rate and of the workers kept free for disaster deliveries (0.0 – 0.9).
+    pub disaster_reserve: Option<f64>,
+    /// Attempts in flight at once.
+    pub concurrency: Option<usize>,
+    /// Attempts before a delivery is `failed` (rate-limit waits do not count).
+    pub max_attempts: Option<u32>,
+}
+
+/// One queued unit handed to `deliver`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeliveryUnit {
+    /// The payload `render` produced.
+    pub payload: serde_json::Value,
+    /// For `Audience::EmailSubscribers`, the subscriber this copy goes to.
+    pub recipient: Option<Recipient>,
+}
+
+/// An email subscriber as the adapter needs it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Recipient {
+    pub address: String,
+    pub lang: String,
+    /// The HTTPS one-click unsubscribe URL (RFC 8058), carrying the subscriber's token.
+    pub unsubscribe_url: String,
+    /// The subscriber's opaque unsubscribe token, for a `mailto:` variant.
+    pub unsubscribe_token: String,
+}
+
+/// Everything an attempt needs besides the unit.
+#[derive(Clone, Debug)]
+pub struct DeliveryContext {
+    pub delivery_id: String,
+    pub announcement_id: String,
+    /// Stable across every attempt of this delivery (a UUID): LINE's `X-Line-Retry-Key`.
+    pub idempotency_key: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    pub priority: Priority,
+    pub exercise: bool,
+    /// The API request that accepted the announcement, for log correlation.
+    pub request_id: Option<String>,
+}
+
+/// A successful attempt.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Receipt {
+    /// The platform's id for what was created (post id, request id, SMTP queue id, URL).
+    pub remote_id: Option<String>,
+    /// The platform said this exact request was accepted before (LINE 409 with retry key).
+    pub already_sent: bool,
+    /// A short note for the delivery log.
+    pub note: Option<String>,
+}
+
+/// One reach measurement, named as the platform names it (lineage for KPIs).
+#[derive(Clone, Debug, Serialize)]
+pub struct ReachSample {
+    /// `followers`, `followers_count`, `page_media_view`, `impression_count`, …
+    pub metric: String,
+    pub value: i64,
+    /// The platform API version the value came from (`v25.0`, `2`), when it has one.
+    pub api_version: Option<String>,
+    /// The post or message the value is about; `None` for the whole account.
+    pub subject: Option<String>,
+    pub collected_at: DateTime<Utc>,
+}
+
+/// What an adapter has observed of its platform, shown in `GET /api/v1/channels`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AdapterStatus {
+    pub budgets: Vec<Budget>,
+    /// Something an operator should act on soon (low quota, a token expiring in 5 days).
+    pub warnings: Vec<String>,
+}
+
+/// A platform budget: requests left in a window, messages left this month.
+#[derive(Clone, Debug, Serialize)]
+pub struct Budget {
+    pub name: String,
+    pub remaining: Option<i64>,
+    pub limit: Option<i64>,
+    pub resets_at: Option<DateTime<Utc>>,
+}
+
+/// What adapters get when they are built.
+#[derive(Clone, Debug)]
+pub struct BuildEnv {
+    /// One shared HTTP client (rustls with ring, connect and request timeouts set).
+    pub http: reqwest::Client,
+    /// The daemon's data directory (`data/`).
+    pub data_dir: PathBuf,
+    /// The daemon's public base URL (`http://127.0.0.1:8080/`), for links back to it.
+    pub public_base_url: String,
+}
+
+/// The timeout the daemon's shared HTTP client uses for a whole request.
+pub const HTTP_REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
