@@ -1,1 +1,5 @@
-fn main() {}
+//! The `noroshi` binary.
+
+fn main() -> std::process::ExitCode {
+    noroshi::cli::main()
+}

@@ -1,0 +1,356 @@
+//! Accepting an announcement: validate the submission, render it for every selected
+//! channel, and plan its deliveries. Shared by submission (which stores the plan) and
+//! preview (which only shows it). Nothing is stored here.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use noroshi_channel_core::{Announcement, Audience, Channel, Preview, Priority};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::api::problem::{ApiResult, FieldError, Problem};
+use crate::store::announcements::{NewAnnouncement, NewChannelPlan};
+
+/// The body of `POST /api/v1/announcements` and `POST /api/v1/preview`.
+#[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Submission {
+    /// Headline (required, at most 200 characters).
+    pub title: String,
+    /// The announcement's text (required).
+    pub body: String,
+    /// An http(s) link the announcement points at.
+    #[serde(default)]
+    pub link: Option<String>,
+    /// normal | urgent | disaster (disaster needs the disaster or admin role).
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub priority: Option<Priority>,
+    /// Channel names; default every enabled channel.
+    #[serde(default)]
+    pub channels: Option<Vec<String>>,
+    /// RFC 3339 with an offset; absent = now.
+    #[serde(default)]
+    pub scheduled_at: Option<String>,
+    /// Per-channel text: `{ "x": { "text": "…" } }`.
+    #[serde(default)]
+    pub overrides: BTreeMap<String, ChannelOverride>,
+    /// BCP 47 language of title and body (default `ja`).
+    #[serde(default)]
+    pub lang: Option<String>,
+    /// Other languages: `{ "en": { "title": "…", "body": "…" } }` (`ja-easy` = やさしい日本語).
+    #[serde(default)]
+    pub variants: BTreeMap<String, Variant>,
+    /// Departments and campaigns (KPIs count by tag).
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// A named template (the disaster desk's, later).
+    #[serde(default)]
+    pub template: Option<String>,
+    #[serde(default)]
+    pub params: BTreeMap<String, serde_json::Value>,
+    /// true = a drill (訓練): every output is marked.
+    #[serde(default)]
+    pub exercise: bool,
+    /// https image URLs to attach where a channel can.
+    #[serde(default)]
+    pub images: Vec<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelOverride {
+    pub text: String,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Variant {
+    pub title: String,
+    pub body: String,
+}
+
+/// What acceptance needs to know of the daemon.
+pub struct AcceptContext<'a> {
+    /// Enabled channels by name.
+    pub channels: &'a [Arc<dyn Channel>],
+    /// Every channel name that exists (enabled or not).
+    pub known: &'a [String],
+    /// The website's base URL when that channel is enabled ("shorten and link" target).
+    pub website_base_url: Option<&'a str>,
+    pub exercise_marker: &'a str,
+    pub can_send_disaster: bool,
+}
+
+/// One channel's part of the plan.
+pub struct ChannelPlan {
+    pub channel: String,
+    pub preview: Preview,
+    pub units: Vec<serde_json::Value>,
+    pub audience: Audience,
+}
+
+pub struct Plan {
+    pub announcement: NewAnnouncement,
+    pub channels: Vec<ChannelPlan>,
+    pub priority: Priority,
+}
+
+const MAX_TITLE: usize = 200;
+const MAX_BODY: usize = 100_000;
+const MAX_TAGS: usize = 20;
+
+/// The request's canonical hash: the same JSON (whatever its key order or spacing) gives
+/// the same hash, for `Idempotency-Key`.
+pub fn request_hash(s: &Submission) -> String {
+    let canonical = serde_json::to_value(s).map(|v| v.to_string()).unwrap_or_default();
+    hex::encode(Sha256::digest(canonical.as_bytes()))
+}
+
+fn check_url(field: &str, value: &str, https_only: bool) -> ApiResult<()> {
+    match url::Url::parse(value) {
+        Ok(u) if u.scheme() == "https" || (!https_only && u.scheme() == "http") => Ok(()),
+        Ok(_) => Err(Problem::invalid(
+            field,
+            if https_only { "must be an https URL" } else { "must be an http or https URL" },
+        )),
+        Err(e) => Err(Problem::invalid(field, format!("is not a URL ({e})"))),
+    }
+}
+
+fn check_lang(field: &str, lang: &str) -> ApiResult<()> {
+    let ok = !lang.is_empty()
+        && lang.len() <= 35
+        && lang.split('-').all(|p| !p.is_empty() && p.len() <= 8 && p.chars().all(|c| c.is_ascii_alphanumeric()));
+    if ok {
+        Ok(())
+    } else {
+        Err(Problem::invalid(field, format!("`{lang}` is not a language tag such as ja, en, ja-easy")))
+    }
+}
+
+/// Validates and renders. Every refusal names its field; rendering refusals name the
+/// channel and its rule, all of them at once.
+pub fn plan(
+    s: &Submission,
+    ctx: &AcceptContext<'_>,
+    id: String,
+    created_by: &str,
+    idempotency_key: Option<String>,
+    request_id: Option<String>,
+    now: DateTime<Utc>,
+) -> ApiResult<Plan> {
+    let title = s.title.trim();
+    if title.is_empty() {
+        return Err(Problem::invalid("title", "must not be empty"));
+    }
+    if title.chars().count() > MAX_TITLE {
+        return Err(Problem::invalid("title", format!("must be at most {MAX_TITLE} characters")));
+    }
+    if s.body.trim().is_empty() {
+        return Err(Problem::invalid("body", "must not be empty"));
+    }
+    if s.body.chars().count() > MAX_BODY {
+        return Err(Problem::invalid("body", format!("must be at most {MAX_BODY} characters")));
+    }
+    if let Some(link) = &s.link {
+        check_url("link", link, false)?;
+    }
+    for (i, image) in s.images.iter().enumerate() {
+        check_url(&format!("images[{i}]"), image, true)?;
+    }
+    let priority = s.priority.unwrap_or_default();
+    if priority == Priority::Disaster && !ctx.can_send_disaster {
+        return Err(Problem::forbidden(
+            "priority: only the disaster or admin role may send disaster announcements",
+        )
+        .field("priority"));
+    }
+    let lang = s.lang.clone().unwrap_or_else(|| "ja".to_string());
+    check_lang("lang", &lang)?;
+    for (code, v) in &s.variants {
+        check_lang(&format!("variants.{code}"), code)?;
+        if v.title.trim().is_empty() {
+            return Err(Problem::invalid(format!("variants.{code}.title"), "must not be empty"));
+        }
+        if v.body.trim().is_empty() {
+            return Err(Problem::invalid(format!("variants.{code}.body"), "must not be empty"));
+        }
+    }
+    if s.tags.len() > MAX_TAGS {
+        return Err(Problem::invalid("tags", format!("at most {MAX_TAGS} tags")));
+    }
+    for (i, t) in s.tags.iter().enumerate() {
+        if t.trim().is_empty() || t.chars().count() > 64 {
+            return Err(Problem::invalid(format!("tags[{i}]"), "must be 1 to 64 characters"));
+        }
+    }
+    if let Some(t) = &s.template {
+        return Err(Problem::invalid(
+            "template",
+            format!("no template named `{t}` (templates come with the disaster desk and are not available in this version)"),
+        ));
+    }
+    if !s.params.is_empty() {
+        return Err(Problem::invalid("params", "only used with a template"));
+    }
+    let scheduled_at = match &s.scheduled_at {
+        None => None,
+        Some(text) => {
+            let at = DateTime::parse_from_rfc3339(text)
+                .map_err(|_| {
+                    Problem::invalid(
+                        "scheduled_at",
+                        "must be RFC 3339 with an offset, e.g. 2026-12-01T09:00:00+09:00",
+                    )
+                })?
+                .with_timezone(&Utc);
+            // A time already past means "now"; a future time holds the deliveries.
+            Some(at).filter(|at| *at > now)
+        }
+    };
+    // Which channels.
+    let selected: Vec<String> = match &s.channels {
+        None => ctx.channels.iter().map(|c| c.name().to_string()).collect(),
+        Some(list) => {
+            if list.is_empty() {
+                return Err(Problem::invalid("channels", "must name at least one channel"));
+            }
+            let mut seen = Vec::new();
+            for (i, name) in list.iter().enumerate() {
+                let field = format!("channels[{i}]");
+                if !ctx.known.contains(name) {
+                    return Err(Problem::invalid(
+                        field,
+                        format!("unknown channel `{name}` (known: {})", ctx.known.join(", ")),
+                    ));
+                }
+                if !ctx.channels.iter().any(|c| c.name() == name) {
+                    return Err(Problem::invalid(
+                        field,
+                        format!("channel `{name}` is not enabled in this daemon's configuration"),
+                    ));
+                }
+                if seen.contains(name) {
+                    return Err(Problem::invalid(field, format!("channel `{name}` is listed twice")));
+                }
+                seen.push(name.clone());
+            }
+            seen
+        }
+    };
+    if selected.is_empty() {
+        return Err(Problem::invalid("channels", "no channel is enabled in this daemon's configuration"));
+    }
+    for (name, o) in &s.overrides {
+        let field = format!("overrides.{name}");
+        if !selected.contains(name) {
+            return Err(Problem::invalid(field, format!("channel `{name}` is not selected")));
+        }
+        if o.text.trim().is_empty() {
+            return Err(Problem::invalid(format!("{field}.text"), "must not be empty"));
+        }
+    }
+    let marker = if s.exercise { ctx.exercise_marker } else { "" };
+    let published_at = scheduled_at.unwrap_or(now);
+    let page_url = ctx
+        .website_base_url
+        .map(|base| noroshi_website::page_url(base, &id));
+    let mut channels = Vec::new();
+    let mut refusals = Vec::new();
+    for name in &selected {
+        let channel = ctx
+            .channels
+            .iter()
+            .find(|c| c.name() == name)
+            .expect("selected channels are enabled");
+        let a = Announcement {
+            id: id.clone(),
+            title: format!("{marker}{title}"),
+            body: s.body.clone(),
+            link: s.link.clone(),
+            priority,
+            lang: lang.clone(),
+            tags: s.tags.clone(),
+            exercise: s.exercise,
+            text_override: s.overrides.get(name).map(|o| format!("{marker}{}", o.text)),
+            images: s.images.clone(),
+            page_url: page_url.clone(),
+            published_at,
+        };
+        match channel.render(&a) {
+            Ok(r) if r.units.is_empty() => refusals.push(FieldError {
+                field: format!("channels.{name}"),
+                detail: format!("channel {name} rendered nothing to send"),
+                channel: Some(name.clone()),
+                rule: Some("empty".into()),
+            }),
+            Ok(r) => channels.push(ChannelPlan {
+                channel: name.clone(),
+                preview: r.preview,
+                units: r.units,
+                audience: channel.audience(),
+            }),
+            Err(e) => refusals.push(FieldError {
+                field: if s.overrides.contains_key(name) {
+                    format!("overrides.{name}.text")
+                } else {
+                    "body".to_string()
+                },
+                detail: format!("channel {name} refuses it ({}): {}", e.rule, e.message),
+                channel: Some(name.clone()),
+                rule: Some(e.rule.clone()),
+            }),
+        }
+    }
+    if !refusals.is_empty() {
+        let detail = refusals.iter().map(|r| r.detail.clone()).collect::<Vec<_>>().join("; ");
+        let mut p = Problem::new(axum::http::StatusCode::UNPROCESSABLE_ENTITY, detail);
+        p.field = Some(refusals[0].field.clone());
+        p.errors = refusals;
+        return Err(p);
+    }
+    let request = serde_json::to_string(s).unwrap_or_default();
+    let announcement = NewAnnouncement {
+        id,
+        title: title.to_string(),
+        body: s.body.clone(),
+        link: s.link.clone(),
+        priority: priority.as_str().to_string(),
+        lane: priority.lane(),
+        lang,
+        exercise: s.exercise,
+        status: if scheduled_at.is_some() { "scheduled" } else { "queued" }.to_string(),
+        request,
+        created_by: created_by.to_string(),
+        idempotency_key,
+        request_hash: request_hash(s),
+        request_id,
+        scheduled_at: scheduled_at.map(|t| t.timestamp_millis()),
+        created_at: now.timestamp_millis(),
+    };
+    Ok(Plan {
+        announcement,
+        channels,
+        priority,
+    })
+}
+
+impl ChannelPlan {
+    /// The stored form: units plus the preview, so the API can show what was sent.
+    pub fn to_store(&self) -> NewChannelPlan {
+        let rendering = serde_json::json!({ "units": self.units, "preview": self.preview });
+        NewChannelPlan {
+            channel: self.channel.clone(),
+            rendering: rendering.to_string(),
+            audience: match self.audience {
+                Audience::Fixed => "fixed",
+                Audience::EmailSubscribers => "email_subscribers",
+            }
+            .to_string(),
+            units: self.units.len(),
+        }
+    }
+}

@@ -1,0 +1,478 @@
+//! Announcement routes: submit, preview, get, list, cancel, retry, the delivery log.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::auth::Role;
+use super::problem::{parse_json, ApiResult, Problem};
+use super::SharedState;
+use crate::accept::{self, AcceptContext, Submission};
+use crate::store::announcements::{self as store, AttemptFilter, AttemptRow, ChannelSummary, ListFilter};
+use crate::time::rfc3339_jst;
+
+/// `202 Accepted`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Accepted {
+    pub id: String,
+    /// queued | scheduled
+    pub status: String,
+    pub deliveries: Vec<DeliveryBrief>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DeliveryBrief {
+    pub channel: String,
+    pub status: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AnnouncementView {
+    pub id: String,
+    pub title: String,
+    pub body: String,
+    pub link: Option<String>,
+    pub priority: String,
+    pub lang: String,
+    pub exercise: bool,
+    /// (awaiting_confirmation →) scheduled → queued → sending → sent | partially_failed | failed; or cancelled
+    pub status: String,
+    pub tags: Vec<String>,
+    pub created_by: String,
+    pub created_at: String,
+    pub scheduled_at: Option<String>,
+    pub deliveries: Vec<ChannelSummary>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AnnouncementPage {
+    pub items: Vec<AnnouncementView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    match headers.get("idempotency-key") {
+        None => Ok(None),
+        Some(v) => {
+            let key = v
+                .to_str()
+                .map_err(|_| Problem::bad_request("Idempotency-Key: must be visible ASCII").field("Idempotency-Key"))?
+                .trim();
+            if key.is_empty() || key.len() > 255 {
+                return Err(Problem::bad_request("Idempotency-Key: must be 1 to 255 characters").field("Idempotency-Key"));
+            }
+            Ok(Some(key.to_string()))
+        }
+    }
+}
+
+fn request_id(headers: &HeaderMap) -> Option<String> {
+    headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+fn context<'a>(state: &'a SharedState, role: Role) -> AcceptContext<'a> {
+    AcceptContext {
+        channels: &state.channels,
+        known: &state.known_channels,
+        website_base_url: state.website_base_url.as_deref(),
+        exercise_marker: &state.exercise_marker,
+        can_send_disaster: role >= Role::Disaster,
+    }
+}
+
+fn accepted_from(id: String, status: String, summaries: &[ChannelSummary], channels: &[String]) -> Accepted {
+    let deliveries = channels
+        .iter()
+        .map(|c| DeliveryBrief {
+            channel: c.clone(),
+            status: summaries
+                .iter()
+                .find(|s| &s.channel == c)
+                .map(|s| s.status.clone())
+                .unwrap_or_else(|| "pending".into()),
+        })
+        .collect();
+    Accepted { id, status, deliveries }
+}
+
+/// Accept an announcement: validated and rendered for each channel, then stored with all
+/// its deliveries in one transaction before the answer.
+#[utoipa::path(post, path = "/api/v1/announcements", request_body = Submission,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Same key + same body = the same announcement; same key + another body = 409")),
+    responses(
+        (status = 202, description = "Accepted", body = Accepted),
+        (status = 409, description = "Idempotency-Key reused with another body", body = Problem),
+        (status = 413, description = "Body too large", body = Problem),
+        (status = 422, description = "Invalid, or a channel cannot carry it", body = Problem)),
+    security(("bearer" = [])))]
+pub async fn submit(State(state): State<SharedState>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+    let caller = state.tokens.require(&headers, Role::Staff)?;
+    let key = idempotency_key(&headers)?;
+    let submission: Submission = parse_json(&body)?;
+    let hash = accept::request_hash(&submission);
+    if let Some(key) = &key {
+        if let Some(existing) = store::get_by_idempotency_key(&state.db, &caller.name, key).await? {
+            return replay(&state, existing, &hash).await;
+        }
+    }
+    let id = uuid::Uuid::now_v7().to_string();
+    let now = chrono::Utc::now();
+    let plan = accept::plan(
+        &submission,
+        &context(&state, caller.role),
+        id.clone(),
+        &caller.name,
+        key.clone(),
+        request_id(&headers),
+        now,
+    )?;
+    let stored: Vec<_> = plan.channels.iter().map(|c| c.to_store()).collect();
+    if let Err(e) = store::insert(&state.db, &plan.announcement, &stored).await {
+        if e.is_unique_violation() {
+            // Two requests with one key raced; the other one won. Answer as a replay.
+            if let Some(key) = &key {
+                if let Some(existing) = store::get_by_idempotency_key(&state.db, &caller.name, key).await? {
+                    return replay(&state, existing, &hash).await;
+                }
+            }
+        }
+        return Err(e.into());
+    }
+    tracing::info!(announcement = %id, by = %caller.name, priority = plan.priority.as_str(),
+        channels = stored.len(), exercise = submission.exercise, "Announcement accepted");
+    if plan.announcement.scheduled_at.is_none() {
+        for c in &plan.channels {
+            state.dispatcher.wake(&c.channel, plan.priority);
+        }
+    }
+    let names: Vec<String> = plan.channels.iter().map(|c| c.channel.clone()).collect();
+    let body = accepted_from(id.clone(), plan.announcement.status.clone(), &[], &names);
+    Ok((
+        StatusCode::ACCEPTED,
+        [(axum::http::header::LOCATION, format!("/api/v1/announcements/{id}"))],
+        Json(body),
+    )
+        .into_response())
+}
+
+async fn replay(state: &SharedState, existing: store::AnnouncementRow, hash: &str) -> ApiResult<Response> {
+    if existing.request_hash != hash {
+        return Err(Problem::conflict(
+            "Idempotency-Key was already used with a different body; use a new key for a new announcement",
+        )
+        .field("Idempotency-Key"));
+    }
+    let summaries = store::summarize(&state.db, &existing.id).await?;
+    let channels: Vec<String> = store::channel_plans(&state.db, &existing.id)
+        .await?
+        .into_iter()
+        .map(|(c, _)| c)
+        .collect();
+    let body = accepted_from(existing.id.clone(), existing.status.clone(), &summaries, &channels);
+    Ok((
+        StatusCode::ACCEPTED,
+        [(axum::http::header::LOCATION, format!("/api/v1/announcements/{}", existing.id))],
+        Json(body),
+    )
+        .into_response())
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PreviewResponse {
+    pub channels: Vec<ChannelPreview>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ChannelPreview {
+    pub channel: String,
+    /// false when this channel refuses the announcement.
+    pub ok: bool,
+    /// The text exactly as the platform will show it.
+    pub text: String,
+    /// The exact payload(s) the adapter will send.
+    #[schema(value_type = Vec<Object>)]
+    pub payloads: Vec<serde_json::Value>,
+    /// Length by the channel's own rule.
+    pub length: usize,
+    pub limit: Option<usize>,
+    pub length_rule: String,
+    pub warnings: Vec<String>,
+    /// The refusal, when `ok` is false: `{rule, message}`.
+    #[schema(value_type = Option<Object>)]
+    pub error: Option<serde_json::Value>,
+}
+
+/// What each selected channel would send. Stores nothing.
+#[utoipa::path(post, path = "/api/v1/preview", request_body = Submission,
+    responses((status = 200, description = "Per-channel previews", body = PreviewResponse),
+        (status = 422, description = "Invalid submission", body = Problem)),
+    security(("bearer" = [])))]
+pub async fn preview(State(state): State<SharedState>, headers: HeaderMap, body: Bytes) -> ApiResult<Json<PreviewResponse>> {
+    let caller = state.tokens.require(&headers, Role::Staff)?;
+    let submission: Submission = parse_json(&body)?;
+    let id = uuid::Uuid::now_v7().to_string();
+    let ctx = context(&state, caller.role);
+    match accept::plan(&submission, &ctx, id.clone(), &caller.name, None, None, chrono::Utc::now()) {
+        Ok(plan) => Ok(Json(PreviewResponse {
+            channels: plan
+                .channels
+                .into_iter()
+                .map(|c| ChannelPreview {
+                    channel: c.channel,
+                    ok: true,
+                    text: c.preview.text,
+                    payloads: c.units,
+                    length: c.preview.length,
+                    limit: c.preview.limit,
+                    length_rule: c.preview.length_rule,
+                    warnings: c.preview.warnings,
+                    error: None,
+                })
+                .collect(),
+        })),
+        // A channel refused: show every channel, the refusing ones with their reason, so the
+        // author sees what to shorten where.
+        Err(p) if !p.errors.is_empty() => {
+            let mut out = Vec::new();
+            for err in &p.errors {
+                out.push(ChannelPreview {
+                    channel: err.channel.clone().unwrap_or_default(),
+                    ok: false,
+                    text: String::new(),
+                    payloads: Vec::new(),
+                    length: 0,
+                    limit: None,
+                    length_rule: String::new(),
+                    warnings: Vec::new(),
+                    error: Some(serde_json::json!({ "rule": err.rule, "message": err.detail })),
+                });
+            }
+            // Render the others one by one for their previews.
+            let refused: Vec<String> = p.errors.iter().filter_map(|e| e.channel.clone()).collect();
+            let selected: Vec<String> = submission
+                .channels
+                .clone()
+                .unwrap_or_else(|| state.channels.iter().map(|c| c.name().to_string()).collect());
+            for name in selected.iter().filter(|n| !refused.contains(n)) {
+                let mut single = submission.clone();
+                single.channels = Some(vec![name.clone()]);
+                single.overrides.retain(|k, _| k == name);
+                if let Ok(plan) = accept::plan(&single, &ctx, id.clone(), &caller.name, None, None, chrono::Utc::now()) {
+                    for c in plan.channels {
+                        out.push(ChannelPreview {
+                            channel: c.channel,
+                            ok: true,
+                            text: c.preview.text,
+                            payloads: c.units,
+                            length: c.preview.length,
+                            limit: c.preview.limit,
+                            length_rule: c.preview.length_rule,
+                            warnings: c.preview.warnings,
+                            error: None,
+                        });
+                    }
+                }
+            }
+            out.sort_by(|a, b| a.channel.cmp(&b.channel));
+            Ok(Json(PreviewResponse { channels: out }))
+        }
+        Err(p) => Err(p),
+    }
+}
+
+async fn view(state: &SharedState, row: store::AnnouncementRow) -> ApiResult<AnnouncementView> {
+    let deliveries = store::summarize(&state.db, &row.id).await?;
+    let request: serde_json::Value = serde_json::from_str(&row.request).unwrap_or_default();
+    let tags = request
+        .get("tags")
+        .and_then(|t| serde_json::from_value(t.clone()).ok())
+        .unwrap_or_default();
+    Ok(AnnouncementView {
+        id: row.id,
+        title: row.title,
+        body: row.body,
+        link: row.link,
+        priority: row.priority,
+        lang: row.lang,
+        exercise: row.exercise,
+        status: row.status,
+        tags,
+        created_by: row.created_by,
+        created_at: rfc3339_jst(row.created_at),
+        scheduled_at: row.scheduled_at.map(rfc3339_jst),
+        deliveries,
+    })
+}
+
+/// The announcement and every channel's delivery state.
+#[utoipa::path(get, path = "/api/v1/announcements/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = AnnouncementView), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn get_one(State(state): State<SharedState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<AnnouncementView>> {
+    state.tokens.require(&headers, Role::Viewer)?;
+    let row = store::get(&state.db, &id).await?.ok_or_else(|| Problem::not_found("announcement"))?;
+    Ok(Json(view(&state, row).await?))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub status: Option<String>,
+    pub channel: Option<String>,
+    pub priority: Option<String>,
+    /// RFC 3339; created at or after.
+    pub since: Option<String>,
+    /// RFC 3339; created before.
+    pub until: Option<String>,
+    pub cursor: Option<String>,
+    /// 1–200, default 50.
+    pub limit: Option<i64>,
+}
+
+fn parse_time(field: &str, v: &Option<String>) -> ApiResult<Option<i64>> {
+    v.as_ref()
+        .map(|t| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map(|d| d.timestamp_millis())
+                .map_err(|_| Problem::invalid(field, "must be RFC 3339 with an offset"))
+        })
+        .transpose()
+}
+
+fn limit_of(limit: Option<i64>) -> ApiResult<i64> {
+    match limit {
+        None => Ok(50),
+        Some(n) if (1..=200).contains(&n) => Ok(n),
+        Some(_) => Err(Problem::invalid("limit", "must be between 1 and 200")),
+    }
+}
+
+const STATUSES: &[&str] = &[
+    "awaiting_confirmation", "scheduled", "queued", "sending", "sent", "partially_failed", "failed", "cancelled",
+];
+
+/// Newest first, filtered, cursor-paged.
+#[utoipa::path(get, path = "/api/v1/announcements", params(ListQuery),
+    responses((status = 200, body = AnnouncementPage), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn list(State(state): State<SharedState>, headers: HeaderMap, query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>) -> ApiResult<Json<AnnouncementPage>> {
+    state.tokens.require(&headers, Role::Viewer)?;
+    let Query(q) = query.map_err(|e| Problem::invalid("query", e.body_text()))?;
+    if let Some(s) = &q.status {
+        if !STATUSES.contains(&s.as_str()) {
+            return Err(Problem::invalid("status", format!("must be one of {}", STATUSES.join(", "))));
+        }
+    }
+    if let Some(p) = &q.priority {
+        if noroshi_channel_core::Priority::parse(p).is_none() {
+            return Err(Problem::invalid("priority", "must be normal, urgent or disaster"));
+        }
+    }
+    let before = match &q.cursor {
+        None => None,
+        Some(c) => {
+            let (t, id) = c.split_once('_').ok_or_else(|| Problem::invalid("cursor", "is not a cursor from this API"))?;
+            Some((t.parse::<i64>().map_err(|_| Problem::invalid("cursor", "is not a cursor from this API"))?, id.to_string()))
+        }
+    };
+    let limit = limit_of(q.limit)?;
+    let filter = ListFilter {
+        status: q.status.clone(),
+        channel: q.channel.clone(),
+        priority: q.priority.clone(),
+        since: parse_time("since", &q.since)?,
+        until: parse_time("until", &q.until)?,
+        before,
+        limit,
+    };
+    let rows = store::list(&state.db, &filter).await?;
+    let next_cursor = if rows.len() as i64 == limit {
+        rows.last().map(|r| format!("{}_{}", r.created_at, r.id))
+    } else {
+        None
+    };
+    let mut items = Vec::with_capacity(rows.len());
+    for row in rows {
+        items.push(view(&state, row).await?);
+    }
+    Ok(Json(AnnouncementPage { items, next_cursor }))
+}
+
+/// Cancel what has not been sent yet.
+#[utoipa::path(post, path = "/api/v1/announcements/{id}/cancel", params(("id" = String, Path)),
+    responses((status = 200, body = AnnouncementView), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn cancel(State(state): State<SharedState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<AnnouncementView>> {
+    let caller = state.tokens.require(&headers, Role::Staff)?;
+    let n = store::cancel(&state.db, &id).await?.ok_or_else(|| Problem::not_found("announcement"))?;
+    tracing::info!(announcement = %id, by = %caller.name, cancelled = n, "Announcement cancelled");
+    let row = store::get(&state.db, &id).await?.ok_or_else(|| Problem::not_found("announcement"))?;
+    Ok(Json(view(&state, row).await?))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RetryQuery {
+    /// Only this channel's failed deliveries.
+    pub channel: Option<String>,
+}
+
+/// Give failed deliveries another full round of attempts (admin).
+#[utoipa::path(post, path = "/api/v1/announcements/{id}/retry", params(("id" = String, Path), RetryQuery),
+    responses((status = 200, body = AnnouncementView), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn retry(State(state): State<SharedState>, headers: HeaderMap, Path(id): Path<String>, Query(q): Query<RetryQuery>) -> ApiResult<Json<AnnouncementView>> {
+    let caller = state.tokens.require(&headers, Role::Admin)?;
+    let row = store::get(&state.db, &id).await?.ok_or_else(|| Problem::not_found("announcement"))?;
+    let n = store::retry_failed(&state.db, &id, q.channel.as_deref()).await?;
+    tracing::info!(announcement = %id, by = %caller.name, deliveries = n, "Failed deliveries queued again");
+    let priority = noroshi_channel_core::Priority::parse(&row.priority).unwrap_or_default();
+    for c in &state.channels {
+        state.dispatcher.wake(c.name(), priority);
+    }
+    let row = store::get(&state.db, &id).await?.ok_or_else(|| Problem::not_found("announcement"))?;
+    Ok(Json(view(&state, row).await?))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveriesQuery {
+    pub announcement_id: Option<String>,
+    pub channel: Option<String>,
+    /// sent | already_sent | reconciled | transient | uncertain | rate_limited | quota | auth | permanent | cancelled
+    pub outcome: Option<String>,
+    pub cursor: Option<i64>,
+    pub limit: Option<i64>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AttemptPage {
+    pub items: Vec<AttemptRow>,
+    pub next_cursor: Option<i64>,
+}
+
+/// The delivery log: every attempt, newest first.
+#[utoipa::path(get, path = "/api/v1/deliveries", params(DeliveriesQuery),
+    responses((status = 200, body = AttemptPage)), security(("bearer" = [])))]
+pub async fn deliveries(State(state): State<SharedState>, headers: HeaderMap, query: Result<Query<DeliveriesQuery>, axum::extract::rejection::QueryRejection>) -> ApiResult<Json<AttemptPage>> {
+    state.tokens.require(&headers, Role::Viewer)?;
+    let Query(q) = query.map_err(|e| Problem::invalid("query", e.body_text()))?;
+    let limit = limit_of(q.limit)?;
+    let items = store::attempts(
+        &state.db,
+        &AttemptFilter {
+            announcement_id: q.announcement_id,
+            channel: q.channel,
+            outcome: q.outcome,
+            before_id: q.cursor,
+            limit,
+        },
+    )
+    .await?;
+    let next_cursor = if items.len() as i64 == limit { items.last().map(|i| i.id) } else { None };
+    Ok(Json(AttemptPage { items, next_cursor }))
+}

@@ -1,0 +1,131 @@
+//! Channel routes: state of every channel, resume after an auth pause, the LINE webhook.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use noroshi_channel_core::{AdapterStatus, ExposeSecret};
+use serde::Serialize;
+
+use super::auth::Role;
+use super::problem::{ApiResult, Problem};
+use super::SharedState;
+use crate::store;
+use crate::time::rfc3339_jst;
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ChannelView {
+    pub name: String,
+    pub enabled: bool,
+    /// ok | degraded | paused (an auth failure shows here as paused)
+    pub state: String,
+    pub reason: Option<String>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
+    pub last_success_at: Option<String>,
+    /// The daemon's own pacing of this channel.
+    #[schema(value_type = Object)]
+    pub rate_limit: serde_json::Value,
+    /// What the adapter has seen of the platform: budgets left, quota, warnings.
+    #[schema(value_type = Object)]
+    pub platform: serde_json::Value,
+    /// Deliveries waiting or in flight, per lane.
+    #[schema(value_type = Object)]
+    pub queue: serde_json::Value,
+}
+
+/// Every channel: enabled, state, last error, rate-limit budget.
+#[utoipa::path(get, path = "/api/v1/channels", responses((status = 200, body = Vec<ChannelView>)),
+    security(("bearer" = [])))]
+pub async fn list(State(state): State<SharedState>, headers: HeaderMap) -> ApiResult<Json<Vec<ChannelView>>> {
+    state.tokens.require(&headers, Role::Viewer)?;
+    let states = store::channels::all(&state.db).await?;
+    let depth = crate::queue::depth(&state.db).await?;
+    let mut out = Vec::new();
+    for name in &state.known_channels {
+        let runtime = state.dispatcher.channel(name);
+        let st = states.iter().find(|s| &s.channel == name);
+        let lanes = |lane: i32| depth.iter().filter(|(c, l, _)| c == name && *l == lane).map(|(_, _, n)| *n).sum::<i64>();
+        let (rate_limit, platform, in_flight) = match runtime {
+            Some(rt) => {
+                let status: AdapterStatus = rt.channel.status();
+                (
+                    serde_json::json!({
+                        "rate_per_second": rt.rate_per_second,
+                        "disaster_reserve": rt.disaster_reserve,
+                        "concurrency": rt.concurrency,
+                        "reserved_disaster_workers": rt.reserved_workers,
+                    }),
+                    serde_json::to_value(&status).unwrap_or_default(),
+                    rt.in_flight(),
+                )
+            }
+            None => (serde_json::Value::Null, serde_json::Value::Null, 0),
+        };
+        let warnings_present = platform
+            .get("warnings")
+            .and_then(|w| w.as_array())
+            .map(|w| !w.is_empty())
+            .unwrap_or(false);
+        let mut state_name = st.map(|s| s.state.clone()).unwrap_or_else(|| "ok".into());
+        let mut reason = st.and_then(|s| s.reason.clone());
+        if state_name == "ok" && warnings_present {
+            state_name = "degraded".into();
+            reason = platform["warnings"][0].as_str().map(str::to_string);
+        }
+        out.push(ChannelView {
+            name: name.clone(),
+            enabled: runtime.is_some(),
+            state: state_name,
+            reason,
+            last_error: st.and_then(|s| s.last_error.clone()),
+            last_error_at: st.and_then(|s| s.last_error_at).map(rfc3339_jst),
+            last_success_at: st.and_then(|s| s.last_success_at).map(rfc3339_jst),
+            rate_limit,
+            platform,
+            queue: serde_json::json!({
+                "disaster": lanes(2), "urgent": lanes(1), "normal": lanes(0), "in_flight_here": in_flight,
+            }),
+        });
+    }
+    Ok(Json(out))
+}
+
+/// Resume a paused channel after its credentials were fixed (admin).
+#[utoipa::path(post, path = "/api/v1/channels/{name}/resume", params(("name" = String, Path)),
+    responses((status = 200, body = ChannelView), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn resume(State(state): State<SharedState>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+    let caller = state.tokens.require(&headers, Role::Admin)?;
+    if state.dispatcher.channel(&name).is_none() {
+        return Err(Problem::not_found("enabled channel"));
+    }
+    store::channels::set_state(&state.db, &name, "ok", None).await?;
+    state.dispatcher.set_paused(&name, false);
+    tracing::info!(channel = %name, by = %caller.name, "Channel resumed");
+    Ok(Json(serde_json::json!({ "name": name, "state": "ok" })))
+}
+
+/// LINE's webhook: verified by `X-Line-Signature` over the raw body; follow and unfollow
+/// events are recorded.
+pub async fn line_webhook(State(state): State<SharedState>, headers: HeaderMap, body: Bytes) -> ApiResult<StatusCode> {
+    let Some(secret) = &state.line_channel_secret else {
+        return Err(Problem::not_found("LINE webhook (channels.line.channel_secret is not configured)"));
+    };
+    let signature = headers
+        .get("x-line-signature")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| Problem::unauthorized().field("X-Line-Signature"))?;
+    if !noroshi_line::verify_signature(secret.expose_secret(), &body, signature) {
+        tracing::warn!("Refused a LINE webhook call with a bad signature");
+        return Err(Problem::new(StatusCode::UNAUTHORIZED, "X-Line-Signature does not match the body").field("X-Line-Signature"));
+    }
+    let events = noroshi_line::parse_events(&body)
+        .map_err(|e| Problem::bad_request(format!("not a LINE webhook body: {e}")))?;
+    for event in events {
+        if let Some((user, following)) = event.follow_change() {
+            store::channels::set_line_follower(&state.db, user, following).await?;
+        }
+    }
+    Ok(StatusCode::OK)
+}

@@ -1,0 +1,210 @@
+//! The HTTP edge: routes, bearer-token roles, problem+json errors, the OpenAPI document.
+
+pub mod announcements;
+pub mod auth;
+pub mod channels;
+pub mod problem;
+pub mod subscribers;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use noroshi_channel_core::{Channel, SecretString};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::services::ServeDir;
+use tower_http::set_header::SetResponseHeaderLayer;
+use utoipa::OpenApi;
+
+use crate::dispatch::Dispatcher;
+use crate::store::Db;
+use problem::Problem;
+
+/// Everything a handler can reach.
+pub struct AppState {
+    pub db: Db,
+    pub dispatcher: Arc<Dispatcher>,
+    /// Enabled channels.
+    pub channels: Vec<Arc<dyn Channel>>,
+    /// Every channel name that exists, enabled or not.
+    pub known_channels: Vec<String>,
+    pub tokens: auth::Tokens,
+    pub website_base_url: Option<String>,
+    pub site_dir: Option<std::path::PathBuf>,
+    pub exercise_marker: String,
+    pub line_channel_secret: Option<SecretString>,
+    pub body_limit: usize,
+}
+
+pub type SharedState = Arc<AppState>;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Noroshi", description = "Announce once, reach every channel: the HTTP API of a city hall's PR and disaster broadcaster."),
+    paths(
+        announcements::submit,
+        announcements::get_one,
+        announcements::list,
+        announcements::cancel,
+        announcements::retry,
+        announcements::preview,
+        announcements::deliveries,
+        channels::list,
+        channels::resume,
+        subscribers::create,
+        subscribers::list,
+        subscribers::delete,
+        subscribers::import,
+        subscribers::unsubscribe_page,
+        subscribers::unsubscribe_post,
+        healthz,
+        readyz,
+    ),
+    components(schemas(
+        crate::accept::Submission,
+        crate::accept::ChannelOverride,
+        crate::accept::Variant,
+        announcements::Accepted,
+        announcements::DeliveryBrief,
+        announcements::AnnouncementView,
+        announcements::AnnouncementPage,
+        announcements::PreviewResponse,
+        announcements::ChannelPreview,
+        announcements::AttemptPage,
+        crate::store::announcements::ChannelSummary,
+        crate::store::announcements::AttemptRow,
+        channels::ChannelView,
+        subscribers::NewSubscriberBody,
+        subscribers::SubscriberPage,
+        subscribers::ImportResult,
+        crate::store::subscribers::Subscriber,
+        problem::Problem,
+        problem::FieldError,
+    )),
+    modifiers(&BearerAuth),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+pub fn router(state: SharedState) -> Router {
+    let limit = state.body_limit;
+    let api = Router::new()
+        .route("/announcements", post(announcements::submit).get(announcements::list))
+        .route("/announcements/{id}", get(announcements::get_one))
+        .route("/announcements/{id}/cancel", post(announcements::cancel))
+        .route("/announcements/{id}/retry", post(announcements::retry))
+        .route("/announcements/{id}/confirm", post(not_yet_disaster))
+        .route("/announcements/{id}/all-clear", post(not_yet_disaster))
+        .route("/preview", post(announcements::preview))
+        .route("/deliveries", get(announcements::deliveries))
+        .route("/channels", get(channels::list))
+        .route("/channels/{name}/resume", post(channels::resume))
+        .route("/subscribers", post(subscribers::create).get(subscribers::list))
+        .route("/subscribers/import", post(subscribers::import))
+        .route("/subscribers/{id}", axum::routing::delete(subscribers::delete))
+        .route("/cap", post(not_yet_disaster))
+        .route("/alerts/active", get(not_yet_disaster))
+        .route("/reach", get(not_yet_reach))
+        .route("/reach/collect", post(not_yet_reach))
+        .route("/kpi", get(not_yet_reach))
+        .route("/schedules", get(not_yet_schedules).post(not_yet_schedules))
+        .route(
+            "/schedules/{id}",
+            get(not_yet_schedules).patch(not_yet_schedules).delete(not_yet_schedules),
+        )
+        .route("/openapi.json", get(openapi))
+        .fallback(|| async { Problem::not_found("API route") });
+    let mut app = Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route(
+            "/unsubscribe",
+            get(subscribers::unsubscribe_page).post(subscribers::unsubscribe_post),
+        )
+        .route("/webhooks/line", post(channels::line_webhook));
+    if let Some(dir) = &state.site_dir {
+        app = app.nest_service("/site", ServeDir::new(dir).append_index_html_on_directories(true));
+    }
+    app.layer(DefaultBodyLimit::max(limit))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(axum::middleware::map_response(problem_for_plain_errors))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Errors produced below the handlers (an oversize body, a wrong method) come as plain
+/// text; the API promises problem+json everywhere.
+async fn problem_for_plain_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.as_bytes().starts_with(b"application/problem+json"))
+        .unwrap_or(false);
+    if is_problem || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let detail = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "the request body is larger than the configured limit (server.body_limit_bytes)".to_string(),
+        StatusCode::METHOD_NOT_ALLOWED => "this method is not allowed on this path".to_string(),
+        StatusCode::NOT_FOUND => "not found".to_string(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported content type".to_string(),
+        other => other.canonical_reason().unwrap_or("error").to_string(),
+    };
+    let ct = response.headers().get(header::CONTENT_TYPE).cloned();
+    // Static site 404s keep their own type only if HTML; everything else becomes a problem.
+    if ct.map(|v| v.as_bytes().starts_with(b"text/html")).unwrap_or(false) {
+        return response;
+    }
+    Problem::new(status, detail).into_response()
+}
+
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "The process is alive")))]
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+#[utoipa::path(get, path = "/readyz", responses(
+    (status = 200, description = "Database reachable and migrations applied"),
+    (status = 503, description = "Not ready", body = Problem)))]
+pub async fn readyz(State(state): State<SharedState>) -> Result<&'static str, Problem> {
+    state
+        .db
+        .ready()
+        .await
+        .map(|_| "ready")
+        .map_err(|e| Problem::new(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}")))
+}
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+async fn not_yet_disaster() -> Problem {
+    Problem::not_implemented("The disaster desk (CAP intake, confirmation, all-clear, active alerts)")
+}
+async fn not_yet_reach() -> Problem {
+    Problem::not_implemented("Reach collection and KPI reports")
+}
+async fn not_yet_schedules() -> Problem {
+    Problem::not_implemented("Recurring schedules")
+}

@@ -1,0 +1,141 @@
+//! RFC 9457 problem details: the one error type at the HTTP edge.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// An API error, rendered as `application/problem+json`. `detail` names the offending
+/// field; internal errors are logged, never shown.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// The request field the problem is about (`title`, `channels[2]`, `overrides.x.text`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// Every problem found, when there were several (one per refusing channel).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct FieldError {
+    pub field: String,
+    pub detail: String,
+    /// The channel that refused, for rendering errors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// The channel's rule (`max_weighted_length`, `max_length`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+}
+
+pub type ApiResult<T> = Result<T, Problem>;
+
+impl Problem {
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> Problem {
+        let title = status.canonical_reason().unwrap_or("Error").to_string();
+        Problem {
+            kind: format!(
+                "https://noroshi.invalid/problems/{}",
+                title.to_lowercase().replace(' ', "-")
+            ),
+            title,
+            status: status.as_u16(),
+            detail: detail.into(),
+            field: None,
+            errors: Vec::new(),
+        }
+    }
+    pub fn field(mut self, field: impl Into<String>) -> Problem {
+        self.field = Some(field.into());
+        self
+    }
+    pub fn invalid(field: impl Into<String>, detail: impl Into<String>) -> Problem {
+        let field = field.into();
+        let detail = detail.into();
+        Problem::new(StatusCode::UNPROCESSABLE_ENTITY, format!("{field}: {detail}")).field(field)
+    }
+    pub fn bad_request(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::BAD_REQUEST, detail)
+    }
+    pub fn not_found(what: &str) -> Problem {
+        Problem::new(StatusCode::NOT_FOUND, format!("{what} not found"))
+    }
+    pub fn conflict(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::CONFLICT, detail)
+    }
+    pub fn unauthorized() -> Problem {
+        Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "a valid bearer token is required (Authorization: Bearer TOKEN)",
+        )
+    }
+    pub fn forbidden(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::FORBIDDEN, detail)
+    }
+    pub fn not_implemented(what: &str) -> Problem {
+        Problem::new(
+            StatusCode::NOT_IMPLEMENTED,
+            format!("{what} is not available in this version of Noroshi"),
+        )
+    }
+    /// Logs the cause and answers 500 without it: internals never reach the client.
+    pub fn internal(cause: impl std::fmt::Display) -> Problem {
+        tracing::error!(error = %cause, "Request failed");
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error; the operator can find it in the daemon's log",
+        )
+    }
+}
+
+impl From<crate::store::StoreError> for Problem {
+    fn from(e: crate::store::StoreError) -> Problem {
+        Problem::internal(e)
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&self).unwrap_or_default();
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            body,
+        )
+            .into_response()
+    }
+}
+
+/// Parses a JSON body, naming the field serde stopped at.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
+    if body.is_empty() {
+        return Err(Problem::bad_request("the request body is empty; send JSON"));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            return Problem::bad_request(format!("the body is not valid JSON: {inner}"));
+        }
+        let message = inner.to_string();
+        // "missing field `title`" is reported at the parent; name the field itself.
+        let field = match message.split('`').nth(1) {
+            Some(name) if message.starts_with("missing field") => {
+                if path == "." { name.to_string() } else { format!("{path}.{name}") }
+            }
+            Some(name) if message.starts_with("unknown field") => {
+                if path == "." { name.to_string() } else { path.clone() }
+            }
+            _ => path,
+        };
+        let message = message.split(" at line ").next().unwrap_or(&message).to_string();
+        Problem::invalid(field, message)
+    })
+}

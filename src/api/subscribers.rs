@@ -1,0 +1,245 @@
+//! Subscriber routes: create, list, delete, CSV import; the unsubscribe page and the
+//! RFC 8058 one-click POST.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::auth::Role;
+use super::problem::{parse_json, ApiResult, Problem};
+use super::SharedState;
+use crate::store::subscribers::{self as store, NewSubscriber, Subscriber};
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewSubscriberBody {
+    pub email: String,
+    /// Language of the mails they get (default `ja`).
+    #[serde(default)]
+    pub lang: Option<String>,
+    #[serde(default)]
+    pub topics: Vec<String>,
+}
+
+fn check(field_prefix: &str, email: &str, lang: &str, topics: &[String]) -> ApiResult<NewSubscriber> {
+    let email = email.trim();
+    noroshi_email::validate_address(email)
+        .map_err(|e| Problem::invalid(format!("{field_prefix}email"), e))?;
+    let lang_ok = !lang.is_empty() && lang.len() <= 35 && lang.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if !lang_ok {
+        return Err(Problem::invalid(format!("{field_prefix}lang"), format!("`{lang}` is not a language tag")));
+    }
+    for (i, t) in topics.iter().enumerate() {
+        if t.trim().is_empty() || t.chars().count() > 64 {
+            return Err(Problem::invalid(format!("{field_prefix}topics[{i}]"), "must be 1 to 64 characters"));
+        }
+    }
+    Ok(NewSubscriber {
+        email: email.to_string(),
+        lang: lang.to_string(),
+        topics: topics.to_vec(),
+    })
+}
+
+/// Add one email subscriber (admin).
+#[utoipa::path(post, path = "/api/v1/subscribers", request_body = NewSubscriberBody,
+    responses((status = 201, body = Subscriber), (status = 409, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn create(State(state): State<SharedState>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+    state.tokens.require(&headers, Role::Admin)?;
+    let b: NewSubscriberBody = parse_json(&body)?;
+    let new = check("", &b.email, b.lang.as_deref().unwrap_or("ja"), &b.topics)?;
+    match store::create(&state.db, &new).await {
+        Ok(s) => Ok((StatusCode::CREATED, Json(s)).into_response()),
+        Err(e) if e.is_unique_violation() => Err(Problem::conflict("email: this address is already subscribed").field("email")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriberQuery {
+    /// active | unsubscribed
+    pub status: Option<String>,
+    pub cursor: Option<i64>,
+    pub limit: Option<i64>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SubscriberPage {
+    pub items: Vec<Subscriber>,
+    pub next_cursor: Option<i64>,
+    /// Active subscribers in all.
+    pub active: i64,
+}
+
+/// List subscribers by id, cursor-paged (admin).
+#[utoipa::path(get, path = "/api/v1/subscribers", params(SubscriberQuery),
+    responses((status = 200, body = SubscriberPage)), security(("bearer" = [])))]
+pub async fn list(State(state): State<SharedState>, headers: HeaderMap, query: Result<Query<SubscriberQuery>, axum::extract::rejection::QueryRejection>) -> ApiResult<Json<SubscriberPage>> {
+    state.tokens.require(&headers, Role::Admin)?;
+    let Query(q) = query.map_err(|e| Problem::invalid("query", e.body_text()))?;
+    if let Some(s) = &q.status {
+        if s != "active" && s != "unsubscribed" {
+            return Err(Problem::invalid("status", "must be active or unsubscribed"));
+        }
+    }
+    let limit = match q.limit {
+        None => 100,
+        Some(n) if (1..=1000).contains(&n) => n,
+        Some(_) => return Err(Problem::invalid("limit", "must be between 1 and 1000")),
+    };
+    let items = store::list(&state.db, q.status.as_deref(), q.cursor.unwrap_or(0), limit).await?;
+    let next_cursor = if items.len() as i64 == limit { items.last().map(|s| s.id) } else { None };
+    let active = store::count_active(&state.db).await?;
+    Ok(Json(SubscriberPage { items, next_cursor, active }))
+}
+
+/// Remove a subscriber and their address for good (admin).
+#[utoipa::path(delete, path = "/api/v1/subscribers/{id}", params(("id" = i64, Path)),
+    responses((status = 204), (status = 404, body = Problem)), security(("bearer" = [])))]
+pub async fn delete(State(state): State<SharedState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    state.tokens.require(&headers, Role::Admin)?;
+    let id: i64 = id.parse().map_err(|_| Problem::invalid("id", "must be a subscriber id (a number)"))?;
+    if store::delete(&state.db, id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(Problem::not_found("subscriber"))
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ImportResult {
+    pub created: u64,
+    /// Addresses already subscribed, left as they were.
+    pub existing: u64,
+}
+
+/// Bulk import from `text/csv` with the header row `email,lang,topics` (topics separated by
+/// `;`). All rows are checked first; one bad row refuses the whole file, naming its line.
+#[utoipa::path(post, path = "/api/v1/subscribers/import", request_body(content = String, content_type = "text/csv"),
+    responses((status = 200, body = ImportResult), (status = 415, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+pub async fn import(State(state): State<SharedState>, headers: HeaderMap, body: Bytes) -> ApiResult<Json<ImportResult>> {
+    state.tokens.require(&headers, Role::Admin)?;
+    let ct = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !ct.starts_with("text/csv") {
+        return Err(Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type must be text/csv").field("Content-Type"));
+    }
+    let text = std::str::from_utf8(&body).map_err(|_| Problem::invalid("body", "the CSV must be UTF-8"))?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text); // Excel writes a BOM
+    let rows = parse_csv(text)?;
+    let (created, existing) = store::import(&state.db, &rows).await?;
+    tracing::info!(created, existing, "Subscribers imported");
+    Ok(Json(ImportResult { created, existing }))
+}
+
+/// A small CSV reader for a three-column file: quoted fields with doubled quotes are
+/// understood; that is all a subscriber list needs.
+fn parse_csv(text: &str) -> ApiResult<Vec<NewSubscriber>> {
+    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let (_, header) = lines.next().ok_or_else(|| Problem::invalid("body", "the CSV is empty"))?;
+    let header: Vec<String> = split_csv_line(header).into_iter().map(|h| h.trim().to_ascii_lowercase()).collect();
+    if header.first().map(String::as_str) != Some("email") {
+        return Err(Problem::invalid("line 1", "the header row must be `email,lang,topics`"));
+    }
+    let col = |name: &str| header.iter().position(|h| h == name);
+    let (lang_col, topics_col) = (col("lang"), col("topics"));
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (i, line) in lines {
+        let fields = split_csv_line(line);
+        let prefix = format!("line {}: ", i + 1);
+        let email = fields.first().map(|s| s.trim()).unwrap_or("");
+        let lang = lang_col.and_then(|c| fields.get(c)).map(|s| s.trim()).filter(|s| !s.is_empty()).unwrap_or("ja");
+        let topics: Vec<String> = topics_col
+            .and_then(|c| fields.get(c))
+            .map(|s| s.split(';').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect())
+            .unwrap_or_default();
+        let new = check(&prefix, email, lang, &topics)?;
+        if !seen.insert(new.email.to_lowercase()) {
+            return Err(Problem::invalid(format!("{prefix}email"), "this address appears twice in the file"));
+        }
+        out.push(new);
+    }
+    Ok(out)
+}
+
+fn split_csv_line(line: &str) -> Vec<String> {
+    let mut fields = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => fields.push(std::mem::take(&mut cur)),
+            (c, _) => cur.push(c),
+        }
+    }
+    fields.push(cur);
+    fields
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct TokenQuery {
+    /// The subscriber's unsubscribe token from the mail.
+    pub t: Option<String>,
+}
+
+fn page(title: &str, message: &str, form: Option<&str>) -> Html<String> {
+    let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
+    let form = form
+        .map(|t| format!(
+            "<form method=\"post\" action=\"/unsubscribe?t={}\"><input type=\"hidden\" name=\"List-Unsubscribe\" value=\"One-Click\">\
+             <button type=\"submit\">配信を停止する (Unsubscribe)</button></form>", esc(t)))
+        .unwrap_or_default();
+    Html(format!(
+        "<!DOCTYPE html><html lang=\"ja\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{t}</title></head><body><main><h1>{t}</h1><p>{m}</p>{form}</main></body></html>",
+        t = esc(title), m = esc(message)
+    ))
+}
+
+/// The confirmation page. It changes nothing: mail scanners prefetch links.
+#[utoipa::path(get, path = "/unsubscribe", params(TokenQuery), responses((status = 200, description = "HTML page")))]
+pub async fn unsubscribe_page(State(state): State<SharedState>, Query(q): Query<TokenQuery>) -> ApiResult<Response> {
+    let Some(t) = q.t.filter(|t| !t.is_empty()) else {
+        return Ok((StatusCode::BAD_REQUEST, page("配信停止", "リンクが正しくありません。The link is not valid.", None)).into_response());
+    };
+    match store::by_token(&state.db, &t).await? {
+        None => Ok((StatusCode::NOT_FOUND, page("配信停止", "このリンクは無効です。This link is no longer valid.", None)).into_response()),
+        Some((_, status)) if status == "unsubscribed" => Ok(page("配信停止", "配信は停止済みです。You are unsubscribed.", None).into_response()),
+        Some(_) => Ok(page("配信停止", "お知らせメールの配信を停止しますか。Stop receiving these mails?", Some(&t)).into_response()),
+    }
+}
+
+/// RFC 8058 one-click: unsubscribes, answers 200 (never a redirect), idempotent.
+#[utoipa::path(post, path = "/unsubscribe", params(TokenQuery), responses((status = 200, description = "Unsubscribed"), (status = 404, description = "Unknown token")))]
+pub async fn unsubscribe_post(State(state): State<SharedState>, Query(q): Query<TokenQuery>) -> ApiResult<Response> {
+    let Some(t) = q.t.filter(|t| !t.is_empty()) else {
+        return Ok((StatusCode::BAD_REQUEST, page("配信停止", "リンクが正しくありません。The link is not valid.", None)).into_response());
+    };
+    if store::unsubscribe(&state.db, &t).await? {
+        tracing::info!("A subscriber unsubscribed");
+        Ok(page("配信停止", "配信を停止しました。You are unsubscribed.", None).into_response())
+    } else {
+        Ok((StatusCode::NOT_FOUND, page("配信停止", "このリンクは無効です。This link is no longer valid.", None)).into_response())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn csv_fields_with_quotes() {
+        assert_eq!(super::split_csv_line(r#"a@b.jp,ja,"x;y""#), vec!["a@b.jp", "ja", "x;y"]);
+        assert_eq!(super::split_csv_line(r#""say ""hi""",b"#), vec![r#"say "hi""#, "b"]);
+    }
+}

@@ -1,0 +1,389 @@
+//! The `noroshi` command: `serve`, `migrate`, `check-config`, and the thin API clients
+//! `send` and `status`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config;
+
+#[derive(Parser)]
+#[command(name = "noroshi", version, about = "Announce once, reach every channel (LINE, X, Facebook, email, website).")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: HTTP API, site, queue workers.
+    Serve(ConfigArg),
+    /// Apply database migrations and exit.
+    Migrate(ConfigArg),
+    /// Validate the configuration; name every problem with its key.
+    CheckConfig(ConfigArg),
+    /// Submit an announcement through the HTTP API.
+    Send(SendArgs),
+    /// Show an announcement's per-channel delivery state.
+    Status(StatusArgs),
+}
+
+#[derive(Args)]
+struct ConfigArg {
+    /// Config file (default: config/noroshi.toml when present, else built-in defaults).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Args, Clone)]
+struct ClientArgs {
+    /// The daemon's address.
+    #[arg(long, env = "NOROSHI_SERVER", default_value = "http://127.0.0.1:8080")]
+    server: String,
+    /// API bearer token (default: $NOROSHI_TOKEN, else data/admin.token).
+    #[arg(long, env = "NOROSHI_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(Args)]
+struct SendArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Headline.
+    #[arg(long)]
+    title: Option<String>,
+    /// Text; `-` reads it from standard input.
+    #[arg(long)]
+    body: Option<String>,
+    /// A whole submission as a JSON file (`-` for standard input); flags given too override it.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    #[arg(long)]
+    link: Option<String>,
+    /// normal | urgent | disaster
+    #[arg(long)]
+    priority: Option<String>,
+    /// A channel to use (repeat); default every enabled channel.
+    #[arg(long = "channel")]
+    channels: Vec<String>,
+    /// RFC 3339 time to publish at, e.g. 2026-12-01T09:00:00+09:00.
+    #[arg(long)]
+    scheduled_at: Option<String>,
+    /// A department or campaign tag (repeat).
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Mark as a drill (訓練).
+    #[arg(long)]
+    exercise: bool,
+    /// Idempotency-Key: retrying the same command never posts twice.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+    /// Follow each channel's progress until the fan-out ends; exit non-zero if any failed.
+    #[arg(long)]
+    wait: bool,
+    /// Give up waiting after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Announcement id.
+    id: String,
+    /// Print the API's JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("noroshi: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(a) => serve(a).await,
+            Command::Migrate(a) => migrate(a).await,
+            Command::CheckConfig(a) => check_config(a),
+            Command::Send(a) => send(a).await,
+            Command::Status(a) => status(a).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("noroshi: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Loads and validates; prints every problem. None when the config is unusable.
+fn load_checked(path: Option<&std::path::Path>) -> Option<config::Loaded> {
+    let loaded = match config::load(path) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("noroshi: {e}");
+            return None;
+        }
+    };
+    let problems = config::validate(&loaded);
+    if problems.is_empty() {
+        Some(loaded)
+    } else {
+        eprintln!("noroshi: the configuration has {} problem(s):", problems.len());
+        for p in &problems {
+            eprintln!("  {p}");
+        }
+        None
+    }
+}
+
+fn check_config(a: ConfigArg) -> anyhow::Result<ExitCode> {
+    let Some(loaded) = load_checked(a.config.as_deref()) else {
+        return Ok(ExitCode::FAILURE);
+    };
+    crate::server::install_crypto_provider();
+    // Build the channels too (still no network I/O): catches what validation alone cannot.
+    let env = noroshi_channel_core::BuildEnv {
+        http: crate::server::http_client()?,
+        data_dir: loaded.config.server.data_dir.clone(),
+        public_base_url: loaded.config.server.public_base_url(),
+    };
+    match crate::registry::build_channels(&loaded.config.channels, &env) {
+        Ok(channels) => {
+            let source = loaded
+                .source
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "built-in defaults".into());
+            println!("Configuration OK ({source}).");
+            println!("Database: {}", crate::server::redact_url(&loaded.config.database.url));
+            println!(
+                "Channels enabled: {}",
+                channels.iter().map(|c| c.channel.name().to_string()).collect::<Vec<_>>().join(", ")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(problems) => {
+            eprintln!("noroshi: the configuration has {} problem(s):", problems.len());
+            for p in &problems {
+                eprintln!("  {p}");
+            }
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn serve(a: ConfigArg) -> anyhow::Result<ExitCode> {
+    let Some(loaded) = load_checked(a.config.as_deref()) else {
+        return Ok(ExitCode::FAILURE);
+    };
+    crate::server::init_tracing(&loaded.config);
+    crate::server::serve(loaded).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn migrate(a: ConfigArg) -> anyhow::Result<ExitCode> {
+    let Some(loaded) = load_checked(a.config.as_deref()) else {
+        return Ok(ExitCode::FAILURE);
+    };
+    crate::server::install_crypto_provider();
+    let db = crate::server::open_database(&loaded.config).await?;
+    println!("Migrations applied ({}).", db.dialect());
+    db.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+struct Client {
+    http: reqwest::Client,
+    server: String,
+    token: String,
+}
+
+impl Client {
+    fn new(a: &ClientArgs) -> anyhow::Result<Client> {
+        crate::server::install_crypto_provider();
+        let token = match &a.token {
+            Some(t) => t.clone(),
+            None => std::fs::read_to_string("data/admin.token")
+                .map(|t| t.trim().to_string())
+                .map_err(|_| anyhow::anyhow!("no token: pass --token, set NOROSHI_TOKEN, or run where data/admin.token exists"))?,
+        };
+        Ok(Client {
+            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?,
+            server: a.server.trim_end_matches('/').to_string(),
+            token,
+        })
+    }
+
+    /// Sends a request; an API problem becomes an error carrying its detail.
+    async fn call(&self, req: reqwest::RequestBuilder) -> anyhow::Result<serde_json::Value> {
+        let resp = req
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot reach {}: {}", self.server, e.without_url()))?;
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+        if status.is_success() {
+            Ok(body)
+        } else {
+            let detail = body.get("detail").and_then(|d| d.as_str()).unwrap_or("no detail");
+            anyhow::bail!("the server refused ({status}): {detail}")
+        }
+    }
+
+    async fn get_announcement(&self, id: &str) -> anyhow::Result<serde_json::Value> {
+        self.call(self.http.get(format!("{}/api/v1/announcements/{id}", self.server))).await
+    }
+}
+
+fn read_arg(value: &str) -> anyhow::Result<String> {
+    if value == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+        Ok(s)
+    } else {
+        Ok(value.to_string())
+    }
+}
+
+async fn send(a: SendArgs) -> anyhow::Result<ExitCode> {
+    let client = Client::new(&a.client)?;
+    let mut body = match &a.json {
+        Some(path) => {
+            let text = if path.as_os_str() == "-" {
+                read_arg("-")?
+            } else {
+                std::fs::read_to_string(path)?
+            };
+            serde_json::from_str::<serde_json::Value>(&text)
+                .map_err(|e| anyhow::anyhow!("--json: not valid JSON: {e}"))?
+        }
+        None => serde_json::json!({}),
+    };
+    let obj = body
+        .as_object_mut()
+        .ok_or_else(|| anyhow::anyhow!("--json: must be a JSON object"))?;
+    if let Some(t) = &a.title {
+        obj.insert("title".into(), t.clone().into());
+    }
+    if let Some(b) = &a.body {
+        obj.insert("body".into(), read_arg(b)?.into());
+    }
+    if let Some(l) = &a.link {
+        obj.insert("link".into(), l.clone().into());
+    }
+    if let Some(p) = &a.priority {
+        obj.insert("priority".into(), p.clone().into());
+    }
+    if !a.channels.is_empty() {
+        obj.insert("channels".into(), a.channels.clone().into());
+    }
+    if let Some(s) = &a.scheduled_at {
+        obj.insert("scheduled_at".into(), s.clone().into());
+    }
+    if !a.tags.is_empty() {
+        obj.insert("tags".into(), a.tags.clone().into());
+    }
+    if a.exercise {
+        obj.insert("exercise".into(), true.into());
+    }
+    if !obj.contains_key("title") || !obj.contains_key("body") {
+        anyhow::bail!("give --title and --body (or --json with both)");
+    }
+    let mut req = client
+        .http
+        .post(format!("{}/api/v1/announcements", client.server))
+        .json(&body);
+    if let Some(k) = &a.idempotency_key {
+        req = req.header("Idempotency-Key", k);
+    }
+    let accepted = client.call(req).await?;
+    let id = accepted["id"].as_str().unwrap_or_default().to_string();
+    println!("Accepted {id} ({})", accepted["status"].as_str().unwrap_or(""));
+    if !a.wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(a.timeout);
+    let mut last: Vec<String> = Vec::new();
+    loop {
+        let view = client.get_announcement(&id).await?;
+        let lines = progress_lines(&view);
+        for line in &lines {
+            if !last.contains(line) {
+                println!("{line}");
+            }
+        }
+        last = lines;
+        let status = view["status"].as_str().unwrap_or("");
+        match status {
+            "sent" => {
+                println!("Done: every channel sent.");
+                return Ok(ExitCode::SUCCESS);
+            }
+            "partially_failed" | "failed" | "cancelled" => {
+                println!("Done: {status}.");
+                return Ok(ExitCode::from(2));
+            }
+            _ => {}
+        }
+        if tokio::time::Instant::now() > deadline {
+            eprintln!("noroshi: gave up waiting after {}s; the fan-out goes on (noroshi status {id})", a.timeout);
+            return Ok(ExitCode::from(3));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn progress_lines(view: &serde_json::Value) -> Vec<String> {
+    view["deliveries"]
+        .as_array()
+        .map(|ds| {
+            ds.iter()
+                .map(|d| {
+                    let mut line = format!(
+                        "  {:<14} {:<10} {}/{} sent, {} failed",
+                        d["channel"].as_str().unwrap_or(""),
+                        d["status"].as_str().unwrap_or(""),
+                        d["sent"], d["total"], d["failed"]
+                    );
+                    if let Some(e) = d["last_error"].as_str() {
+                        line.push_str(&format!(" — {e}"));
+                    }
+                    line
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn status(a: StatusArgs) -> anyhow::Result<ExitCode> {
+    let client = Client::new(&a.client)?;
+    let view = client.get_announcement(&a.id).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+    } else {
+        println!(
+            "{}  {}  [{}{}]  {}",
+            view["id"].as_str().unwrap_or(""),
+            view["status"].as_str().unwrap_or(""),
+            view["priority"].as_str().unwrap_or(""),
+            if view["exercise"].as_bool() == Some(true) { ", drill" } else { "" },
+            view["title"].as_str().unwrap_or("")
+        );
+        for line in progress_lines(&view) {
+            println!("{line}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

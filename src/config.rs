@@ -1,0 +1,673 @@
+//! Configuration: one TOML file, `NOROSHI__…` environment overrides, `KEY_env`/`KEY_file`
+//! secrets, unknown keys refused, and pure validation (`check-config`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use noroshi_channel_core::{ConfigProblem, SecretString};
+use serde::Deserialize;
+
+/// The whole daemon configuration. Every section and key has a default, so an empty file
+/// (or none at all) is a working single-machine setup.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// HTTP listener and public addresses.
+    pub server: ServerConfig,
+    /// Where announcements and the queue are kept.
+    pub database: DatabaseConfig,
+    /// API bearer tokens.
+    pub auth: AuthConfig,
+    /// Queue behaviour: leases, retries, polling.
+    pub queue: QueueConfig,
+    /// One section per channel adapter.
+    pub channels: ChannelsConfig,
+    /// Disaster desk settings (confirmation, drill marker).
+    pub disaster: DisasterConfig,
+    /// CAP 1.2 intake.
+    pub cap: CapConfig,
+    /// Reach collection.
+    pub reach: ReachConfig,
+    /// KPI targets from the city plan, by fiscal year.
+    pub kpi: Vec<KpiConfig>,
+    /// Log output.
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address and port the HTTP API, `/site/` and `/unsubscribe` listen on.
+    pub bind: String,
+    /// The address residents and staff reach this daemon at, used in unsubscribe links.
+    /// Default: `http://{bind}/`.
+    pub public_url: Option<String>,
+    /// Directory for the SQLite file's neighbours: the first-start admin token, site files.
+    pub data_dir: PathBuf,
+    /// Largest request body accepted, in bytes (larger: `413`).
+    pub body_limit_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bind: "127.0.0.1:8080".into(),
+            public_url: None,
+            data_dir: PathBuf::from("data"),
+            body_limit_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The public base URL, always ending in `/`.
+    pub fn public_base_url(&self) -> String {
+        let url = self
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}/", self.bind));
+        if url.ends_with('/') {
+            url
+        } else {
+            format!("{url}/")
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://path/to/file.db` (embedded, the default) or `postgres://user@host/db`.
+    pub url: String,
+    /// Connections in the pool.
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: "sqlite://data/noroshi.db".into(),
+            max_connections: 10,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// API bearer tokens. With none configured, the first start creates an admin token.
+    pub tokens: Vec<TokenConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who holds the token (shown in the audit trail as `created_by`).
+    pub name: String,
+    /// viewer | staff | disaster | admin
+    pub role: String,
+    /// SHA-256 of the token, lowercase hex.
+    #[serde(default)]
+    pub token_sha256: Option<String>,
+    /// The plain token (use `token_env` or `token_file`, never inline in a committed file).
+    #[serde(default)]
+    pub token: Option<SecretString>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// How long a claimed delivery stays leased; renewed while the attempt runs. A crashed
+    /// worker's deliveries are reclaimed after this.
+    pub lease_secs: u64,
+    /// Attempts before a delivery fails for good (rate-limit waits do not count).
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt, with full jitter.
+    pub retry_base_ms: u64,
+    /// Longest retry delay.
+    pub retry_max_secs: u64,
+    /// Fallback poll when no wake-up arrives (another instance inserted work).
+    pub poll_interval_ms: u64,
+    /// Default share of each channel's workers and rate kept for disaster deliveries.
+    pub disaster_reserve: f64,
+    /// Email subscribers expanded into deliveries per batch.
+    pub expand_batch: u32,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            lease_secs: 60,
+            max_attempts: 8,
+            retry_base_ms: 2_000,
+            retry_max_secs: 3_600,
+            poll_interval_ms: 1_000,
+            disaster_reserve: 0.2,
+            expand_batch: 500,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChannelsConfig {
+    /// LINE Messaging API.
+    pub line: noroshi_line::Config,
+    /// X API v2.
+    pub x: noroshi_x::Config,
+    /// A Facebook Page through the Graph API.
+    pub facebook: noroshi_facebook::Config,
+    /// Email to subscribers over SMTP.
+    pub email: noroshi_email::Config,
+    /// The city website: pages, index, Atom and RSS feeds under `output_dir`.
+    pub website: noroshi_website::Config,
+    /// Generic webhooks, any number, by name: `[channels.webhook.cms]`.
+    pub webhook: BTreeMap<String, noroshi_webhook::Config>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DisasterConfig {
+    /// `none` or `second_person` (a live disaster announcement waits for a second user).
+    pub confirm: String,
+    /// Marker put at the start of every drill's output.
+    pub exercise_marker: String,
+}
+
+impl Default for DisasterConfig {
+    fn default() -> Self {
+        DisasterConfig {
+            confirm: "none".into(),
+            exercise_marker: "【訓練】".into(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CapConfig {
+    /// CAP `sender` values whose alerts skip second-person confirmation.
+    pub trusted_senders: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReachConfig {
+    /// When reach is collected (5-field crontab, Asia/Tokyo).
+    pub schedule: String,
+}
+
+impl Default for ReachConfig {
+    fn default() -> Self {
+        ReachConfig {
+            schedule: "0 * * * *".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KpiConfig {
+    /// Name shown in reports.
+    pub name: String,
+    /// The measured metric, e.g. `x.followers_count + facebook.followers_count`.
+    pub metric: String,
+    /// The plan's target value.
+    pub target: f64,
+    /// The plan's starting value.
+    #[serde(default)]
+    pub baseline: Option<f64>,
+    /// Japanese fiscal year (April–March) the target is for, e.g. 2026.
+    pub fiscal_year: i32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `human` or `json`.
+    pub format: String,
+    /// A tracing filter, e.g. `info` or `noroshi=debug,info`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: "human".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+/// A config that was read, with what its secrets' sources said.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub source: Option<PathBuf>,
+    /// `KEY_env` variables that were named but not set: (`channels.line.channel_access_token`,
+    /// `LINE_CHANNEL_ACCESS_TOKEN`).
+    pub unset_secrets: Vec<(String, String)>,
+}
+
+/// Secrets with a conventional environment variable when nothing else names a source.
+const DEFAULT_SECRET_ENVS: &[(&str, &str, &str)] = &[
+    ("line", "channel_access_token", "LINE_CHANNEL_ACCESS_TOKEN"),
+    ("line", "channel_secret", "LINE_CHANNEL_SECRET"),
+    ("facebook", "page_access_token", "FACEBOOK_PAGE_TOKEN"),
+];
+
+/// Reads the config: `path`, else `config/noroshi.toml` when it exists, else defaults;
+/// then `NOROSHI__…` overrides; then secret sources. Errors name the offending key.
+pub fn load(path: Option<&Path>) -> Result<Loaded, String> {
+    load_with_env(path, std::env::vars())
+}
+
+pub fn load_with_env(
+    path: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Loaded, String> {
+    let source = match path {
+        Some(p) => Some(p.to_path_buf()),
+        None => Some(PathBuf::from("config/noroshi.toml")).filter(|p| p.exists()),
+    };
+    let mut table = match &source {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| format!("cannot read config file {}: {e}", p.display()))?;
+            toml::from_str::<toml::Table>(&text)
+                .map_err(|e| format!("config file {} is not valid TOML: {e}", p.display()))?
+        }
+        None => toml::Table::new(),
+    };
+    let env: Vec<(String, String)> = env.into_iter().collect();
+    apply_env_overrides(&mut table, &env)?;
+    for (channel, key, var) in DEFAULT_SECRET_ENVS {
+        let section = table
+            .entry("channels")
+            .or_insert_with(|| toml::Value::Table(Default::default()));
+        if let Some(channels) = section.as_table_mut() {
+            let s = channels
+                .entry(channel.to_string())
+                .or_insert_with(|| toml::Value::Table(Default::default()));
+            if let Some(s) = s.as_table_mut() {
+                let named = [key.to_string(), format!("{key}_env"), format!("{key}_file")];
+                if !named.iter().any(|k| s.contains_key(k)) {
+                    s.insert(format!("{key}_env"), toml::Value::String(var.to_string()));
+                }
+            }
+        }
+    }
+    let lookup = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let mut unset_secrets = Vec::new();
+    resolve_secrets(&mut table, "", &lookup, &mut unset_secrets)?;
+    let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
+        .map_err(|e| {
+            let path = e.path().to_string();
+            format!("config key `{path}`: {}", e.into_inner())
+        })?;
+    Ok(Loaded {
+        config,
+        source,
+        unset_secrets,
+    })
+}
+
+/// `NOROSHI__CHANNELS__LINE__ENABLED=true` sets `channels.line.enabled`. Values are read as
+/// TOML scalars (`true`, `42`, `0.5`, `["a"]`) when they parse, else as strings.
+fn apply_env_overrides(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), String> {
+    for (name, raw) in env {
+        let Some(rest) = name.strip_prefix("NOROSHI__") else {
+            continue;
+        };
+        let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
+        if path.iter().any(|p| p.is_empty()) {
+            return Err(format!("environment variable {name}: empty key segment"));
+        }
+        let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.clone()));
+        let mut cursor = &mut *table;
+        for segment in &path[..path.len() - 1] {
+            let entry = cursor
+                .entry(segment.clone())
+                .or_insert_with(|| toml::Value::Table(Default::default()));
+            cursor = entry.as_table_mut().ok_or_else(|| {
+                format!("environment variable {name}: `{segment}` is not a section")
+            })?;
+        }
+        cursor.insert(path[path.len() - 1].clone(), value);
+    }
+    Ok(())
+}
+
+/// Replaces every `KEY_env = "VAR"` with `KEY = $VAR` and `KEY_file = "path"` with the
+/// file's content (one trailing newline removed). A named variable that is unset leaves
+/// `KEY` unset and is remembered, so validation can say which variable to set.
+fn resolve_secrets(
+    table: &mut toml::Table,
+    prefix: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    unset: &mut Vec<(String, String)>,
+) -> Result<(), String> {
+    let keys: Vec<String> = table.keys().cloned().collect();
+    for key in keys {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match table.get_mut(&key) {
+            Some(toml::Value::Table(inner)) => resolve_secrets(inner, &path, lookup, unset)?,
+            Some(toml::Value::Array(items)) => {
+                for (i, item) in items.iter_mut().enumerate() {
+                    if let toml::Value::Table(inner) = item {
+                        resolve_secrets(inner, &format!("{path}[{i}]"), lookup, unset)?;
+                    }
+                }
+            }
+            _ => {}
+        }
+        let (base, is_env) = if let Some(b) = key.strip_suffix("_env") {
+            (b.to_string(), true)
+        } else if let Some(b) = key.strip_suffix("_file") {
+            (b.to_string(), false)
+        } else {
+            continue;
+        };
+        let Some(toml::Value::String(reference)) = table.get(&key).cloned() else {
+            return Err(format!("config key `{path}`: must be a string"));
+        };
+        let base_path = path[..path.len() - key.len()].to_string() + &base;
+        if table.contains_key(&base) {
+            return Err(format!(
+                "config key `{base_path}`: give the secret once (`{base}`, `{base}_env` or `{base}_file`)"
+            ));
+        }
+        table.remove(&key);
+        let value = if is_env {
+            match lookup(&reference) {
+                Some(v) if !v.is_empty() => Some(v),
+                _ => {
+                    unset.push((base_path.clone(), reference.clone()));
+                    None
+                }
+            }
+        } else {
+            let text = std::fs::read_to_string(&reference).map_err(|e| {
+                format!("config key `{path}`: cannot read secret file {reference}: {e}")
+            })?;
+            Some(text.strip_suffix('\n').unwrap_or(&text).trim_end_matches('\r').to_string())
+        };
+        if let Some(v) = value {
+            table.insert(base, toml::Value::String(v));
+        }
+    }
+    Ok(())
+}
+
+/// A problem found by validation, with the full key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+pub const ROLES: &[&str] = &["viewer", "staff", "disaster", "admin"];
+
+/// Pure validation (no I/O): every problem, each naming its key.
+pub fn validate(loaded: &Loaded) -> Vec<Problem> {
+    let c = &loaded.config;
+    let mut problems = Vec::new();
+    let mut push = |key: &str, message: String| {
+        problems.push(Problem {
+            key: key.to_string(),
+            message,
+        })
+    };
+    if c.server.bind.parse::<std::net::SocketAddr>().is_err() {
+        push("server.bind", format!("`{}` is not an address:port", c.server.bind));
+    }
+    if let Some(url) = &c.server.public_url {
+        if url::Url::parse(url).is_err() {
+            push("server.public_url", format!("`{url}` is not a URL"));
+        }
+    }
+    if c.server.body_limit_bytes < 1024 {
+        push("server.body_limit_bytes", "must be at least 1024".into());
+    }
+    if !(c.database.url.starts_with("sqlite:")
+        || c.database.url.starts_with("postgres://")
+        || c.database.url.starts_with("postgresql://"))
+    {
+        push(
+            "database.url",
+            "must start with sqlite:// or postgres://".into(),
+        );
+    }
+    for (i, t) in c.auth.tokens.iter().enumerate() {
+        let key = format!("auth.tokens[{i}]");
+        if !ROLES.contains(&t.role.as_str()) {
+            push(
+                &format!("{key}.role"),
+                format!("`{}` is not one of viewer, staff, disaster, admin", t.role),
+            );
+        }
+        match (&t.token_sha256, &t.token) {
+            (Some(h), None) => {
+                if h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit()) {
+                    push(
+                        &format!("{key}.token_sha256"),
+                        "must be 64 hex digits (SHA-256)".into(),
+                    );
+                }
+            }
+            (None, Some(_)) => {}
+            (Some(_), Some(_)) => push(
+                &format!("{key}.token"),
+                "give token_sha256 or token (token_env / token_file), not both".into(),
+            ),
+            (None, None) => {
+                let hint = unset_hint(loaded, &format!("{key}.token"));
+                push(
+                    &format!("{key}.token_sha256"),
+                    format!("missing: give token_sha256, token_env or token_file{hint}"),
+                );
+            }
+        }
+    }
+    let q = &c.queue;
+    if q.lease_secs < 5 {
+        push("queue.lease_secs", "must be at least 5".into());
+    }
+    if q.max_attempts == 0 {
+        push("queue.max_attempts", "must be at least 1".into());
+    }
+    if !(0.0..=0.9).contains(&q.disaster_reserve) {
+        push("queue.disaster_reserve", "must be between 0.0 and 0.9".into());
+    }
+    if q.expand_batch == 0 || q.expand_batch > 10_000 {
+        push("queue.expand_batch", "must be between 1 and 10000".into());
+    }
+    if !["none", "second_person"].contains(&c.disaster.confirm.as_str()) {
+        push(
+            "disaster.confirm",
+            format!("`{}` is not one of none, second_person", c.disaster.confirm),
+        );
+    } else if c.disaster.confirm == "second_person" {
+        push(
+            "disaster.confirm",
+            "second_person confirmation comes with the disaster desk and is not available in this version; use `none`".into(),
+        );
+    }
+    if !["human", "json"].contains(&c.log.format.as_str()) {
+        push("log.format", format!("`{}` is not one of human, json", c.log.format));
+    }
+    let ch = &c.channels;
+    let sections: Vec<(String, bool, Vec<ConfigProblem>)> = {
+        let mut v = vec![
+            ("channels.line".to_string(), ch.line.enabled, ch.line.validate()),
+            ("channels.x".to_string(), ch.x.enabled, ch.x.validate()),
+            (
+                "channels.facebook".to_string(),
+                ch.facebook.enabled,
+                ch.facebook.validate(),
+            ),
+            ("channels.email".to_string(), ch.email.enabled, ch.email.validate()),
+            (
+                "channels.website".to_string(),
+                ch.website.enabled,
+                ch.website.validate(),
+            ),
+        ];
+        for (name, w) in &ch.webhook {
+            v.push((format!("channels.webhook.{name}"), w.enabled, w.validate()));
+        }
+        v
+    };
+    for (section, enabled, found) in sections {
+        if !enabled {
+            continue;
+        }
+        for p in found {
+            let key = format!("{section}.{}", p.key);
+            let hint = unset_hint(loaded, &key);
+            push(&key, format!("{}{hint}", p.message));
+        }
+    }
+    for name in ch.webhook.keys() {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            push(
+                &format!("channels.webhook.{name}"),
+                "instance names use letters, digits, - and _".into(),
+            );
+        }
+    }
+    problems
+}
+
+fn unset_hint(loaded: &Loaded, key: &str) -> String {
+    loaded
+        .unset_secrets
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, var)| format!(" (environment variable {var} is not set)"))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str, env: &[(&str, &str)]) -> Result<Loaded, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("noroshi.toml");
+        std::fs::write(&path, text).unwrap();
+        load_with_env(
+            Some(&path),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let loaded = load_str("", &[]).unwrap();
+        let c = &loaded.config;
+        assert_eq!(c.server.bind, "127.0.0.1:8080");
+        assert_eq!(c.database.url, "sqlite://data/noroshi.db");
+        assert!(c.channels.website.enabled);
+        assert!(!c.channels.line.enabled && !c.channels.x.enabled && !c.channels.email.enabled);
+        assert!(validate(&loaded).is_empty(), "{:?}", validate(&loaded));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_path() {
+        let err = load_str("[channels.line]\nenabeld = true\n", &[]).unwrap_err();
+        assert!(err.contains("channels.line"), "{err}");
+        assert!(err.contains("enabeld"), "{err}");
+        let err = load_str("[server]\nbnd = \"x\"\n", &[]).unwrap_err();
+        assert!(err.contains("bnd"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_reach_nested_keys() {
+        let loaded = load_str(
+            "[server]\nbind = \"127.0.0.1:1\"\n",
+            &[
+                ("NOROSHI__SERVER__BIND", "0.0.0.0:9000"),
+                ("NOROSHI__QUEUE__MAX_ATTEMPTS", "3"),
+                ("NOROSHI__CHANNELS__WEBSITE__ENABLED", "false"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(loaded.config.server.bind, "0.0.0.0:9000");
+        assert_eq!(loaded.config.queue.max_attempts, 3);
+        assert!(!loaded.config.channels.website.enabled);
+    }
+
+    #[test]
+    fn secrets_come_from_env_and_files_and_never_print() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tok");
+        std::fs::write(&file, "file-secret-123\n").unwrap();
+        let text = format!(
+            "[[auth.tokens]]\nname = \"a\"\nrole = \"admin\"\ntoken_file = \"{}\"\n\
+             [[auth.tokens]]\nname = \"b\"\nrole = \"staff\"\ntoken_env = \"B_TOKEN\"\n",
+            file.display()
+        );
+        let loaded = load_str(&text, &[("B_TOKEN", "env-secret-456")]).unwrap();
+        use noroshi_channel_core::ExposeSecret;
+        let t = &loaded.config.auth.tokens;
+        assert_eq!(t[0].token.as_ref().unwrap().expose_secret(), "file-secret-123");
+        assert_eq!(t[1].token.as_ref().unwrap().expose_secret(), "env-secret-456");
+        let debug = format!("{:?}", loaded.config);
+        assert!(!debug.contains("file-secret-123") && !debug.contains("env-secret-456"));
+    }
+
+    #[test]
+    fn an_unset_secret_variable_is_named_when_the_channel_needs_it() {
+        let loaded = load_str("[channels.line]\nenabled = true\n", &[]).unwrap();
+        let problems = validate(&loaded);
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.key.starts_with("channels.line") && p.message.contains("LINE_CHANNEL_ACCESS_TOKEN")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let loaded = load_str(
+            "[server]\nbind = \"nowhere\"\n[[auth.tokens]]\nname = \"x\"\nrole = \"boss\"\ntoken_sha256 = \"abc\"\n",
+            &[],
+        )
+        .unwrap();
+        let keys: Vec<String> = validate(&loaded).into_iter().map(|p| p.key).collect();
+        assert!(keys.contains(&"server.bind".to_string()), "{keys:?}");
+        assert!(keys.contains(&"auth.tokens[0].role".to_string()), "{keys:?}");
+        assert!(keys.contains(&"auth.tokens[0].token_sha256".to_string()), "{keys:?}");
+    }
+
+    #[test]
+    fn the_example_config_parses_and_covers_every_section() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/noroshi.example.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let loaded = load_with_env(Some(&path), Vec::new()).unwrap();
+        assert!(loaded.source.is_some());
+        for section in [
+            "[server]", "[database]", "[[auth.tokens]]", "[queue]", "[channels.line]",
+            "[channels.x]", "[channels.facebook]", "[channels.email]", "[channels.website]",
+            "[channels.webhook.", "[disaster]", "[cap]", "[reach]", "[[kpi]]", "[log]",
+            ".delivery]",
+        ] {
+            assert!(text.contains(section), "example config lacks {section}");
+        }
+    }
+}

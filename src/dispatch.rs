@@ -1,0 +1,643 @@
+//! Dispatch: per-channel worker loops that claim deliveries, pass the rate gate, call the
+//! adapter once, and record the outcome.
+//!
+//! Each channel has two loops and two pools of permits:
+//! - the general loop claims any lane (highest first) with `concurrency` permits;
+//! - the disaster loop claims only the disaster lane, with `reserved` permits of its own
+//!   plus any free general permit. However deep the normal backlog, a disaster delivery
+//!   never waits for a normal attempt to finish.
+//!
+//! The rate gate works the same way: normal and urgent work must pass a limiter set to
+//! `(1 - reserve) × rate` and then the channel's full-rate limiter; disaster work passes only
+//! the full-rate limiter. Normal traffic can therefore never use the share kept for
+//! disaster traffic.
+//!
+//! Loops sleep until woken (the API wakes them when it inserts work) or until the fallback
+//! poll interval passes (work inserted by another instance, retries coming due).
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use noroshi_channel_core::{
+    Audience, Channel, DeliveryContext, DeliveryError, DeliveryUnit, ErrorClass,
+    Priority, Recipient,
+};
+use rand::Rng;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_util_shim::CancellationToken;
+
+use crate::config::QueueConfig;
+use crate::queue::{self, Claimed, Outcome};
+use crate::registry::Registered;
+use crate::store::{self, now_ms, Db};
+
+/// A minimal cancellation token (tokio-util's, without the dependency).
+mod tokio_util_shim {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use tokio::sync::Notify;
+
+    #[derive(Clone, Default)]
+    pub struct CancellationToken(Arc<(AtomicBool, Notify)>);
+    impl CancellationToken {
+        pub fn cancel(&self) {
+            self.0 .0.store(true, Ordering::SeqCst);
+            self.0 .1.notify_waiters();
+        }
+        pub fn is_cancelled(&self) -> bool {
+            self.0 .0.load(Ordering::SeqCst)
+        }
+        pub async fn cancelled(&self) {
+            loop {
+                let notified = self.0 .1.notified();
+                if self.is_cancelled() {
+                    return;
+                }
+                notified.await;
+            }
+        }
+    }
+}
+
+/// One channel's runtime: its adapter, pools, rate gate and wake-ups.
+pub struct ChannelRuntime {
+    pub channel: Arc<dyn Channel>,
+    pub name: String,
+    pub audience: Audience,
+    wake_general: Notify,
+    wake_disaster: Notify,
+    general: Arc<Semaphore>,
+    reserved: Arc<Semaphore>,
+    pub concurrency: usize,
+    pub reserved_workers: usize,
+    limiter_all: DefaultDirectRateLimiter,
+    limiter_normal: DefaultDirectRateLimiter,
+    pub rate_per_second: f64,
+    pub disaster_reserve: f64,
+    max_attempts: i32,
+    paused: AtomicBool,
+    in_flight: AtomicUsize,
+}
+
+impl ChannelRuntime {
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::SeqCst)
+    }
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+}
+
+/// Settings the dispatcher needs beside the channels.
+#[derive(Clone)]
+pub struct DispatchSettings {
+    pub lease_ms: i64,
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    pub poll: Duration,
+    pub expand_batch: i64,
+    pub public_base_url: String,
+}
+
+impl DispatchSettings {
+    pub fn from_config(q: &QueueConfig, public_base_url: String) -> Self {
+        DispatchSettings {
+            lease_ms: (q.lease_secs * 1000) as i64,
+            retry_base_ms: q.retry_base_ms,
+            retry_max_ms: q.retry_max_secs * 1000,
+            poll: Duration::from_millis(q.poll_interval_ms),
+            expand_batch: q.expand_batch as i64,
+            public_base_url,
+        }
+    }
+}
+
+pub struct Dispatcher {
+    pub db: Db,
+    pub channels: Vec<Arc<ChannelRuntime>>,
+    pub owner: String,
+    settings: DispatchSettings,
+    stop: CancellationToken,
+    /// Renderings by (announcement, channel): units are read once per announcement, not
+    /// once per email copy.
+    renderings: Mutex<HashMap<(String, String), Arc<Vec<serde_json::Value>>>>,
+    announcements: Mutex<HashMap<String, Arc<AnnouncementInfo>>>,
+}
+
+struct AnnouncementInfo {
+    exercise: bool,
+    request_id: Option<String>,
+}
+
+fn limiter(rate: f64, burst: u32) -> DefaultDirectRateLimiter {
+    let rate = rate.max(0.001);
+    let period = Duration::from_secs_f64(1.0 / rate).max(Duration::from_nanos(1));
+    let quota = Quota::with_period(period)
+        .expect("non-zero period")
+        .allow_burst(NonZeroU32::new(burst.max(1)).expect("non-zero"));
+    RateLimiter::direct(quota)
+}
+
+impl Dispatcher {
+    pub fn new(
+        db: Db,
+        registered: Vec<Registered>,
+        queue_cfg: &QueueConfig,
+        settings: DispatchSettings,
+        paused: &[String],
+    ) -> Arc<Dispatcher> {
+        let channels = registered
+            .into_iter()
+            .map(|r| {
+                let limits = r.channel.limits();
+                let d = r.delivery;
+                let concurrency = d.concurrency.unwrap_or(limits.concurrency).max(1);
+                let reserve = d.disaster_reserve.unwrap_or(queue_cfg.disaster_reserve).clamp(0.0, 0.9);
+                let reserved_workers = ((concurrency as f64 * reserve).ceil() as usize).max(1);
+                let rate = d.rate_per_second.unwrap_or(limits.rate_per_second);
+                let burst = d.burst.unwrap_or(limits.burst).max(1);
+                let normal_burst = ((burst as f64) * (1.0 - reserve)).floor().max(1.0) as u32;
+                let name = r.channel.name().to_string();
+                Arc::new(ChannelRuntime {
+                    audience: r.channel.audience(),
+                    paused: AtomicBool::new(paused.contains(&name)),
+                    name,
+                    channel: r.channel,
+                    wake_general: Notify::new(),
+                    wake_disaster: Notify::new(),
+                    general: Arc::new(Semaphore::new(concurrency)),
+                    reserved: Arc::new(Semaphore::new(reserved_workers)),
+                    concurrency,
+                    reserved_workers,
+                    limiter_all: limiter(rate, burst),
+                    limiter_normal: limiter(rate * (1.0 - reserve), normal_burst),
+                    rate_per_second: rate,
+                    disaster_reserve: reserve,
+                    max_attempts: d.max_attempts.unwrap_or(queue_cfg.max_attempts).max(1) as i32,
+                    in_flight: AtomicUsize::new(0),
+                })
+            })
+            .collect();
+        let owner = format!(
+            "{}-{}",
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        Arc::new(Dispatcher {
+            db,
+            channels,
+            owner,
+            settings,
+            stop: CancellationToken::default(),
+            renderings: Mutex::new(HashMap::new()),
+            announcements: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn channel(&self, name: &str) -> Option<&Arc<ChannelRuntime>> {
+        self.channels.iter().find(|c| c.name == name)
+    }
+
+    /// Wakes the loops of `channel` for work just inserted in `lane`.
+    pub fn wake(&self, channel: &str, priority: Priority) {
+        if let Some(c) = self.channel(channel) {
+            if priority == Priority::Disaster {
+                c.wake_disaster.notify_one();
+            }
+            c.wake_general.notify_one();
+        }
+    }
+
+    pub fn set_paused(&self, channel: &str, paused: bool) {
+        if let Some(c) = self.channel(channel) {
+            c.paused.store(paused, Ordering::SeqCst);
+            if !paused {
+                c.wake_disaster.notify_one();
+                c.wake_general.notify_one();
+            }
+        }
+    }
+
+    /// Starts every loop: two per channel, the lease heartbeat and the reclaimer.
+    pub fn start(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = Vec::new();
+        for c in &self.channels {
+            let (d, c1) = (self.clone(), c.clone());
+            tasks.push(tokio::spawn(async move { d.run_loop(c1, false).await }));
+            let (d, c2) = (self.clone(), c.clone());
+            tasks.push(tokio::spawn(async move { d.run_loop(c2, true).await }));
+        }
+        let d = self.clone();
+        tasks.push(tokio::spawn(async move { d.heartbeat().await }));
+        tasks
+    }
+
+    /// Stops claiming; waits up to `grace` for attempts in flight to finish.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.stop.cancel();
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.channels.iter().any(|c| c.in_flight() > 0) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn heartbeat(self: Arc<Self>) {
+        let every = Duration::from_millis((self.settings.lease_ms / 3).max(1000) as u64);
+        loop {
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            if let Err(e) = queue::extend_leases(&self.db, &self.owner, self.settings.lease_ms).await {
+                tracing::warn!(error = %e, "Could not renew delivery leases");
+            }
+            match queue::reclaim_expired(&self.db).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::warn!(count = n, "Reclaimed deliveries whose lease expired");
+                    for c in &self.channels {
+                        c.wake_disaster.notify_one();
+                        c.wake_general.notify_one();
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "Could not reclaim expired leases"),
+            }
+            // Keep the caches small: a few recent announcements are all that is hot.
+            let mut r = self.renderings.lock().unwrap();
+            if r.len() > 256 {
+                r.clear();
+            }
+            drop(r);
+            let mut a = self.announcements.lock().unwrap();
+            if a.len() > 1024 {
+                a.clear();
+            }
+        }
+    }
+
+    async fn acquire(&self, c: &ChannelRuntime, disaster: bool) -> Option<OwnedSemaphorePermit> {
+        if disaster {
+            // A reserved permit, or any free general one, whichever comes first.
+            tokio::select! {
+                p = c.reserved.clone().acquire_owned() => p.ok(),
+                p = c.general.clone().acquire_owned() => p.ok(),
+                _ = self.stop.cancelled() => None,
+            }
+        } else {
+            tokio::select! {
+                p = c.general.clone().acquire_owned() => p.ok(),
+                _ = self.stop.cancelled() => None,
+            }
+        }
+    }
+
+    async fn run_loop(self: Arc<Self>, c: Arc<ChannelRuntime>, disaster: bool) {
+        let min_lane = if disaster { Priority::Disaster.lane() } else { 0 };
+        let wake = if disaster { &c.wake_disaster } else { &c.wake_general };
+        loop {
+            if self.stop.is_cancelled() {
+                return;
+            }
+            if c.is_paused() {
+                tokio::select! {
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(self.settings.poll) => {}
+                    _ = self.stop.cancelled() => return,
+                }
+                continue;
+            }
+            let Some(first) = self.acquire(&c, disaster).await else {
+                return;
+            };
+            let mut permits = vec![first];
+            let pool = if disaster { &c.reserved } else { &c.general };
+            while permits.len() < 64 {
+                match pool.clone().try_acquire_owned() {
+                    Ok(p) => permits.push(p),
+                    Err(_) => break,
+                }
+            }
+            let claimed = queue::claim(
+                &self.db,
+                &c.name,
+                min_lane,
+                permits.len() as i64,
+                &self.owner,
+                self.settings.lease_ms,
+            )
+            .await;
+            let claimed = match claimed {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::warn!(channel = %c.name, error = %e, "Could not claim deliveries");
+                    Vec::new()
+                }
+            };
+            if claimed.is_empty() {
+                drop(permits);
+                tokio::select! {
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(self.settings.poll) => {}
+                    _ = self.stop.cancelled() => return,
+                }
+                continue;
+            }
+            for (d, permit) in claimed.into_iter().zip(permits.into_iter()) {
+                let (me, ch) = (self.clone(), c.clone());
+                ch.in_flight.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    me.attempt(&ch, d).await;
+                    ch.in_flight.fetch_sub(1, Ordering::SeqCst);
+                    drop(permit);
+                });
+            }
+        }
+    }
+
+    fn backoff_ms(&self, attempts: i32) -> i64 {
+        let exp = self
+            .settings
+            .retry_base_ms
+            .saturating_mul(1u64 << (attempts.clamp(1, 30) - 1) as u32)
+            .min(self.settings.retry_max_ms)
+            .max(1);
+        // Full jitter: spread retries over the whole window so a recovering platform is not
+        // hit by every failed delivery at the same instant.
+        rand::thread_rng().gen_range(0..=exp) as i64
+    }
+
+    async fn units(&self, announcement_id: &str, channel: &str) -> Result<Arc<Vec<serde_json::Value>>, String> {
+        let key = (announcement_id.to_string(), channel.to_string());
+        if let Some(u) = self.renderings.lock().unwrap().get(&key) {
+            return Ok(u.clone());
+        }
+        let text = store::announcements::rendering(&self.db, announcement_id, channel)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "no rendering stored for this channel".to_string())?;
+        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        let units = value
+            .get("units")
+            .and_then(|u| u.as_array())
+            .cloned()
+            .ok_or_else(|| "stored rendering has no units".to_string())?;
+        let units = Arc::new(units);
+        self.renderings.lock().unwrap().insert(key, units.clone());
+        Ok(units)
+    }
+
+    async fn announcement_info(&self, id: &str) -> Result<Arc<AnnouncementInfo>, String> {
+        if let Some(a) = self.announcements.lock().unwrap().get(id) {
+            return Ok(a.clone());
+        }
+        let row = store::announcements::get(&self.db, id)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "announcement not found".to_string())?;
+        let info = Arc::new(AnnouncementInfo {
+            exercise: row.exercise,
+            request_id: row.request_id,
+        });
+        self.announcements.lock().unwrap().insert(id.to_string(), info.clone());
+        Ok(info)
+    }
+
+    /// One attempt of one claimed delivery, start to recorded outcome.
+    async fn attempt(&self, c: &ChannelRuntime, d: Claimed) {
+        let started = now_ms();
+        if d.kind == queue::KIND_EXPAND {
+            match queue::expand_batch(&self.db, &d, &self.owner, self.settings.expand_batch).await {
+                Ok(Some(n)) => {
+                    tracing::debug!(channel = %c.name, announcement = %d.announcement_id, inserted = n, "Expanded subscribers");
+                    // The new copies and the rest of the expansion are due now.
+                    c.wake_general.notify_one();
+                    if d.lane == Priority::Disaster.lane() {
+                        c.wake_disaster.notify_one();
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(channel = %c.name, error = %e, "Could not expand subscribers");
+                    let _ = queue::release(&self.db, &d, &self.owner, now_ms() + 1000).await;
+                }
+            }
+            return;
+        }
+        let outcome = self.attempt_send(c, &d).await;
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(internal) => {
+                // Our own failure (database, stored data): keep the delivery, try later.
+                tracing::error!(channel = %c.name, delivery = d.id, error = %internal, "Could not prepare a delivery");
+                Outcome::Retry {
+                    run_after: now_ms() + self.backoff_ms(d.attempts),
+                    class: "internal",
+                    error: internal,
+                    status_code: None,
+                    refund: false,
+                    uncertain: d.uncertain,
+                }
+            }
+        };
+        let outcome = match outcome {
+            Outcome::Retry { class, error, status_code, .. }
+                if d.attempts >= c.max_attempts && class != "rate_limited" && class != "auth" && class != "quota" =>
+            {
+                Outcome::Failed {
+                    class,
+                    error: format!("{error} (gave up after {} attempts)", d.attempts),
+                    status_code,
+                }
+            }
+            o => o,
+        };
+        match &outcome {
+            Outcome::Sent { remote_id, how, .. } => {
+                tracing::info!(channel = %c.name, delivery = d.id, announcement = %d.announcement_id,
+                    attempt = d.attempts, remote_id = remote_id.as_deref().unwrap_or(""), how = *how, "Delivered");
+                let _ = store::channels::record_success(&self.db, &c.name).await;
+            }
+            Outcome::Retry { class, error, run_after, .. } => {
+                tracing::warn!(channel = %c.name, delivery = d.id, announcement = %d.announcement_id,
+                    attempt = d.attempts, class = *class, error = %error,
+                    retry_in_ms = run_after - now_ms(), "Delivery attempt failed; will retry");
+                let _ = store::channels::record_error(&self.db, &c.name, error).await;
+            }
+            Outcome::Failed { class, error, .. } => {
+                tracing::error!(channel = %c.name, delivery = d.id, announcement = %d.announcement_id,
+                    attempt = d.attempts, class = *class, error = %error, "Delivery failed");
+                let _ = store::channels::record_error(&self.db, &c.name, error).await;
+            }
+            Outcome::Cancelled { reason } => {
+                tracing::info!(channel = %c.name, delivery = d.id, reason = %reason, "Delivery skipped");
+            }
+        }
+        match queue::finish(&self.db, &d, &self.owner, started, &outcome).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(channel = %c.name, delivery = d.id,
+                "Lease was lost before the outcome was recorded; another worker owns this delivery now"),
+            Err(e) => tracing::error!(channel = %c.name, delivery = d.id, error = %e,
+                "Could not record a delivery outcome; the lease will expire and the delivery will be reconciled"),
+        }
+    }
+
+    async fn attempt_send(&self, c: &ChannelRuntime, d: &Claimed) -> Result<Outcome, String> {
+        let units = self.units(&d.announcement_id, &c.name).await?;
+        let payload = units
+            .get(d.unit_index as usize)
+            .cloned()
+            .ok_or_else(|| format!("unit {} missing from the stored rendering", d.unit_index))?;
+        let recipient = if d.subscriber_id > 0 {
+            match store::subscribers::recipient(&self.db, d.subscriber_id)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                Some((address, lang, token)) => Some(Recipient {
+                    address,
+                    lang,
+                    unsubscribe_url: format!("{}unsubscribe?t={token}", self.settings.public_base_url),
+                    unsubscribe_token: token,
+                }),
+                None => {
+                    return Ok(Outcome::Cancelled {
+                        reason: "the subscriber unsubscribed or was removed".into(),
+                    })
+                }
+            }
+        } else {
+            None
+        };
+        let info = self.announcement_info(&d.announcement_id).await?;
+        let unit = DeliveryUnit { payload, recipient };
+        let ctx = DeliveryContext {
+            delivery_id: d.id.to_string(),
+            announcement_id: d.announcement_id.clone(),
+            idempotency_key: d.idempotency_key.clone(),
+            attempt: d.attempts.max(1) as u32,
+            priority: Priority::from_lane(d.lane),
+            exercise: info.exercise,
+            request_id: info.request_id.clone(),
+        };
+        if d.uncertain {
+            match c.channel.reconcile(&unit, &ctx).await {
+                Ok(Some(receipt)) => {
+                    return Ok(Outcome::Sent {
+                        remote_id: receipt.remote_id,
+                        note: receipt.note,
+                        how: "reconciled",
+                    })
+                }
+                Ok(None) => {}
+                Err(e) => return Ok(self.classify(c, d, e).await),
+            }
+        }
+        // The rate gate. Disaster work skips the normal limiter, so the reserve is its own.
+        if d.lane < Priority::Disaster.lane() {
+            c.limiter_normal.until_ready().await;
+        }
+        c.limiter_all.until_ready().await;
+        if c.is_paused() {
+            // Paused while waiting at the gate (another attempt hit an auth error).
+            return Ok(Outcome::Retry {
+                run_after: now_ms(),
+                class: "paused",
+                error: "channel paused".into(),
+                status_code: None,
+                refund: true,
+                uncertain: d.uncertain,
+            });
+        }
+        match c.channel.deliver(&unit, &ctx).await {
+            Ok(receipt) => Ok(Outcome::Sent {
+                remote_id: receipt.remote_id,
+                note: receipt.note,
+                how: if receipt.already_sent { "already_sent" } else { "sent" },
+            }),
+            Err(e) => Ok(self.classify(c, d, e).await),
+        }
+    }
+
+    /// Turns an adapter's error class into the queue's next step (CHANNELS.md §0.1).
+    async fn classify(&self, c: &ChannelRuntime, d: &Claimed, e: DeliveryError) -> Outcome {
+        let status_code = e.status.map(|s| s as i32);
+        let error = e.message.clone();
+        let now = now_ms();
+        match e.class {
+            ErrorClass::Transient => Outcome::Retry {
+                run_after: now + self.backoff_ms(d.attempts),
+                class: "transient",
+                error,
+                status_code,
+                refund: false,
+                uncertain: false,
+            },
+            ErrorClass::Uncertain => Outcome::Retry {
+                run_after: now + self.backoff_ms(d.attempts),
+                class: "uncertain",
+                error,
+                status_code,
+                refund: false,
+                uncertain: true,
+            },
+            ErrorClass::RateLimited { retry_after } => Outcome::Retry {
+                run_after: now
+                    + retry_after
+                        .map(|r| r.as_millis() as i64)
+                        .unwrap_or_else(|| self.backoff_ms(d.attempts)),
+                class: "rate_limited",
+                error,
+                status_code,
+                refund: true,
+                uncertain: false,
+            },
+            ErrorClass::Quota { until } => {
+                let reason = format!("quota exhausted: {error}");
+                let _ = store::channels::set_state(&self.db, &c.name, "degraded", Some(&reason)).await;
+                if d.lane == Priority::Disaster.lane() {
+                    // A disaster alert must not silently wait for next month: fail visibly now.
+                    Outcome::Failed {
+                        class: "quota",
+                        error,
+                        status_code,
+                    }
+                } else {
+                    Outcome::Retry {
+                        run_after: until
+                            .map(|u| u.timestamp_millis())
+                            .unwrap_or(now + 3_600_000)
+                            .max(now + 1000),
+                        class: "quota",
+                        error,
+                        status_code,
+                        refund: true,
+                        uncertain: false,
+                    }
+                }
+            }
+            ErrorClass::Auth => {
+                let reason = format!("credentials refused: {error}");
+                tracing::error!(channel = %c.name, reason = %reason,
+                    "Channel paused: fix its credentials, then POST /api/v1/channels/{}/resume", c.name);
+                let _ = store::channels::set_state(&self.db, &c.name, "paused", Some(&reason)).await;
+                c.paused.store(true, Ordering::SeqCst);
+                Outcome::Retry {
+                    run_after: now,
+                    class: "auth",
+                    error,
+                    status_code,
+                    refund: true,
+                    uncertain: false,
+                }
+            }
+            ErrorClass::Permanent => Outcome::Failed {
+                class: "permanent",
+                error,
+                status_code,
+            },
+        }
+    }
+}

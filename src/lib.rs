@@ -1,0 +1,23 @@
+//! Noroshi (狼煙): accept an announcement once, fan it out to every channel.
+//!
+//! # Layout
+//! One announcement's path, top to bottom:
+//! - [`api`] takes the HTTP request, [`accept`] validates and renders it per channel;
+//! - [`store`] writes the announcement and all its deliveries in one transaction;
+//! - [`queue`] hands deliveries to workers under a lease;
+//! - [`dispatch`] runs per-channel workers: rate gate, one adapter call, recorded outcome;
+//! - the adapters live in `channels/*`, found through [`registry`].
+//!
+//! [`config`] reads the TOML file; [`cli`] is the `noroshi` command; [`server`] wires the
+//! daemon together.
+
+pub mod accept;
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod dispatch;
+pub mod queue;
+pub mod registry;
+pub mod server;
+pub mod store;
+pub mod time;

@@ -1,0 +1,236 @@
+//! `noroshi serve`: wires config, database, channels, dispatcher and HTTP together, and
+//! shuts down gracefully.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use noroshi_channel_core::{BuildEnv, ErrorClass, HTTP_REQUEST_TIMEOUT};
+
+use crate::api::auth::{self, Role, Tokens};
+use crate::api::{AppState, SharedState};
+use crate::config::{Config, Loaded};
+use crate::dispatch::{DispatchSettings, Dispatcher};
+use crate::store::{self, Db};
+use crate::{queue, registry};
+
+/// One TLS stack for every client (reqwest, lettre, sqlx): rustls with ring.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+pub fn init_tracing(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("NOROSHI_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let _ = if config.log.format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+pub async fn open_database(config: &Config) -> anyhow::Result<Db> {
+    let db = Db::connect(&config.database.url, config.database.max_connections)
+        .await
+        .with_context(|| format!("cannot open the database ({})", redact_url(&config.database.url)))?;
+    db.migrate().await.context("cannot apply database migrations")?;
+    Ok(db)
+}
+
+/// A database URL for messages, without its password.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("REDACTED"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// The shared HTTP client: rustls (ring), timeouts, no redirects to other hosts' surprise.
+pub fn http_client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .user_agent(concat!("noroshi/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(HTTP_REQUEST_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?)
+}
+
+/// Configured tokens plus the daemon's own; creates the first-start admin token when there
+/// are none at all.
+async fn load_tokens(config: &Config, db: &Db) -> anyhow::Result<Tokens> {
+    use noroshi_channel_core::ExposeSecret;
+    let mut tokens = Tokens::default();
+    for t in &config.auth.tokens {
+        let role = Role::parse(&t.role).context("token role")?;
+        match (&t.token_sha256, &t.token) {
+            (Some(h), _) => tokens.add_digest_hex(&t.name, role, &h.to_ascii_lowercase()).map_err(anyhow::Error::msg)?,
+            (None, Some(plain)) => tokens.add_plain(&t.name, role, plain.expose_secret()),
+            (None, None) => anyhow::bail!("auth.tokens: token {} has no secret", t.name),
+        }
+    }
+    let own = store::channels::api_tokens(db).await?;
+    for (name, role, digest) in &own {
+        if let Some(role) = Role::parse(role) {
+            tokens.add_digest_hex(name, role, digest).map_err(anyhow::Error::msg)?;
+        }
+    }
+    if tokens.is_empty() {
+        let token = auth::new_token();
+        let digest = hex::encode(auth::sha256(&token));
+        store::channels::insert_api_token(db, "admin", "admin", &digest).await?;
+        let path = config.server.data_dir.join("admin.token");
+        write_private(&path, &format!("{token}\n"))?;
+        tokens.add_plain("admin", Role::Admin, &token);
+        // Printed once, on the console, as the contract says; never logged.
+        println!(
+            "\nNo API token was configured, so an admin token was created.\n\
+             It is shown only this once and was written to {} (mode 0600):\n\n    {token}\n\n\
+             Use it as `Authorization: Bearer <token>`; only its SHA-256 is stored.\n",
+            path.display()
+        );
+    }
+    Ok(tokens)
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options.open(path).with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
+    let config = loaded.config;
+    install_crypto_provider();
+    let db = open_database(&config).await?;
+    tracing::info!(database = db.dialect(), "Database ready");
+    let tokens = load_tokens(&config, &db).await?;
+    let public_base_url = config.server.public_base_url();
+    let env = BuildEnv {
+        http: http_client()?,
+        data_dir: config.server.data_dir.clone(),
+        public_base_url: public_base_url.clone(),
+    };
+    let registered = registry::build_channels(&config.channels, &env).map_err(|problems| {
+        anyhow::anyhow!(
+            "channel configuration has problems:\n{}",
+            problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n")
+        )
+    })?;
+    let channels: Vec<_> = registered.iter().map(|r| r.channel.clone()).collect();
+    if !db.is_postgres() {
+        // One process owns a SQLite file: whatever is in flight belongs to a run that died.
+        let n = queue::reclaim_all(&db).await?;
+        if n > 0 {
+            tracing::warn!(count = n, "Deliveries left in flight by a previous run were queued again");
+        }
+    }
+    let paused: Vec<String> = store::channels::all(&db)
+        .await?
+        .into_iter()
+        .filter(|s| s.state == "paused")
+        .map(|s| s.channel)
+        .collect();
+    let dispatcher = Dispatcher::new(
+        db.clone(),
+        registered,
+        &config.queue,
+        DispatchSettings::from_config(&config.queue, public_base_url),
+        &paused,
+    );
+    let tasks = dispatcher.start();
+    let site_dir = config
+        .channels
+        .website
+        .enabled
+        .then(|| config.channels.website.output_dir.clone());
+    if let Some(dir) = &site_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let state: SharedState = Arc::new(AppState {
+        db: db.clone(),
+        dispatcher: dispatcher.clone(),
+        channels: channels.clone(),
+        known_channels: registry::known_channel_names(&config.channels),
+        tokens,
+        website_base_url: config
+            .channels
+            .website
+            .enabled
+            .then(|| config.channels.website.base_url.clone()),
+        site_dir,
+        exercise_marker: config.disaster.exercise_marker.clone(),
+        line_channel_secret: config.channels.line.channel_secret.clone(),
+        body_limit: config.server.body_limit_bytes,
+    });
+    tokio::spawn(health_loop(db.clone(), dispatcher.clone()));
+    let listener = tokio::net::TcpListener::bind(&config.server.bind)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.bind))?;
+    tracing::info!(bind = %listener.local_addr()?, channels = ?channels.iter().map(|c| c.name().to_string()).collect::<Vec<_>>(), "Noroshi is listening");
+    axum::serve(listener, crate::api::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("Stopping: finishing attempts in flight");
+    dispatcher.shutdown(Duration::from_secs(10)).await;
+    for t in tasks {
+        t.abort();
+    }
+    db.close().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// Walks each channel's real auth path now and every five minutes, so a revoked token or an
+/// expiring one shows in the channel's state before a disaster needs the channel.
+async fn health_loop(db: Db, dispatcher: Arc<Dispatcher>) {
+    loop {
+        for c in &dispatcher.channels {
+            match c.channel.healthcheck().await {
+                Ok(()) => {}
+                Err(e) if e.class == ErrorClass::Auth => {
+                    let reason = format!("healthcheck: credentials refused: {}", e.message);
+                    tracing::error!(channel = %c.name, reason = %reason, "Channel paused");
+                    let _ = store::channels::set_state(&db, &c.name, "paused", Some(&reason)).await;
+                    dispatcher.set_paused(&c.name, true);
+                }
+                Err(e) => {
+                    tracing::warn!(channel = %c.name, error = %e, "Channel healthcheck failed");
+                    let _ = store::channels::record_error(&db, &c.name, &format!("healthcheck: {e}")).await;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(300)).await;
+    }
+}

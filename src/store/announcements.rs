@@ -1,0 +1,461 @@
+//! Announcements, their per-channel renderings, delivery summaries and the delivery log.
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{now_ms, with_pool, write_tx, Db, Result, StoreError};
+
+/// An announcement as accepted, ready to insert with its deliveries.
+#[derive(Clone, Debug)]
+pub struct NewAnnouncement {
+    pub id: String,
+    pub title: String,
+    pub body: String,
+    pub link: Option<String>,
+    pub priority: String,
+    pub lane: i32,
+    pub lang: String,
+    pub exercise: bool,
+    pub status: String,
+    pub request: String,
+    pub created_by: String,
+    pub idempotency_key: Option<String>,
+    pub request_hash: String,
+    pub request_id: Option<String>,
+    pub scheduled_at: Option<i64>,
+    pub created_at: i64,
+}
+
+/// One channel's plan: the rendering stored at accept time and its first deliveries.
+#[derive(Clone, Debug)]
+pub struct NewChannelPlan {
+    pub channel: String,
+    pub rendering: String,
+    /// `fixed` or `email_subscribers`.
+    pub audience: String,
+    /// How many units were rendered: one `send` delivery each, or one `expand` delivery
+    /// each for `email_subscribers`.
+    pub units: usize,
+}
+
+/// Writes the announcement, its channel plans and all its first deliveries in one
+/// transaction. A unique violation on (created_by, idempotency_key) comes back as
+/// `StoreError::Sql` with `is_unique_violation()`.
+pub async fn insert(db: &Db, a: &NewAnnouncement, plans: &[NewChannelPlan]) -> Result<()> {
+    let run_after = a.scheduled_at.unwrap_or(a.created_at);
+    write_tx!(db, tx => {
+        sqlx::query(
+            "INSERT INTO announcements (id, title, body, link, priority, lane, lang, exercise, status, \
+                 request, created_by, idempotency_key, request_hash, request_id, scheduled_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16)")
+            .bind(&a.id).bind(&a.title).bind(&a.body).bind(&a.link).bind(&a.priority).bind(a.lane)
+            .bind(&a.lang).bind(a.exercise).bind(&a.status).bind(&a.request).bind(&a.created_by)
+            .bind(&a.idempotency_key).bind(&a.request_hash).bind(&a.request_id).bind(a.scheduled_at)
+            .bind(a.created_at)
+            .execute(&mut *tx).await?;
+        for plan in plans {
+            sqlx::query(
+                "INSERT INTO announcement_channels (announcement_id, channel, rendering, audience) \
+                 VALUES ($1, $2, $3, $4)")
+                .bind(&a.id).bind(&plan.channel).bind(&plan.rendering).bind(&plan.audience)
+                .execute(&mut *tx).await?;
+            let kind = if plan.audience == "email_subscribers" { "expand" } else { "send" };
+            for unit in 0..plan.units {
+                sqlx::query(
+                    "INSERT INTO deliveries (announcement_id, channel, kind, unit_index, subscriber_id, lane, \
+                         status, attempts, run_after, idempotency_key, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, 0, $5, 'pending', 0, $6, $7, $8, $8)")
+                    .bind(&a.id).bind(&plan.channel).bind(kind).bind(unit as i32).bind(a.lane)
+                    .bind(run_after).bind(uuid::Uuid::new_v4().to_string()).bind(a.created_at)
+                    .execute(&mut *tx).await?;
+            }
+        }
+    });
+    Ok(())
+}
+
+/// An announcement row.
+#[derive(Clone, Debug, Serialize)]
+pub struct AnnouncementRow {
+    pub id: String,
+    pub title: String,
+    pub body: String,
+    pub link: Option<String>,
+    pub priority: String,
+    pub lang: String,
+    pub exercise: bool,
+    pub status: String,
+    pub request: String,
+    pub created_by: String,
+    pub request_hash: String,
+    pub request_id: Option<String>,
+    pub scheduled_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const ANNOUNCEMENT_COLUMNS: &str = "id, title, body, link, priority, lang, exercise, status, request, \
+    created_by, request_hash, request_id, scheduled_at, created_at, updated_at";
+
+/// Decodes an announcement row on either dialect.
+macro_rules! announcement_from {
+    ($r:expr) => {{
+        let r = $r;
+        Ok::<_, StoreError>(AnnouncementRow {
+            id: r.try_get("id")?,
+            title: r.try_get("title")?,
+            body: r.try_get("body")?,
+            link: r.try_get("link")?,
+            priority: r.try_get("priority")?,
+            lang: r.try_get("lang")?,
+            exercise: r.try_get("exercise")?,
+            status: r.try_get("status")?,
+            request: r.try_get("request")?,
+            created_by: r.try_get("created_by")?,
+            request_hash: r.try_get("request_hash")?,
+            request_id: r.try_get("request_id")?,
+            scheduled_at: r.try_get("scheduled_at")?,
+            created_at: r.try_get("created_at")?,
+            updated_at: r.try_get("updated_at")?,
+        })
+    }};
+}
+
+pub async fn get(db: &Db, id: &str) -> Result<Option<AnnouncementRow>> {
+    let sql = format!("SELECT {ANNOUNCEMENT_COLUMNS} FROM announcements WHERE id = $1");
+    with_pool!(db, p => {
+        let row = sqlx::query(&sql).bind(id).fetch_optional(p).await?;
+        row.as_ref().map(|r| announcement_from!(r)).transpose()
+    })
+}
+
+pub async fn get_by_idempotency_key(db: &Db, created_by: &str, key: &str) -> Result<Option<AnnouncementRow>> {
+    let sql = format!(
+        "SELECT {ANNOUNCEMENT_COLUMNS} FROM announcements WHERE created_by = $1 AND idempotency_key = $2"
+    );
+    with_pool!(db, p => {
+        let row = sqlx::query(&sql).bind(created_by).bind(key).fetch_optional(p).await?;
+        row.as_ref().map(|r| announcement_from!(r)).transpose()
+    })
+}
+
+/// Filters for the announcement list.
+#[derive(Clone, Debug, Default)]
+pub struct ListFilter {
+    pub status: Option<String>,
+    pub channel: Option<String>,
+    pub priority: Option<String>,
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    /// Keyset cursor: (created_at, id) of the last row of the previous page.
+    pub before: Option<(i64, String)>,
+    pub limit: i64,
+}
+
+/// Newest first, keyset-paged.
+pub async fn list(db: &Db, f: &ListFilter) -> Result<Vec<AnnouncementRow>> {
+    let mut sql = format!("SELECT {ANNOUNCEMENT_COLUMNS} FROM announcements a WHERE 1 = 1");
+    let mut n = 0;
+    let mut next = || {
+        n += 1;
+        format!("${n}")
+    };
+    if f.status.is_some() {
+        sql += &format!(" AND status = {}", next());
+    }
+    if f.priority.is_some() {
+        sql += &format!(" AND priority = {}", next());
+    }
+    if f.channel.is_some() {
+        sql += &format!(
+            " AND EXISTS (SELECT 1 FROM announcement_channels c WHERE c.announcement_id = a.id AND c.channel = {})",
+            next()
+        );
+    }
+    if f.since.is_some() {
+        sql += &format!(" AND created_at >= {}", next());
+    }
+    if f.until.is_some() {
+        sql += &format!(" AND created_at < {}", next());
+    }
+    if f.before.is_some() {
+        let (a, b, c) = (next(), next(), next());
+        sql += &format!(" AND (created_at < {a} OR (created_at = {b} AND id < {c}))");
+    }
+    sql += &format!(" ORDER BY created_at DESC, id DESC LIMIT {}", next());
+    with_pool!(db, p => {
+        let mut q = sqlx::query(&sql);
+        if let Some(v) = &f.status { q = q.bind(v); }
+        if let Some(v) = &f.priority { q = q.bind(v); }
+        if let Some(v) = &f.channel { q = q.bind(v); }
+        if let Some(v) = f.since { q = q.bind(v); }
+        if let Some(v) = f.until { q = q.bind(v); }
+        if let Some((t, id)) = &f.before { q = q.bind(*t).bind(*t).bind(id); }
+        q = q.bind(f.limit);
+        let rows = q.fetch_all(p).await?;
+        rows.iter().map(|r| announcement_from!(r)).collect()
+    })
+}
+
+/// The channels an announcement was planned for and their stored renderings.
+pub async fn channel_plans(db: &Db, id: &str) -> Result<Vec<(String, String)>> {
+    with_pool!(db, p => {
+        let rows = sqlx::query(
+            "SELECT channel, rendering FROM announcement_channels WHERE announcement_id = $1 ORDER BY channel")
+            .bind(id).fetch_all(p).await?;
+        rows.iter().map(|r| Ok((r.try_get("channel")?, r.try_get("rendering")?))).collect()
+    })
+}
+
+pub async fn rendering(db: &Db, id: &str, channel: &str) -> Result<Option<String>> {
+    Ok(with_pool!(db, p => sqlx::query_scalar(
+        "SELECT rendering FROM announcement_channels WHERE announcement_id = $1 AND channel = $2")
+        .bind(id).bind(channel).fetch_optional(p).await?))
+}
+
+/// Per-channel rollup of an announcement's deliveries, as `GET /announcements/{id}` shows it.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct ChannelSummary {
+    pub channel: String,
+    /// `sent` when every delivery is sent, `failed` when any failed for good, else the
+    /// least advanced state among them.
+    pub status: String,
+    pub total: i64,
+    pub sent: i64,
+    pub failed: i64,
+    pub attempts: i64,
+    pub remote_ids: Vec<String>,
+    pub last_error: Option<String>,
+    /// RFC 3339, Asia/Tokyo, when the last delivery of this channel was sent.
+    pub sent_at: Option<String>,
+}
+
+/// Order of advancement, least first: the channel status is the least advanced one.
+const PROGRESS: &[&str] = &["pending", "retrying", "in_flight", "cancelled", "sent"];
+
+pub async fn summarize(db: &Db, id: &str) -> Result<Vec<ChannelSummary>> {
+    struct Group {
+        channel: String,
+        kind: String,
+        status: String,
+        n: i64,
+        attempts: i64,
+        sent_at: Option<i64>,
+    }
+    let groups = with_pool!(db, p => {
+        let rows = sqlx::query(
+            "SELECT channel, kind, status, COUNT(*) AS n, COALESCE(SUM(attempts), 0) AS attempts, \
+                 MAX(sent_at) AS sent_at \
+             FROM deliveries WHERE announcement_id = $1 GROUP BY channel, kind, status")
+            .bind(id).fetch_all(p).await?;
+        rows.iter().map(|r| Ok(Group {
+            channel: r.try_get("channel")?,
+            kind: r.try_get("kind")?,
+            status: r.try_get("status")?,
+            n: r.try_get("n")?,
+            attempts: r.try_get("attempts")?,
+            sent_at: r.try_get("sent_at")?,
+        })).collect::<Result<Vec<_>>>()?
+    });
+    let extras = with_pool!(db, p => {
+        let rows = sqlx::query(
+            "SELECT channel, remote_id, last_error, status FROM deliveries \
+             WHERE announcement_id = $1 AND subscriber_id = 0 AND kind = 'send' ORDER BY id")
+            .bind(id).fetch_all(p).await?;
+        rows.iter().map(|r| Ok((
+            r.try_get::<String, _>("channel")?,
+            r.try_get::<Option<String>, _>("remote_id")?,
+            r.try_get::<Option<String>, _>("last_error")?,
+            r.try_get::<String, _>("status")?,
+        ))).collect::<Result<Vec<_>>>()?
+    });
+    let last_errors = with_pool!(db, p => {
+        let rows = sqlx::query(
+            "SELECT channel, last_error FROM deliveries WHERE announcement_id = $1 \
+             AND last_error IS NOT NULL AND status IN ('failed', 'retrying') ORDER BY updated_at DESC LIMIT 50")
+            .bind(id).fetch_all(p).await?;
+        rows.iter().map(|r| Ok((r.try_get::<String, _>("channel")?, r.try_get::<String, _>("last_error")?)))
+            .collect::<Result<Vec<_>>>()?
+    });
+    let mut channels: Vec<String> = groups.iter().map(|g| g.channel.clone()).collect();
+    channels.sort();
+    channels.dedup();
+    let mut out = Vec::new();
+    for channel in channels {
+        let mine: Vec<&Group> = groups.iter().filter(|g| g.channel == channel).collect();
+        let sends: Vec<&&Group> = mine.iter().filter(|g| g.kind == "send").collect();
+        let total: i64 = sends.iter().map(|g| g.n).sum();
+        let count = |s: &str| sends.iter().filter(|g| g.status == s).map(|g| g.n).sum::<i64>();
+        let (sent, failed) = (count("sent"), count("failed"));
+        // An unfinished expansion means more copies are still to be planned.
+        let expanding = mine.iter().any(|g| g.kind == "expand" && g.status != "sent");
+        let status = if failed > 0 {
+            "failed".to_string()
+        } else if expanding {
+            mine.iter()
+                .filter(|g| g.kind == "expand")
+                .map(|g| g.status.as_str())
+                .chain(sends.iter().map(|g| g.status.as_str()))
+                .min_by_key(|s| PROGRESS.iter().position(|p| p == s).unwrap_or(0))
+                .unwrap_or("pending")
+                .to_string()
+        } else if total == 0 {
+            "sent".to_string()
+        } else {
+            sends
+                .iter()
+                .map(|g| g.status.as_str())
+                .min_by_key(|s| PROGRESS.iter().position(|p| p == s).unwrap_or(0))
+                .unwrap_or("pending")
+                .to_string()
+        };
+        let remote_ids = extras
+            .iter()
+            .filter(|(c, r, _, _)| c == &channel && r.is_some())
+            .filter_map(|(_, r, _, _)| r.clone())
+            .collect();
+        let last_error = last_errors
+            .iter()
+            .find(|(c, _)| c == &channel)
+            .map(|(_, e)| e.clone());
+        let sent_at = if sent > 0 {
+            sends.iter().filter(|g| g.status == "sent").filter_map(|g| g.sent_at).max()
+        } else {
+            None
+        };
+        out.push(ChannelSummary {
+            channel,
+            status,
+            total,
+            sent,
+            failed,
+            attempts: sends.iter().map(|g| g.attempts).sum(),
+            remote_ids,
+            last_error,
+            sent_at: sent_at.map(crate::time::rfc3339_jst),
+        });
+    }
+    Ok(out)
+}
+
+/// Cancels every delivery not yet started. Returns the number cancelled, or None when the
+/// announcement does not exist. In-flight attempts finish (they are already on the wire).
+pub async fn cancel(db: &Db, id: &str) -> Result<Option<u64>> {
+    let now = now_ms();
+    let out = write_tx!(db, tx => {
+        let exists: Option<String> = sqlx::query_scalar("SELECT status FROM announcements WHERE id = $1")
+            .bind(id).fetch_optional(&mut *tx).await?;
+        match exists {
+            None => None,
+            Some(_) => {
+                let n = sqlx::query(
+                    "UPDATE deliveries SET status = 'cancelled', last_error = 'cancelled by staff', updated_at = $2 \
+                     WHERE announcement_id = $1 AND status IN ('pending', 'retrying')")
+                    .bind(id).bind(now).execute(&mut *tx).await?.rows_affected();
+                sqlx::query(
+                    "UPDATE announcements SET status = 'cancelled', updated_at = $2 \
+                     WHERE id = $1 AND status IN ('scheduled', 'queued', 'awaiting_confirmation')")
+                    .bind(id).bind(now).execute(&mut *tx).await?;
+                Some(n)
+            }
+        }
+    });
+    if out.is_some() {
+        crate::queue::refresh_announcement_status(db, id).await?;
+    }
+    Ok(out)
+}
+
+/// One attempt in the delivery log.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct AttemptRow {
+    pub id: i64,
+    pub delivery_id: i64,
+    pub announcement_id: String,
+    pub channel: String,
+    pub attempt: i32,
+    /// sent | already_sent | reconciled | transient | uncertain | rate_limited | quota | auth | permanent | cancelled
+    pub outcome: String,
+    pub status_code: Option<i32>,
+    pub error: Option<String>,
+    pub remote_id: Option<String>,
+    pub worker: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub exercise: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct AttemptFilter {
+    pub announcement_id: Option<String>,
+    pub channel: Option<String>,
+    pub outcome: Option<String>,
+    pub before_id: Option<i64>,
+    pub limit: i64,
+}
+
+pub async fn attempts(db: &Db, f: &AttemptFilter) -> Result<Vec<AttemptRow>> {
+    let mut sql = String::from(
+        "SELECT t.id, t.delivery_id, t.announcement_id, t.channel, t.attempt, t.outcome, t.status_code, \
+             t.error, t.remote_id, t.worker, t.started_at, t.finished_at, a.exercise \
+         FROM delivery_attempts t JOIN announcements a ON a.id = t.announcement_id WHERE 1 = 1",
+    );
+    let mut n = 0;
+    let mut next = || {
+        n += 1;
+        format!("${n}")
+    };
+    if f.announcement_id.is_some() {
+        sql += &format!(" AND t.announcement_id = {}", next());
+    }
+    if f.channel.is_some() {
+        sql += &format!(" AND t.channel = {}", next());
+    }
+    if f.outcome.is_some() {
+        sql += &format!(" AND t.outcome = {}", next());
+    }
+    if f.before_id.is_some() {
+        sql += &format!(" AND t.id < {}", next());
+    }
+    sql += &format!(" ORDER BY t.id DESC LIMIT {}", next());
+    with_pool!(db, p => {
+        let mut q = sqlx::query(&sql);
+        if let Some(v) = &f.announcement_id { q = q.bind(v); }
+        if let Some(v) = &f.channel { q = q.bind(v); }
+        if let Some(v) = &f.outcome { q = q.bind(v); }
+        if let Some(v) = f.before_id { q = q.bind(v); }
+        q = q.bind(f.limit);
+        let rows = q.fetch_all(p).await?;
+        rows.iter().map(|r| Ok(AttemptRow {
+            id: r.try_get("id")?,
+            delivery_id: r.try_get("delivery_id")?,
+            announcement_id: r.try_get("announcement_id")?,
+            channel: r.try_get("channel")?,
+            attempt: r.try_get("attempt")?,
+            outcome: r.try_get("outcome")?,
+            status_code: r.try_get("status_code")?,
+            error: r.try_get("error")?,
+            remote_id: r.try_get("remote_id")?,
+            worker: r.try_get("worker")?,
+            started_at: crate::time::rfc3339_jst(r.try_get("started_at")?),
+            finished_at: crate::time::rfc3339_jst(r.try_get("finished_at")?),
+            exercise: r.try_get("exercise")?,
+        })).collect::<Result<Vec<_>>>()
+    })
+}
+
+/// Resets failed deliveries of an announcement for another round (admin retry).
+pub async fn retry_failed(db: &Db, id: &str, channel: Option<&str>) -> Result<u64> {
+    let now = now_ms();
+    let n = with_pool!(db, p => sqlx::query(
+        "UPDATE deliveries SET status = 'retrying', attempts = 0, run_after = $2, updated_at = $2 \
+         WHERE announcement_id = $1 AND status = 'failed' AND ($3 IS NULL OR channel = $3)")
+        .bind(id).bind(now).bind(channel).execute(p).await?.rows_affected());
+    if n > 0 {
+        with_pool!(db, p => sqlx::query(
+            "UPDATE announcements SET status = 'sending', updated_at = $2 WHERE id = $1")
+            .bind(id).bind(now).execute(p).await?);
+    }
+    Ok(n)
+}
+

@@ -1,0 +1,94 @@
+//! Channel states (ok, degraded, paused), the daemon's own API tokens, LINE followers.
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{now_ms, with_pool, Db, Result};
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ChannelState {
+    pub channel: String,
+    /// ok | degraded | paused
+    pub state: String,
+    pub reason: Option<String>,
+    pub since: i64,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<i64>,
+    pub last_success_at: Option<i64>,
+}
+
+pub async fn all(db: &Db) -> Result<Vec<ChannelState>> {
+    with_pool!(db, p => {
+        let rows = sqlx::query(
+            "SELECT channel, state, reason, since, last_error, last_error_at, last_success_at FROM channel_states")
+            .fetch_all(p).await?;
+        rows.iter().map(|r| Ok(ChannelState {
+            channel: r.try_get("channel")?,
+            state: r.try_get("state")?,
+            reason: r.try_get("reason")?,
+            since: r.try_get("since")?,
+            last_error: r.try_get("last_error")?,
+            last_error_at: r.try_get("last_error_at")?,
+            last_success_at: r.try_get("last_success_at")?,
+        })).collect()
+    })
+}
+
+/// Sets the channel's state (`paused` with a reason, or `ok`/`degraded`).
+pub async fn set_state(db: &Db, channel: &str, state: &str, reason: Option<&str>) -> Result<()> {
+    let now = now_ms();
+    with_pool!(db, p => sqlx::query(
+        "INSERT INTO channel_states (channel, state, reason, since) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (channel) DO UPDATE SET state = $2, reason = $3, \
+             since = CASE WHEN channel_states.state = $2 THEN channel_states.since ELSE $4 END")
+        .bind(channel).bind(state).bind(reason).bind(now).execute(p).await?);
+    Ok(())
+}
+
+pub async fn record_error(db: &Db, channel: &str, error: &str) -> Result<()> {
+    let now = now_ms();
+    with_pool!(db, p => sqlx::query(
+        "INSERT INTO channel_states (channel, state, since, last_error, last_error_at) VALUES ($1, 'ok', $2, $3, $2) \
+         ON CONFLICT (channel) DO UPDATE SET last_error = $3, last_error_at = $2")
+        .bind(channel).bind(now).bind(error).execute(p).await?);
+    Ok(())
+}
+
+pub async fn record_success(db: &Db, channel: &str) -> Result<()> {
+    let now = now_ms();
+    with_pool!(db, p => sqlx::query(
+        "INSERT INTO channel_states (channel, state, since, last_success_at) VALUES ($1, 'ok', $2, $2) \
+         ON CONFLICT (channel) DO UPDATE SET last_success_at = $2, \
+             state = CASE WHEN channel_states.state = 'degraded' THEN 'ok' ELSE channel_states.state END")
+        .bind(channel).bind(now).execute(p).await?);
+    Ok(())
+}
+
+/// Tokens the daemon created itself (the first-start admin token): (name, role, sha256 hex).
+pub async fn api_tokens(db: &Db) -> Result<Vec<(String, String, String)>> {
+    with_pool!(db, p => {
+        let rows = sqlx::query("SELECT name, role, token_sha256 FROM api_tokens").fetch_all(p).await?;
+        rows.iter().map(|r| Ok((r.try_get("name")?, r.try_get("role")?, r.try_get("token_sha256")?))).collect()
+    })
+}
+
+pub async fn insert_api_token(db: &Db, name: &str, role: &str, sha256_hex: &str) -> Result<()> {
+    with_pool!(db, p => sqlx::query(
+        "INSERT INTO api_tokens (name, role, token_sha256, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(name).bind(role).bind(sha256_hex).bind(now_ms()).execute(p).await?);
+    Ok(())
+}
+
+/// Records a LINE follow (true) or unfollow (false) event.
+pub async fn set_line_follower(db: &Db, user_id: &str, following: bool) -> Result<()> {
+    with_pool!(db, p => sqlx::query(
+        "INSERT INTO line_followers (user_id, following, updated_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (user_id) DO UPDATE SET following = $2, updated_at = $3")
+        .bind(user_id).bind(following).bind(now_ms()).execute(p).await?);
+    Ok(())
+}
+
+pub async fn line_follower_count(db: &Db) -> Result<i64> {
+    Ok(with_pool!(db, p => sqlx::query_scalar(
+        "SELECT COUNT(*) FROM line_followers WHERE following = TRUE").fetch_one(p).await?))
+}

@@ -1,0 +1,214 @@
+//! The database: SQLite (embedded default) or PostgreSQL, the same SQL on both except
+//! where noted, and every statement Noroshi runs.
+//!
+//! Times are stored as milliseconds since the epoch. Statements use `$N` parameters, which
+//! both dialects accept. The few statements that differ (the claim's row locking, how a
+//! write transaction starts) are chosen by [`Db::is_postgres`].
+
+use std::borrow::Cow;
+use std::str::FromStr;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::Row;
+
+/// Runs `$body` with `$p` bound to whichever pool this is. The body is compiled once per
+/// dialect, so one statement text serves both.
+macro_rules! with_pool {
+    ($db:expr, $p:ident => $body:expr) => {
+        match &$db.pool {
+            crate::store::Pool::Sqlite($p) => $body,
+            crate::store::Pool::Postgres($p) => $body,
+        }
+    };
+}
+pub(crate) use with_pool;
+
+#[derive(Clone, Debug)]
+pub enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+#[derive(Clone, Debug)]
+pub struct Db {
+    pub pool: Pool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("migration error: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl StoreError {
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, StoreError::Sql(sqlx::Error::Database(e)) if e.is_unique_violation())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Migrations compiled into the binary, so an installed daemon needs no source tree.
+#[derive(Debug)]
+struct Embedded(&'static [(i64, &'static str, &'static str)]);
+
+impl<'s> MigrationSource<'s> for Embedded {
+    fn resolve(self) -> BoxFuture<'s, std::result::Result<Vec<Migration>, sqlx::error::BoxDynError>> {
+        Box::pin(async move {
+            Ok(self
+                .0
+                .iter()
+                .map(|(v, d, sql)| {
+                    Migration::new(*v, Cow::Borrowed(*d), MigrationType::Simple, Cow::Borrowed(*sql), false)
+                })
+                .collect())
+        })
+    }
+}
+
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "core", include_str!("../migrations/sqlite/0001_core.sql"))];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "core", include_str!("../migrations/postgres/0001_core.sql"))];
+
+impl Db {
+    /// Opens the database named by `url`, creating a SQLite file (and its directory) when
+    /// missing.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Db> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await?;
+            return Ok(Db {
+                pool: Pool::Postgres(pool),
+            });
+        }
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            // WAL lets the API read while workers write.
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL, not NORMAL: in WAL mode NORMAL syncs only at checkpoints, so the last
+            // commits before a power loss can vanish. With FULL every commit fsyncs the WAL
+            // before it returns, so a `202` (sent after the commit) means the announcement
+            // and its deliveries are on disk.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            // Writers queue behind each other for up to this long instead of failing.
+            .busy_timeout(Duration::from_secs(10));
+        if let Some(parent) = options.get_filename().parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| StoreError::Other(format!("cannot create {}: {e}", parent.display())))?;
+            }
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await?;
+        Ok(Db {
+            pool: Pool::Sqlite(pool),
+        })
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.pool, Pool::Postgres(_))
+    }
+
+    pub fn dialect(&self) -> &'static str {
+        if self.is_postgres() {
+            "postgres"
+        } else {
+            "sqlite"
+        }
+    }
+
+    pub async fn migrate(&self) -> Result<()> {
+        match &self.pool {
+            Pool::Sqlite(p) => Migrator::new(Embedded(SQLITE_MIGRATIONS)).await?.run(p).await?,
+            Pool::Postgres(p) => Migrator::new(Embedded(POSTGRES_MIGRATIONS)).await?.run(p).await?,
+        }
+        Ok(())
+    }
+
+    /// Readiness: the database answers and every embedded migration is applied.
+    pub async fn ready(&self) -> Result<()> {
+        let expected = SQLITE_MIGRATIONS.len() as i64;
+        let applied: i64 = with_pool!(self, p => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM _sqlx_migrations WHERE success = TRUE").fetch_one(p).await?);
+        if applied < expected {
+            return Err(StoreError::Other(format!(
+                "{applied} of {expected} migrations applied"
+            )));
+        }
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        with_pool!(self, p => p.close().await)
+    }
+}
+
+/// Starts a write transaction. On SQLite it is `BEGIN IMMEDIATE`: taking the write lock up
+/// front means a transaction that reads before it writes cannot fail with `SQLITE_BUSY`
+/// when another writer committed in between.
+macro_rules! begin_write {
+    ($p:expr, sqlite) => {
+        $p.begin_with("BEGIN IMMEDIATE").await?
+    };
+    ($p:expr, postgres) => {
+        $p.begin().await?
+    };
+}
+pub(crate) use begin_write;
+
+/// Runs `$body` inside a write transaction `$tx` on either dialect, committing on success.
+macro_rules! write_tx {
+    ($db:expr, $tx:ident => $body:expr) => {
+        match &$db.pool {
+            crate::store::Pool::Sqlite(p) => {
+                let mut $tx = crate::store::begin_write!(p, sqlite);
+                let out = $body;
+                $tx.commit().await?;
+                out
+            }
+            crate::store::Pool::Postgres(p) => {
+                let mut $tx = crate::store::begin_write!(p, postgres);
+                let out = $body;
+                $tx.commit().await?;
+                out
+            }
+        }
+    };
+}
+pub(crate) use write_tx;
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// A row decoded into plain values, shared by both dialects.
+pub fn get<'r, T, R>(row: &'r R, col: &str) -> Result<T>
+where
+    R: Row,
+    T: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+{
+    Ok(row.try_get(col)?)
+}
+
+pub mod announcements;
+pub mod channels;
+pub mod subscribers;

@@ -1,0 +1,138 @@
+//! Email subscribers: create, list, delete, bulk import, unsubscribe by token.
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{now_ms, with_pool, write_tx, Db, Result, StoreError};
+
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct Subscriber {
+    pub id: i64,
+    pub email: String,
+    pub lang: String,
+    pub topics: Vec<String>,
+    /// active | unsubscribed
+    pub status: String,
+    pub created_at: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct NewSubscriber {
+    pub email: String,
+    pub lang: String,
+    pub topics: Vec<String>,
+}
+
+/// A fresh unguessable unsubscribe token (256 random bits, hex).
+pub fn new_token() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+macro_rules! subscriber_from {
+    ($r:expr) => {{
+        let r = $r;
+        let topics: String = r.try_get("topics")?;
+        Ok::<_, StoreError>(Subscriber {
+            id: r.try_get("id")?,
+            email: r.try_get("email")?,
+            lang: r.try_get("lang")?,
+            topics: serde_json::from_str(&topics).unwrap_or_default(),
+            status: r.try_get("status")?,
+            created_at: crate::time::rfc3339_jst(r.try_get("created_at")?),
+        })
+    }};
+}
+
+/// Inserts one subscriber; an existing address is a unique violation.
+pub async fn create(db: &Db, s: &NewSubscriber) -> Result<Subscriber> {
+    let now = now_ms();
+    let topics = serde_json::to_string(&s.topics).unwrap_or_else(|_| "[]".into());
+    let id: i64 = with_pool!(db, p => sqlx::query_scalar(
+        "INSERT INTO subscribers (email, lang, topics, token, status, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, 'active', $5, $5) RETURNING id")
+        .bind(&s.email).bind(&s.lang).bind(&topics).bind(new_token()).bind(now)
+        .fetch_one(p).await?);
+    get(db, id).await?.ok_or_else(|| StoreError::Other("subscriber vanished".into()))
+}
+
+pub async fn get(db: &Db, id: i64) -> Result<Option<Subscriber>> {
+    with_pool!(db, p => {
+        let row = sqlx::query(
+            "SELECT id, email, lang, topics, status, created_at FROM subscribers WHERE id = $1")
+            .bind(id).fetch_optional(p).await?;
+        row.as_ref().map(|r| subscriber_from!(r)).transpose()
+    })
+}
+
+/// Keyset-paged by id, optionally by status.
+pub async fn list(db: &Db, status: Option<&str>, after_id: i64, limit: i64) -> Result<Vec<Subscriber>> {
+    with_pool!(db, p => {
+        let rows = sqlx::query(
+            "SELECT id, email, lang, topics, status, created_at FROM subscribers \
+             WHERE id > $1 AND ($2 IS NULL OR status = $2) ORDER BY id LIMIT $3")
+            .bind(after_id).bind(status).bind(limit).fetch_all(p).await?;
+        rows.iter().map(|r| subscriber_from!(r)).collect()
+    })
+}
+
+/// Deletes the subscriber's record for good (their address is personal data). Copies
+/// already queued for them are skipped at send time.
+pub async fn delete(db: &Db, id: i64) -> Result<bool> {
+    Ok(with_pool!(db, p => sqlx::query("DELETE FROM subscribers WHERE id = $1")
+        .bind(id).execute(p).await?.rows_affected()) == 1)
+}
+
+/// Imports all rows in one transaction: either every new address is stored or none.
+/// Addresses already present are left as they are and counted.
+pub async fn import(db: &Db, rows: &[NewSubscriber]) -> Result<(u64, u64)> {
+    let now = now_ms();
+    let (mut created, mut existing) = (0u64, 0u64);
+    write_tx!(db, tx => {
+        for s in rows {
+            let topics = serde_json::to_string(&s.topics).unwrap_or_else(|_| "[]".into());
+            let n = sqlx::query(
+                "INSERT INTO subscribers (email, lang, topics, token, status, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, 'active', $5, $5) ON CONFLICT (email) DO NOTHING")
+                .bind(&s.email).bind(&s.lang).bind(&topics).bind(new_token()).bind(now)
+                .execute(&mut *tx).await?.rows_affected();
+            if n == 1 { created += 1 } else { existing += 1 }
+        }
+    });
+    Ok((created, existing))
+}
+
+/// What a send needs to know of a subscriber: None when they left or were deleted.
+pub async fn recipient(db: &Db, id: i64) -> Result<Option<(String, String, String)>> {
+    with_pool!(db, p => {
+        let row = sqlx::query(
+            "SELECT email, lang, token FROM subscribers WHERE id = $1 AND status = 'active'")
+            .bind(id).fetch_optional(p).await?;
+        row.map(|r| Ok((r.try_get("email")?, r.try_get("lang")?, r.try_get("token")?))).transpose()
+    })
+}
+
+/// The address a token belongs to, for the confirmation page (no state change).
+pub async fn by_token(db: &Db, token: &str) -> Result<Option<(String, String)>> {
+    with_pool!(db, p => {
+        let row = sqlx::query("SELECT email, status FROM subscribers WHERE token = $1")
+            .bind(token).fetch_optional(p).await?;
+        row.map(|r| Ok((r.try_get("email")?, r.try_get("status")?))).transpose()
+    })
+}
+
+/// One-click unsubscribe: idempotent; false when the token is unknown.
+pub async fn unsubscribe(db: &Db, token: &str) -> Result<bool> {
+    let now = now_ms();
+    let n = with_pool!(db, p => sqlx::query(
+        "UPDATE subscribers SET status = 'unsubscribed', updated_at = $2 WHERE token = $1")
+        .bind(token).bind(now).execute(p).await?.rows_affected());
+    Ok(n == 1)
+}
+
+pub async fn count_active(db: &Db) -> Result<i64> {
+    Ok(with_pool!(db, p => sqlx::query_scalar(
+        "SELECT COUNT(*) FROM subscribers WHERE status = 'active'").fetch_one(p).await?))
+}
