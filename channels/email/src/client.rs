@@ -1,0 +1,503 @@
+//! The email `Channel`: one SMTP transaction per recipient over a small connection pool.
+//!
+//! Why not `lettre::AsyncSmtpTransport`: its `send_raw` runs MAIL, RCPT, DATA and the
+//! message in one call, so its `Error` cannot say whether a failure came before or after
+//! the final `.` — the one fact that separates `Transient` (nothing queued) from
+//! `Uncertain` (the server may have queued it; CHANNELS.md §4.5). Its tokio connections
+//! also have no read timeout, and cancelling a pending `send_raw` with `tokio::time::timeout`
+//! hands the connection back to its pool with the unread reply still in the socket, so the
+//! next message reads the previous message's `250`. So this module drives lettre's own
+//! `AsyncSmtpConnection` (its TLS, STARTTLS, AUTH, dot-stuffing and reply parser) step by
+//! step, with a timeout per step, and keeps its own pool: a connection goes back only
+//! after a clean transaction (or a refusal followed by a successful `RSET`).
+
+use std::fmt;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use lettre::address::Envelope;
+use lettre::message::header::{ContentTransferEncoding, ContentType, HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart, SinglePart};
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
+use lettre::{Address, Message};
+use noroshi_channel_core::{
+    Announcement, Audience, Channel, ConfigProblem, DeliveryContext, DeliveryError, DeliveryUnit,
+    ExposeSecret, Limits, Receipt, Recipient, RenderError, Rendering,
+};
+use tokio::sync::Semaphore;
+use tokio::time::timeout;
+
+use crate::address::{id_token, parse_mailbox, plus_able_local_part, smtp_address};
+use crate::config::{Config, TlsMode};
+use crate::error::{lettre_error, queue_id, timeout_error, Step};
+use crate::render::{personal_html, personal_text, EmailPayload};
+
+/// A parked connection idle longer than this gets a `NOOP` before reuse.
+const CHECK_AFTER_IDLE: Duration = Duration::from_secs(2);
+/// A parked connection idle longer than this is closed rather than reused: submission
+/// servers drop idle clients (Postfix after 300 s, some providers much sooner).
+const MAX_IDLE: Duration = Duration::from_secs(50);
+
+/// The email channel built from `[channels.email]`.
+pub struct EmailChannel {
+    name: String,
+    from: Mailbox,
+    reply_to: Option<Mailbox>,
+    bounce: Address,
+    verp: bool,
+    list_id: String,
+    unsubscribe_mailto_domain: Option<String>,
+    message_id_domain: String,
+    pool: Pool,
+}
+
+impl fmt::Debug for EmailChannel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmailChannel")
+            .field("name", &self.name)
+            .field("host", &self.pool.params.host)
+            .field("port", &self.pool.params.port)
+            .field("tls", &self.pool.params.tls)
+            .field("auth", &self.pool.params.credentials.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+struct ConnectParams {
+    host: String,
+    port: u16,
+    tls: TlsMode,
+    tls_parameters: Option<TlsParameters>,
+    hello: ClientId,
+    credentials: Option<Credentials>,
+    /// Strings that must never reach an error message: the password and its AUTH forms.
+    secrets: Vec<String>,
+    step_timeout: Duration,
+}
+
+struct Parked {
+    conn: AsyncSmtpConnection,
+    since: Instant,
+}
+
+struct Pool {
+    params: ConnectParams,
+    idle: Mutex<Vec<Parked>>,
+    /// Transactions (hence open connections) at once; idle ones never exceed it either.
+    permits: Semaphore,
+    size: usize,
+}
+
+impl EmailChannel {
+    /// Builds the channel; the config must already be valid.
+    pub fn new(name: &str, config: &Config) -> Result<EmailChannel, Vec<ConfigProblem>> {
+        let problem = |key: &str, msg: String| vec![ConfigProblem::new(key, msg)];
+        let (from_name, from_addr) = parse_mailbox(&config.from).map_err(|e| problem("from", e))?;
+        let reply_to = match &config.reply_to {
+            Some(r) => {
+                let (n, a) = parse_mailbox(r).map_err(|e| problem("reply_to", e))?;
+                Some(Mailbox::new(n, a))
+            }
+            None => None,
+        };
+        let (bounce, verp) = match &config.bounce_address {
+            Some(b) => {
+                let (_, a) = parse_mailbox(b).map_err(|e| problem("bounce_address", e))?;
+                let verp = plus_able_local_part(a.user());
+                (a, verp)
+            }
+            None => (from_addr.clone(), false),
+        };
+        let tls_parameters = match config.tls {
+            TlsMode::None => None,
+            TlsMode::Starttls | TlsMode::Tls => Some(
+                TlsParameters::new_rustls(config.smtp_host.clone())
+                    .map_err(|e| problem("smtp_host", format!("TLS setup failed: {e}")))?,
+            ),
+        };
+        let (credentials, secrets) = match (&config.username, &config.password) {
+            (Some(user), Some(pass)) => {
+                let pass = pass.expose_secret().to_string();
+                let b64 = |s: String| {
+                    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, s)
+                };
+                let secrets = vec![
+                    b64(format!("\0{user}\0{pass}")),
+                    b64(pass.clone()),
+                    pass.clone(),
+                ];
+                (Some(Credentials::new(user.clone(), pass)), secrets)
+            }
+            _ => (None, Vec::new()),
+        };
+        let pool_size = config.pool_size.max(1) as usize;
+        let list_id = match &config.list_name {
+            Some(name) if !name.trim().is_empty() => {
+                format!("{} <{}>", phrase(name.trim()), config.list_id)
+            }
+            _ => format!("<{}>", config.list_id),
+        };
+        Ok(EmailChannel {
+            name: name.to_string(),
+            from: Mailbox::new(from_name, from_addr),
+            reply_to,
+            bounce,
+            verp,
+            list_id,
+            unsubscribe_mailto_domain: config.unsubscribe_mailto_domain.clone(),
+            message_id_domain: config.message_id_domain(),
+            pool: Pool {
+                params: ConnectParams {
+                    host: config.smtp_host.clone(),
+                    port: config.smtp_port,
+                    tls: config.tls,
+                    tls_parameters,
+                    hello: ClientId::default(),
+                    credentials,
+                    secrets: secrets.into_iter().filter(|s| !s.is_empty()).collect(),
+                    step_timeout: Duration::from_secs(config.timeout_secs.max(1)),
+                },
+                idle: Mutex::new(Vec::new()),
+                permits: Semaphore::new(pool_size),
+                size: pool_size,
+            },
+        })
+    }
+
+    /// The complete message for one recipient, and its envelope.
+    pub(crate) fn compose(
+        &self,
+        payload: &EmailPayload,
+        recipient: &Recipient,
+        delivery_id: &str,
+    ) -> Result<(Address, Address, Vec<u8>), DeliveryError> {
+        let rcpt = smtp_address(&recipient.address)
+            .map_err(|e| DeliveryError::permanent(format!("recipient address refused: {e}")))?;
+        let lang = if recipient.lang.is_empty() {
+            payload.lang.as_str()
+        } else {
+            recipient.lang.as_str()
+        };
+        let unsubscribe_url = header_uri(&recipient.unsubscribe_url).ok_or_else(|| {
+            DeliveryError::permanent("the recipient's unsubscribe URL is not a valid URL")
+        })?;
+        let text = personal_text(payload, &unsubscribe_url, lang);
+        let html = personal_html(payload, &unsubscribe_url, lang);
+
+        let mut list_unsubscribe = format!("<{unsubscribe_url}>");
+        let token = &recipient.unsubscribe_token;
+        if let Some(domain) = &self.unsubscribe_mailto_domain {
+            let token_ok = !token.is_empty()
+                && token
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.=".contains(&b));
+            if token_ok {
+                list_unsubscribe.push_str(&format!(", <mailto:unsubscribe+{token}@{domain}>"));
+            }
+        }
+        let id = id_token(delivery_id);
+        let sender = if self.verp && self.bounce.user().len() + 1 + id.len() <= 64 {
+            Address::new(format!("{}+{id}", self.bounce.user()), self.bounce.domain())
+                .unwrap_or_else(|_| self.bounce.clone())
+        } else {
+            self.bounce.clone()
+        };
+        // The envelope is given, not derived from `To:`: lettre re-parses header mailboxes
+        // with its strict parser, which refuses the quoted carrier form.
+        let envelope = Envelope::new(Some(sender.clone()), vec![rcpt.clone()])
+            .map_err(|e| DeliveryError::permanent(format!("invalid envelope: {e}")))?;
+        let mut builder = Message::builder()
+            .envelope(envelope)
+            .from(self.from.clone())
+            // `<addr>` as in CHANNELS.md §4.2: some parsers misread a bare quoted local part.
+            .raw_header(header("To", format!("<{rcpt}>")))
+            .subject(payload.subject.clone())
+            .message_id(Some(format!("<{id}@{}>", self.message_id_domain)))
+            .date_now()
+            .raw_header(header("List-Id", self.list_id.clone()))
+            .raw_header(header("List-Unsubscribe", list_unsubscribe));
+        // RFC 8058 one-click needs an HTTPS URI; a plain-HTTP one (a dev setup) still gets
+        // the List-Unsubscribe link but must not claim one-click.
+        if unsubscribe_url.starts_with("https://") {
+            builder = builder.raw_header(header(
+                "List-Unsubscribe-Post",
+                "List-Unsubscribe=One-Click".into(),
+            ));
+        }
+        builder = builder.raw_header(header("Auto-Submitted", "auto-generated".into()));
+        if let Some(reply_to) = &self.reply_to {
+            builder = builder.reply_to(reply_to.clone());
+        }
+        let part = |content_type: ContentType, body: String| {
+            SinglePart::builder()
+                .header(content_type)
+                .header(ContentTransferEncoding::Base64)
+                .body(body)
+        };
+        let message = builder
+            .multipart(
+                MultiPart::alternative()
+                    .singlepart(part(ContentType::TEXT_PLAIN, text))
+                    .singlepart(part(ContentType::TEXT_HTML, html)),
+            )
+            .map_err(|e| DeliveryError::permanent(format!("could not build the message: {e}")))?;
+
+        Ok((sender, rcpt, message.formatted()))
+    }
+
+    fn scrub(&self, mut err: DeliveryError) -> DeliveryError {
+        for secret in &self.pool.params.secrets {
+            if err.message.contains(secret.as_str()) {
+                err.message = err.message.replace(secret.as_str(), "**REDACTED**");
+            }
+        }
+        err
+    }
+}
+
+fn header(name: &'static str, value: String) -> HeaderValue {
+    HeaderValue::new(HeaderName::new_from_ascii_str(name), value)
+}
+
+/// A display name for `List-Id`: non-ASCII words become encoded-words (lettre), ASCII
+/// with specials is quoted.
+fn phrase(name: &str) -> String {
+    let specials = |c: char| "()<>[]:;@\\,.\"".contains(c);
+    if name.is_ascii() && name.contains(specials) {
+        format!("\"{}\"", name.replace('\\', "\\\\").replace('"', "\\\""))
+    } else {
+        name.to_string()
+    }
+}
+
+/// A URL fit to sit inside `<…>` in a header: parsed and re-serialized (so no spaces or
+/// line breaks), commas escaped (they separate the list).
+fn header_uri(raw: &str) -> Option<String> {
+    let url = url::Url::parse(raw.trim()).ok()?;
+    if !matches!(url.scheme(), "https" | "http") {
+        return None;
+    }
+    Some(url.as_str().replace(',', "%2C"))
+}
+
+/// The message as DATA content, ending in `CRLF.CRLF`, as one string so it goes out in one
+/// write. lettre's `message()` writes the terminator separately; with Nagle's algorithm
+/// that small second write waits for the server's delayed ACK (~40 ms on Linux) on every
+/// message, which capped a 4-connection pool at about 90 messages a second.
+pub(crate) fn dot_stuffed(message: &[u8]) -> String {
+    let text = String::from_utf8_lossy(message);
+    let mut out = String::with_capacity(text.len() + text.len() / 64 + 8);
+    let mut lines = text.split('\n').peekable();
+    while let Some(line) = lines.next() {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if lines.peek().is_none() && line.is_empty() {
+            break; // the message already ended with a line break
+        }
+        // RFC 5321 §4.5.2: a line starting with `.` gets another one.
+        if line.starts_with('.') {
+            out.push('.');
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    out.push_str(".\r\n");
+    out
+}
+
+impl Pool {
+    async fn connect(&self) -> Result<AsyncSmtpConnection, DeliveryError> {
+        let p = &self.params;
+        let steps = async {
+            let wrapper = match p.tls {
+                TlsMode::Tls => p.tls_parameters.clone(),
+                _ => None,
+            };
+            let mut conn = AsyncSmtpConnection::connect_tokio1(
+                (p.host.as_str(), p.port),
+                Some(p.step_timeout),
+                &p.hello,
+                wrapper,
+                None,
+            )
+            .await?;
+            if let (TlsMode::Starttls, Some(params)) = (p.tls, &p.tls_parameters) {
+                // Fails (a client error → Auth class) when the server does not offer
+                // STARTTLS: never fall back to sending the password in clear.
+                conn.starttls(params.clone(), &p.hello).await?;
+            }
+            if let Some(credentials) = &p.credentials {
+                conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials)
+                    .await?;
+            }
+            Ok::<_, lettre::transport::smtp::Error>(conn)
+        };
+        match timeout(p.step_timeout, steps).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(e)) => Err(lettre_error(Step::Connect, &e)),
+            Err(_) => Err(timeout_error(Step::Connect, p.step_timeout.as_secs())),
+        }
+    }
+
+    /// A parked connection that still answers, or a new one.
+    async fn checkout(&self) -> Result<AsyncSmtpConnection, DeliveryError> {
+        loop {
+            let parked = self.idle.lock().unwrap().pop();
+            let Some(Parked { mut conn, since }) = parked else {
+                return self.connect().await;
+            };
+            let idle_for = since.elapsed();
+            if idle_for > MAX_IDLE || conn.has_broken() {
+                continue;
+            }
+            if idle_for > CHECK_AFTER_IDLE {
+                let alive = timeout(self.params.step_timeout, conn.test_connected()).await;
+                if !matches!(alive, Ok(true)) {
+                    continue;
+                }
+            }
+            return Ok(conn);
+        }
+    }
+
+    fn park(&self, conn: AsyncSmtpConnection) {
+        self.idle.lock().unwrap().push(Parked {
+            conn,
+            since: Instant::now(),
+        });
+    }
+
+    /// After a refused command: `RSET` so the connection can carry the next message.
+    async fn reset(&self, mut conn: AsyncSmtpConnection) {
+        if let Ok(Ok(_)) = timeout(self.params.step_timeout, conn.command("RSET\r\n")).await {
+            self.park(conn);
+        }
+    }
+
+    /// One transaction: MAIL, RCPT, DATA, message. Each step has its own timeout, and the
+    /// step a failure happened in decides its class.
+    async fn send(
+        &self,
+        sender: Address,
+        rcpt: Address,
+        message: &[u8],
+    ) -> Result<String, DeliveryError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| DeliveryError::transient("the SMTP pool is closed"))?;
+        let mut conn = self.checkout().await?;
+        let secs = self.params.step_timeout.as_secs();
+
+        let mut mail_params = Vec::new();
+        if !message.is_ascii() && conn.server_info().supports_feature(Extension::EightBitMime) {
+            mail_params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+        }
+        let steps: [(Step, String); 3] = [
+            (Step::Mail, Mail::new(Some(sender), mail_params).to_string()),
+            (Step::Rcpt, Rcpt::new(rcpt, Vec::new()).to_string()),
+            (Step::Data, Data.to_string()),
+        ];
+        for (step, command) in steps {
+            match timeout(self.params.step_timeout, conn.command(command)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    let err = lettre_error(step, &e);
+                    // A refusal (not 421, which closes) leaves a usable connection.
+                    if e.status().is_some_and(|c| u16::from(c) != 421) {
+                        self.reset(conn).await;
+                    }
+                    return Err(err);
+                }
+                Err(_) => return Err(timeout_error(step, secs)),
+            }
+        }
+        // From here on the server may queue the message at any moment: a failure without
+        // a reply is Uncertain.
+        let data = dot_stuffed(message);
+        match timeout(self.params.step_timeout, conn.command(data)).await {
+            Ok(Ok(response)) => {
+                let text = response.message().collect::<Vec<_>>().join(" ");
+                self.park(conn);
+                Ok(queue_id(&text))
+            }
+            Ok(Err(e)) => {
+                if e.status().is_some_and(|c| u16::from(c) != 421) {
+                    // The transaction is over either way; the connection is clean.
+                    self.park(conn);
+                }
+                Err(lettre_error(Step::EndOfData, &e))
+            }
+            Err(_) => Err(timeout_error(Step::EndOfData, secs)),
+        }
+    }
+}
+
+#[async_trait]
+impl Channel for EmailChannel {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn render(&self, announcement: &Announcement) -> Result<Rendering, RenderError> {
+        crate::render::render(announcement)
+    }
+
+    fn audience(&self) -> Audience {
+        Audience::EmailSubscribers
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            rate_per_second: 20.0,
+            burst: 20,
+            concurrency: self.pool.size,
+        }
+    }
+
+    async fn deliver(
+        &self,
+        unit: &DeliveryUnit,
+        ctx: &DeliveryContext,
+    ) -> Result<Receipt, DeliveryError> {
+        let payload: EmailPayload = serde_json::from_value(unit.payload.clone()).map_err(|e| {
+            DeliveryError::permanent(format!("the stored email payload is unreadable: {e}"))
+        })?;
+        let recipient = unit.recipient.as_ref().ok_or_else(|| {
+            DeliveryError::permanent("an email delivery needs a recipient (subscriber)")
+        })?;
+        let (sender, rcpt, message) = self.compose(&payload, recipient, &ctx.delivery_id)?;
+        let queue_id = self
+            .pool
+            .send(sender, rcpt, &message)
+            .await
+            .map_err(|e| self.scrub(e))?;
+        tracing::debug!(delivery_id = %ctx.delivery_id, queue_id = %queue_id, "Email queued by the SMTP server");
+        Ok(Receipt {
+            remote_id: Some(queue_id),
+            already_sent: false,
+            note: None,
+        })
+    }
+
+    // `reconcile` keeps the default (`Ok(None)`): SMTP cannot be asked whether a message
+    // was queued. A resend after an Uncertain attempt carries the same Message-ID (built
+    // from the delivery id), which lets receiving systems and mail clients drop the copy.
+
+    async fn healthcheck(&self) -> Result<(), DeliveryError> {
+        // A fresh connection, not a pooled one: walks TLS and AUTH like the first send.
+        let mut conn = self.pool.connect().await.map_err(|e| self.scrub(e))?;
+        let ok = timeout(self.pool.params.step_timeout, conn.test_connected()).await;
+        let _ = timeout(self.pool.params.step_timeout, conn.quit()).await;
+        match ok {
+            Ok(true) => Ok(()),
+            _ => Err(DeliveryError::transient(
+                "healthcheck: NOOP was not answered",
+            )),
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! Pure rendering: an announcement becomes one `{subject, text, html}` unit; the
+//! per-recipient unsubscribe footer is added at delivery time.
+
+use noroshi_channel_core::{Announcement, Preview, RenderError, Rendering};
+use serde::{Deserialize, Serialize};
+
+/// Where `deliver` puts the recipient's unsubscribe link in the HTML part.
+const UNSUBSCRIBE_MARK: &str = "<!--noroshi:unsubscribe-->";
+
+/// One rendered unit, stored in the queue and sent to every subscriber.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EmailPayload {
+    /// The `Subject:` text (the announcement's title, on one line).
+    pub subject: String,
+    /// The `text/plain` part without the unsubscribe footer.
+    pub text: String,
+    /// The `text/html` part, with a mark where the unsubscribe footer goes.
+    pub html: String,
+    /// The announcement's language, for `lang=` and the labels.
+    #[serde(default = "default_lang")]
+    pub lang: String,
+}
+
+fn default_lang() -> String {
+    "ja".into()
+}
+
+struct Labels {
+    details: &'static str,
+    details_link: &'static str,
+    page: &'static str,
+    footer_why: &'static str,
+    footer_unsubscribe: &'static str,
+}
+
+fn labels(lang: &str) -> Labels {
+    if lang.is_empty() || lang.starts_with("ja") {
+        Labels {
+            details: "詳細",
+            details_link: "詳細ページ",
+            page: "市のウェブサイト",
+            footer_why: "このメールは、お知らせメールに登録された方にお送りしています。",
+            footer_unsubscribe: "配信停止（登録解除）",
+        }
+    } else {
+        Labels {
+            details: "Details",
+            details_link: "details page",
+            page: "On the city website",
+            footer_why: "You receive this message because you subscribed to these announcements.",
+            footer_unsubscribe: "Unsubscribe",
+        }
+    }
+}
+
+/// Renders the single email unit. Pure.
+pub fn render(announcement: &Announcement) -> Result<Rendering, RenderError> {
+    let payload = render_payload(announcement)?;
+    let mut warnings = Vec::new();
+    if !announcement.images.is_empty() {
+        warnings.push(
+            "images are not attached to email (attachments are discouraged); link to the page instead"
+                .to_string(),
+        );
+    }
+    let text = personal_text(&payload, "https://…/unsubscribe?t=…", &payload.lang);
+    let preview = Preview {
+        length: text.chars().count(),
+        text,
+        limit: None,
+        length_rule: "characters".into(),
+        warnings,
+    };
+    let unit =
+        serde_json::to_value(&payload).map_err(|e| RenderError::new("encode", e.to_string()))?;
+    Ok(Rendering {
+        units: vec![unit],
+        preview,
+    })
+}
+
+pub(crate) fn render_payload(a: &Announcement) -> Result<EmailPayload, RenderError> {
+    let subject = one_line(&a.title);
+    if subject.is_empty() {
+        return Err(RenderError::new(
+            "empty_title",
+            "an email needs a subject: the title is empty",
+        ));
+    }
+    let body = a
+        .text_override
+        .as_deref()
+        .unwrap_or(&a.body)
+        .replace("\r\n", "\n")
+        .replace('\r', "\n");
+    let body = body.trim();
+    let lang = if a.lang.trim().is_empty() {
+        "ja".to_string()
+    } else {
+        a.lang.trim().to_string()
+    };
+    let l = labels(&lang);
+    let link = a.link.as_deref().map(str::trim).filter(|s| !s.is_empty());
+    let page = a
+        .page_url
+        .as_deref()
+        .map(str::trim)
+        .filter(|p| !p.is_empty() && Some(*p) != link);
+
+    let mut text = format!("{subject}\n\n");
+    if !body.is_empty() {
+        text.push_str(body);
+        text.push_str("\n\n");
+    }
+    if let Some(link) = link {
+        text.push_str(&format!("{}: {link}\n", l.details));
+    }
+    if let Some(page) = page {
+        text.push_str(&format!("{}: {page}\n", l.page));
+    }
+
+    let mut html = format!(
+        "<!DOCTYPE html>\n<html lang=\"{lang}\">\n<head>\n<meta charset=\"UTF-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <title>{title}</title>\n</head>\n<body>\n<h1>{title}</h1>\n",
+        lang = escape(&lang),
+        title = escape(&subject),
+    );
+    for paragraph in body.split("\n\n").map(str::trim).filter(|p| !p.is_empty()) {
+        let lines: Vec<String> = paragraph.lines().map(escape).collect();
+        html.push_str(&format!("<p>{}</p>\n", lines.join("<br>\n")));
+    }
+    for (label, url) in [(l.details, link), (l.page, page)] {
+        let Some(url) = url else { continue };
+        html.push_str(&format!(
+            "<p>{}: {}</p>\n",
+            escape(label),
+            html_link(url, &subject, &l)
+        ));
+    }
+    html.push_str(UNSUBSCRIBE_MARK);
+    html.push_str("\n</body>\n</html>\n");
+
+    Ok(EmailPayload {
+        subject,
+        text,
+        html,
+        lang,
+    })
+}
+
+/// A link whose text names where it goes (screen readers list links out of context).
+fn html_link(url: &str, subject: &str, l: &Labels) -> String {
+    if url.starts_with("https://") || url.starts_with("http://") {
+        format!(
+            "<a href=\"{}\">{}（{}）</a>",
+            escape(url),
+            escape(subject),
+            escape(l.details_link)
+        )
+    } else {
+        // Not a web link (e.g. `javascript:`): show it, never make it clickable.
+        escape(url)
+    }
+}
+
+/// The plain part for one recipient: everything important, then the unsubscribe link.
+pub(crate) fn personal_text(payload: &EmailPayload, unsubscribe_url: &str, lang: &str) -> String {
+    let l = labels(lang);
+    format!(
+        "{}\n-- \n{}\n{}: {}\n",
+        payload.text.trim_end_matches('\n').to_string() + "\n",
+        l.footer_why,
+        l.footer_unsubscribe,
+        unsubscribe_url
+    )
+}
+
+/// The HTML part for one recipient.
+pub(crate) fn personal_html(payload: &EmailPayload, unsubscribe_url: &str, lang: &str) -> String {
+    let l = labels(lang);
+    let footer = format!(
+        "<hr>\n<footer>\n<p>{}</p>\n<p><a href=\"{}\">{}</a></p>\n</footer>",
+        escape(l.footer_why),
+        escape(unsubscribe_url),
+        escape(l.footer_unsubscribe)
+    );
+    if payload.html.contains(UNSUBSCRIBE_MARK) {
+        payload.html.replacen(UNSUBSCRIBE_MARK, &footer, 1)
+    } else if let Some(at) = payload.html.rfind("</body>") {
+        let mut html = payload.html.clone();
+        html.insert_str(at, &footer);
+        html
+    } else {
+        format!("{}{footer}", payload.html)
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split(|c: char| c.is_control())
+        .filter(|p| !p.trim().is_empty())
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub(crate) fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}

@@ -1,0 +1,87 @@
+//! Reach for X: followers from `users/me`, views (`impression_count`) per recent own post.
+
+use chrono::Utc;
+use noroshi_channel_core::{DeliveryError, ReachSample};
+use reqwest::Method;
+
+use crate::client::{ReqBody, XChannel};
+use crate::error::{classify, Call};
+
+/// How many recent own posts `fetch_reach` reads views for (one `GET /2/tweets` call).
+pub const RECENT_POSTS_FOR_REACH: u32 = 20;
+
+fn sample(metric: &str, value: i64, subject: Option<String>) -> ReachSample {
+    ReachSample {
+        metric: metric.to_string(),
+        value,
+        api_version: Some("2".to_string()),
+        subject,
+        collected_at: Utc::now(),
+    }
+}
+
+impl XChannel {
+    /// `followers_count` of the account (`GET /2/users/me?user.fields=public_metrics`).
+    pub async fn followers(&self) -> Result<i64, DeliveryError> {
+        let v = self.users_me(true).await?;
+        v["data"]["public_metrics"]["followers_count"]
+            .as_i64()
+            .ok_or_else(|| DeliveryError::transient("users/me answer has no followers_count"))
+    }
+
+    /// `public_metrics.impression_count` per post id (`GET /2/tweets?ids=…`, ≤ 100 ids).
+    /// Ids X cannot return (deleted posts) are left out.
+    pub async fn impressions(&self, ids: &[String]) -> Result<Vec<(String, i64)>, DeliveryError> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(100) {
+            let mut url = self.api_url("/2/tweets")?;
+            url.query_pairs_mut()
+                .append_pair("ids", &chunk.join(","))
+                .append_pair("tweet.fields", "public_metrics");
+            let reply = self
+                .call(
+                    Method::GET,
+                    url,
+                    ReqBody::Empty,
+                    Call::Read,
+                    "GET /2/tweets",
+                )
+                .await?;
+            if !(200..300).contains(&reply.status) {
+                return Err(classify(
+                    Call::Read,
+                    reply.status,
+                    &reply.headers,
+                    &reply.body,
+                    Utc::now(),
+                ));
+            }
+            let v: serde_json::Value = serde_json::from_str(&reply.body).unwrap_or_default();
+            for t in v["data"].as_array().into_iter().flatten() {
+                if let (Some(id), Some(n)) = (
+                    t["id"].as_str(),
+                    t["public_metrics"]["impression_count"].as_i64(),
+                ) {
+                    out.push((id.to_string(), n));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn collect_reach(&self) -> Result<Vec<ReachSample>, DeliveryError> {
+        let mut samples = vec![sample("followers_count", self.followers().await?, None)];
+        let recent = self
+            .own_recent_posts(None, RECENT_POSTS_FOR_REACH)
+            .await?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect::<Vec<_>>();
+        if !recent.is_empty() {
+            for (id, n) in self.impressions(&recent).await? {
+                samples.push(sample("impression_count", n, Some(id)));
+            }
+        }
+        Ok(samples)
+    }
+}
