@@ -297,6 +297,7 @@ pub fn load_with_env(
             }
         }
     }
+    default_website_base_url(&mut table);
     let lookup = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let mut unset_secrets = Vec::new();
     resolve_secrets(&mut table, "", &lookup, &mut unset_secrets)?;
@@ -310,6 +311,33 @@ pub fn load_with_env(
         source,
         unset_secrets,
     })
+}
+
+/// Unless `channels.website.base_url` is set, the site lives under this daemon's own public
+/// address (`server.public_url`, else `http://{server.bind}/`) at `site/`.
+fn default_website_base_url(table: &mut toml::Table) {
+    let server = table.get("server").and_then(|s| s.as_table());
+    let public = server
+        .and_then(|s| s.get("public_url"))
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
+    let bind = server.and_then(|s| s.get("bind")).and_then(|v| v.as_str()).map(str::to_string);
+    let base = match (public, bind) {
+        (Some(p), _) => format!("{}/site/", p.trim_end_matches('/')),
+        (None, Some(b)) => format!("http://{b}/site/"),
+        (None, None) => return,
+    };
+    let channels = table
+        .entry("channels")
+        .or_insert_with(|| toml::Value::Table(Default::default()));
+    if let Some(channels) = channels.as_table_mut() {
+        let site = channels
+            .entry("website")
+            .or_insert_with(|| toml::Value::Table(Default::default()));
+        if let Some(site) = site.as_table_mut() {
+            site.entry("base_url").or_insert(toml::Value::String(base));
+        }
+    }
 }
 
 /// `NOROSHI__CHANNELS__LINE__ENABLED=true` sets `channels.line.enabled`. Values are read as

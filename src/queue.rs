@@ -117,7 +117,7 @@ async fn mark_sending(db: &Db, ids: &[&str]) -> Result<()> {
         with_pool!(db, p => sqlx::query(
             "UPDATE announcements SET status = 'sending', updated_at = $2 \
              WHERE id = $1 AND status IN ('queued', 'scheduled')")
-            .bind(id).bind(now).execute(p).await?);
+            .bind(id).bind(now).execute(p).await?.rows_affected());
     }
     Ok(())
 }
@@ -217,7 +217,7 @@ pub async fn release(db: &Db, d: &Claimed, owner: &str, run_after: i64) -> Resul
         "UPDATE deliveries SET status = CASE WHEN attempts <= 1 THEN 'pending' ELSE 'retrying' END, \
              attempts = attempts - 1, run_after = $3, lease_owner = NULL, lease_until = NULL, updated_at = $4 \
          WHERE id = $1 AND lease_owner = $2 AND status = 'in_flight'")
-        .bind(d.id).bind(owner).bind(run_after).bind(now_ms()).execute(p).await?);
+        .bind(d.id).bind(owner).bind(run_after).bind(now_ms()).execute(p).await?.rows_affected());
     Ok(())
 }
 
@@ -353,7 +353,7 @@ pub async fn refresh_announcement_status(db: &Db, announcement_id: &str) -> Resu
     };
     with_pool!(db, p => sqlx::query(
         "UPDATE announcements SET status = $2, updated_at = $3 WHERE id = $1 AND status <> 'cancelled'")
-        .bind(announcement_id).bind(new_status).bind(now_ms()).execute(p).await?);
+        .bind(announcement_id).bind(new_status).bind(now_ms()).execute(p).await?.rows_affected());
     Ok(())
 }
 

@@ -123,7 +123,12 @@ pub async fn line_webhook(State(state): State<SharedState>, headers: HeaderMap, 
     let events = noroshi_line::parse_events(&body)
         .map_err(|e| Problem::bad_request(format!("not a LINE webhook body: {e}")))?;
     for event in events {
-        if let Some((user, following)) = event.follow_change() {
+        let following = match event.kind {
+            noroshi_line::WebhookEventKind::Follow { .. } => true,
+            noroshi_line::WebhookEventKind::Unfollow => false,
+            _ => continue,
+        };
+        if let Some(user) = &event.user_id {
             store::channels::set_line_follower(&state.db, user, following).await?;
         }
     }

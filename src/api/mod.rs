@@ -138,7 +138,11 @@ pub fn router(state: SharedState) -> Router {
         )
         .route("/webhooks/line", post(channels::line_webhook));
     if let Some(dir) = &state.site_dir {
-        app = app.nest_service("/site", ServeDir::new(dir).append_index_html_on_directories(true));
+        let site = Router::new()
+            .nest_service("/site", ServeDir::new(dir).append_index_html_on_directories(true))
+            .layer(axum::middleware::map_response(site_content_types))
+            .layer(axum::middleware::from_fn(hide_dotfiles));
+        app = app.merge(site);
     }
     app.layer(DefaultBodyLimit::max(limit))
         .layer(SetResponseHeaderLayer::if_not_present(
@@ -149,6 +153,36 @@ pub fn router(state: SharedState) -> Router {
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
+}
+
+/// The adapter's state files (`.entries.json`, temporary files) are not part of the site.
+async fn hide_dotfiles(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if request.uri().path().split('/').any(|seg| seg.starts_with('.')) {
+        return Problem::not_found("page").into_response();
+    }
+    next.run(request).await
+}
+
+/// Feeds are served with the types feed readers expect, and everything in UTF-8.
+async fn site_content_types(uri: axum::http::Uri, mut response: Response) -> Response {
+    let path = uri.path();
+    let ctype = if path.ends_with(".atom") {
+        Some("application/atom+xml; charset=utf-8")
+    } else if path.ends_with(".rss") {
+        Some("application/rss+xml; charset=utf-8")
+    } else if path.ends_with(".html") || path.ends_with('/') {
+        Some("text/html; charset=utf-8")
+    } else if path.ends_with(".xml") {
+        Some("application/xml; charset=utf-8")
+    } else {
+        None
+    };
+    if let (Some(ct), true) = (ctype, response.status().is_success()) {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    }
+    response
 }
 
 /// Errors produced below the handlers (an oversize body, a wrong method) come as plain

@@ -3,7 +3,7 @@
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{now_ms, with_pool, write_tx, Db, Result, StoreError};
+use super::{now_ms, Db, Result, StoreError};
 
 /// An announcement as accepted, ready to insert with its deliveries.
 #[derive(Clone, Debug)]
@@ -454,7 +454,7 @@ pub async fn retry_failed(db: &Db, id: &str, channel: Option<&str>) -> Result<u6
     if n > 0 {
         with_pool!(db, p => sqlx::query(
             "UPDATE announcements SET status = 'sending', updated_at = $2 WHERE id = $1")
-            .bind(id).bind(now).execute(p).await?);
+            .bind(id).bind(now).execute(p).await?.rows_affected());
     }
     Ok(n)
 }

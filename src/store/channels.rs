@@ -3,7 +3,7 @@
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{now_ms, with_pool, Db, Result};
+use super::{now_ms, Db, Result};
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ChannelState {
@@ -41,7 +41,7 @@ pub async fn set_state(db: &Db, channel: &str, state: &str, reason: Option<&str>
         "INSERT INTO channel_states (channel, state, reason, since) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (channel) DO UPDATE SET state = $2, reason = $3, \
              since = CASE WHEN channel_states.state = $2 THEN channel_states.since ELSE $4 END")
-        .bind(channel).bind(state).bind(reason).bind(now).execute(p).await?);
+        .bind(channel).bind(state).bind(reason).bind(now).execute(p).await?.rows_affected());
     Ok(())
 }
 
@@ -50,7 +50,7 @@ pub async fn record_error(db: &Db, channel: &str, error: &str) -> Result<()> {
     with_pool!(db, p => sqlx::query(
         "INSERT INTO channel_states (channel, state, since, last_error, last_error_at) VALUES ($1, 'ok', $2, $3, $2) \
          ON CONFLICT (channel) DO UPDATE SET last_error = $3, last_error_at = $2")
-        .bind(channel).bind(now).bind(error).execute(p).await?);
+        .bind(channel).bind(now).bind(error).execute(p).await?.rows_affected());
     Ok(())
 }
 
@@ -60,7 +60,7 @@ pub async fn record_success(db: &Db, channel: &str) -> Result<()> {
         "INSERT INTO channel_states (channel, state, since, last_success_at) VALUES ($1, 'ok', $2, $2) \
          ON CONFLICT (channel) DO UPDATE SET last_success_at = $2, \
              state = CASE WHEN channel_states.state = 'degraded' THEN 'ok' ELSE channel_states.state END")
-        .bind(channel).bind(now).execute(p).await?);
+        .bind(channel).bind(now).execute(p).await?.rows_affected());
     Ok(())
 }
 
@@ -75,7 +75,7 @@ pub async fn api_tokens(db: &Db) -> Result<Vec<(String, String, String)>> {
 pub async fn insert_api_token(db: &Db, name: &str, role: &str, sha256_hex: &str) -> Result<()> {
     with_pool!(db, p => sqlx::query(
         "INSERT INTO api_tokens (name, role, token_sha256, created_at) VALUES ($1, $2, $3, $4)")
-        .bind(name).bind(role).bind(sha256_hex).bind(now_ms()).execute(p).await?);
+        .bind(name).bind(role).bind(sha256_hex).bind(now_ms()).execute(p).await?.rows_affected());
     Ok(())
 }
 
@@ -84,7 +84,7 @@ pub async fn set_line_follower(db: &Db, user_id: &str, following: bool) -> Resul
     with_pool!(db, p => sqlx::query(
         "INSERT INTO line_followers (user_id, following, updated_at) VALUES ($1, $2, $3) \
          ON CONFLICT (user_id) DO UPDATE SET following = $2, updated_at = $3")
-        .bind(user_id).bind(following).bind(now_ms()).execute(p).await?);
+        .bind(user_id).bind(following).bind(now_ms()).execute(p).await?.rows_affected());
     Ok(())
 }
 

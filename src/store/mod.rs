@@ -77,9 +77,9 @@ impl<'s> MigrationSource<'s> for Embedded {
 }
 
 const SQLITE_MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "core", include_str!("../migrations/sqlite/0001_core.sql"))];
+    &[(1, "core", include_str!("../../migrations/sqlite/0001_core.sql"))];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "core", include_str!("../migrations/postgres/0001_core.sql"))];
+    &[(1, "core", include_str!("../../migrations/postgres/0001_core.sql"))];
 
 impl Db {
     /// Opens the database named by `url`, creating a SQLite file (and its directory) when

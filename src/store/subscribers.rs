@@ -3,7 +3,7 @@
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{now_ms, with_pool, write_tx, Db, Result, StoreError};
+use super::{now_ms, Db, Result, StoreError};
 
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Subscriber {

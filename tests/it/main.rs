@@ -1,1 +1,9 @@
-//! Integration tests
+//! Integration tests: the real daemon binary over HTTP on loopback, on SQLite and (when
+//! `NOROSHI_TEST_POSTGRES_URL` is set) on PostgreSQL, against fakes of every platform.
+
+mod helpers;
+
+mod cli;
+mod delivery;
+mod input;
+mod social;

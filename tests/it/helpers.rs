@@ -1,0 +1,380 @@
+//! Test harness: the real `noroshi` binary on a free loopback port, a temporary SQLite file
+//! or a fresh PostgreSQL database per test, and a small typed client.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+pub const ADMIN: &str = "it-admin-token-7c1f9e";
+pub const STAFF: &str = "it-staff-token-28d4ab";
+pub const VIEWER: &str = "it-viewer-token-5be0c3";
+pub const DISASTER: &str = "it-disaster-token-91aa04";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The PostgreSQL server for the PostgreSQL suite, when `NOROSHI_TEST_POSTGRES_URL` is set.
+pub fn postgres_url() -> Option<String> {
+    std::env::var("NOROSHI_TEST_POSTGRES_URL").ok().filter(|s| !s.is_empty())
+}
+
+/// Runs a scenario on SQLite and, when configured, on PostgreSQL, as two tests.
+#[macro_export]
+macro_rules! on_both {
+    ($scenario:ident) => {
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$scenario($crate::helpers::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if $crate::helpers::postgres_url().is_none() {
+                    eprintln!("SKIPPED: PostgreSQL suite (set NOROSHI_TEST_POSTGRES_URL to run it)");
+                    return;
+                }
+                super::$scenario($crate::helpers::Backend::Postgres).await
+            }
+        }
+    };
+}
+
+/// A fresh database for one test: its URL.
+pub async fn fresh_database(backend: Backend, dir: &Path) -> String {
+    match backend {
+        Backend::Sqlite => format!("sqlite://{}", dir.join("noroshi.db").display()),
+        Backend::Postgres => {
+            let admin = postgres_url().expect("postgres url");
+            let name = format!("noroshi_it_{}", uuid::Uuid::new_v4().simple());
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect(&admin)
+                .await
+                .expect("connect to NOROSHI_TEST_POSTGRES_URL");
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&pool)
+                .await
+                .expect("create test database");
+            pool.close().await;
+            let mut url = url::Url::parse(&admin).expect("postgres url");
+            url.set_path(&format!("/{name}"));
+            url.to_string()
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running daemon and everything needed to restart it.
+pub struct Daemon {
+    child: Option<Child>,
+    pub base: String,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub log_path: PathBuf,
+    pub http: reqwest::Client,
+    env: Vec<(String, String)>,
+    starts: usize,
+}
+
+pub struct DaemonBuilder {
+    backend: Backend,
+    extra_toml: String,
+    env: Vec<(String, String)>,
+}
+
+impl DaemonBuilder {
+    /// More config (channel sections) appended to the generated file.
+    pub fn config(mut self, toml: &str) -> Self {
+        self.extra_toml.push_str(toml);
+        self.extra_toml.push('\n');
+        self
+    }
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+    pub async fn start(self) -> Daemon {
+        self.start_inner(None).await
+    }
+    /// Starts with a file written in the test directory first (a secret file).
+    pub async fn start_with_file(self, name: &str, content: &str) -> Daemon {
+        self.start_inner(Some((name.to_string(), content.to_string()))).await
+    }
+    async fn start_inner(self, file: Option<(String, String)>) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        if let Some((name, content)) = file {
+            std::fs::write(dir.path().join(name), content).unwrap();
+        }
+        let port = free_port();
+        let db = fresh_database(self.backend, dir.path()).await;
+        let base = format!("http://127.0.0.1:{port}");
+        let data = dir.path().join("data");
+        let config = format!(
+            r#"
+[server]
+bind = "127.0.0.1:{port}"
+public_url = "https://noroshi.city.example.jp/"
+data_dir = "{data}"
+
+[database]
+url = "{db}"
+
+[[auth.tokens]]
+name = "admin"
+role = "admin"
+token_env = "IT_ADMIN_TOKEN"
+
+[[auth.tokens]]
+name = "pr-desk"
+role = "staff"
+token_env = "IT_STAFF_TOKEN"
+
+[[auth.tokens]]
+name = "reader"
+role = "viewer"
+token_sha256 = "{viewer_hash}"
+
+[[auth.tokens]]
+name = "bousai"
+role = "disaster"
+token_file = "{disaster_file}"
+
+[queue]
+lease_secs = 5
+retry_base_ms = 50
+retry_max_secs = 1
+poll_interval_ms = 100
+max_attempts = 4
+
+[log]
+level = "info,noroshi=debug"
+
+{extra}
+"#,
+            data = data.display(),
+            viewer_hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(VIEWER.as_bytes())),
+            disaster_file = {
+                let p = dir.path().join("disaster.token");
+                std::fs::write(&p, format!("{DISASTER}\n")).unwrap();
+                p.display().to_string()
+            },
+            extra = self.extra_toml.replace("{dir}", &dir.path().display().to_string()),
+        );
+        let config_path = dir.path().join("noroshi.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let mut env = vec![
+            ("IT_ADMIN_TOKEN".to_string(), ADMIN.to_string()),
+            ("IT_STAFF_TOKEN".to_string(), STAFF.to_string()),
+        ];
+        env.extend(self.env);
+        let log_path = dir.path().join("daemon.log");
+        let mut d = Daemon {
+            child: None,
+            base,
+            config_path,
+            log_path,
+            dir,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+            env,
+            starts: 0,
+        };
+        d.spawn().await;
+        d
+    }
+}
+
+impl Daemon {
+    pub fn builder(backend: Backend) -> DaemonBuilder {
+        DaemonBuilder {
+            backend,
+            extra_toml: String::new(),
+            env: Vec::new(),
+        }
+    }
+
+    pub fn site_dir(&self) -> PathBuf {
+        self.dir.path().join("data/site")
+    }
+
+    async fn spawn(&mut self) {
+        self.starts += 1;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_noroshi"));
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&self.config_path)
+            .current_dir(self.dir.path())
+            .env("NO_COLOR", "1")
+            .env_remove("NOROSHI_LOG")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log));
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("spawn noroshi"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("noroshi exited at start ({status}):\n{}", self.logs());
+            }
+            if let Ok(r) = self.http.get(format!("{}/readyz", self.base)).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "noroshi did not become ready:\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        self.kill9();
+        self.spawn().await;
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub async fn request(&self, method: reqwest::Method, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.request(reqwest::Method::GET, path, Some(ADMIN), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.request(reqwest::Method::POST, path, Some(token), Some(body)).await
+    }
+
+    /// Submits and returns the id, asserting `202`.
+    pub async fn submit(&self, body: Value) -> String {
+        let (status, v) = self.post("/api/v1/announcements", STAFF, body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+        v["id"].as_str().unwrap().to_string()
+    }
+
+    pub async fn announcement(&self, id: &str) -> Value {
+        let (status, v) = self.get(&format!("/api/v1/announcements/{id}")).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        v
+    }
+
+    /// Waits until the announcement reaches one of `states`.
+    pub async fn wait_status(&self, id: &str, states: &[&str], timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let v = self.announcement(id).await;
+            if states.contains(&v["status"].as_str().unwrap_or("")) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "announcement {id} stuck in {}: {v}\n{}", v["status"], self.logs());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn count_announcements(&self) -> usize {
+        let (_, v) = self.get("/api/v1/announcements?limit=200").await;
+        v["items"].as_array().map(|a| a.len()).unwrap_or(0)
+    }
+
+    pub async fn add_subscribers(&self, n: usize, prefix: &str) {
+        let mut csv = String::from("email,lang,topics\n");
+        for i in 0..n {
+            csv.push_str(&format!("{prefix}{i}@example.jp,ja,\n"));
+        }
+        let resp = self
+            .http
+            .post(format!("{}/api/v1/subscribers/import", self.base))
+            .bearer_auth(ADMIN)
+            .header("content-type", "text/csv")
+            .body(csv)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{}", resp.text().await.unwrap());
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// The channel summary for `channel` in a GET announcement answer.
+pub fn channel<'a>(v: &'a Value, channel: &str) -> &'a Value {
+    v["deliveries"]
+        .as_array()
+        .and_then(|d| d.iter().find(|c| c["channel"] == channel))
+        .unwrap_or_else(|| panic!("no channel {channel} in {v}"))
+}
+
+pub fn notice() -> Value {
+    json!({
+        "title": "避難所開設のお知らせ",
+        "body": "本日15時、須坂市役所に避難所を開設しました。\n\n持ち物：常備薬、飲料水。",
+        "link": "https://www.city.suzaka.nagano.jp/bousai/",
+    })
+}
+
+/// An email channel section pointed at a fake SMTP server.
+pub fn email_config(port: u16) -> String {
+    format!(
+        r#"
+[channels.email]
+enabled = true
+smtp_host = "127.0.0.1"
+smtp_port = {port}
+tls = "none"
+from = "須坂市 <info@city.example.jp>"
+list_id = "announce.city.example.jp"
+pool_size = 4
+timeout_secs = 5
+
+[channels.email.delivery]
+rate_per_second = 2000.0
+burst = 200
+concurrency = 8
+"#
+    )
+}

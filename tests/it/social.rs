@@ -1,0 +1,241 @@
+//! Every channel at once: one announcement, each platform fake receives exactly one
+//! well-formed post; previews; an auth failure on a social channel pauses only that channel.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use noroshi_email::fake::{FakeSmtp, FakeSmtpOptions};
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::*;
+use crate::on_both;
+
+const LINE_TOKEN: &str = "it-line-channel-token-0a9b";
+const FB_TOKEN: &str = "it-facebook-page-token-c3d4";
+const FB_PAGE: &str = "102030405060708";
+const HOOK_SECRET: &str = "it-webhook-signing-secret-e5f6";
+
+pub fn line_openapi() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/line-openapi/messaging-api.yml")
+}
+
+struct Fakes {
+    line: noroshi_line::fake::FakeLine,
+    x: noroshi_x::fake::FakeX,
+    facebook: noroshi_facebook::fake::FakeGraph,
+    hook: noroshi_webhook::fake::FakeReceiver,
+    smtp: FakeSmtp,
+}
+
+async fn fakes() -> Fakes {
+    let openapi = line_openapi();
+    Fakes {
+        line: noroshi_line::fake::start(noroshi_line::fake::FakeOptions {
+            access_token: LINE_TOKEN.into(),
+            openapi: openapi.exists().then_some(openapi),
+            ..Default::default()
+        })
+        .await,
+        x: noroshi_x::fake::start().await,
+        facebook: noroshi_facebook::fake::start(FB_PAGE, FB_TOKEN).await,
+        hook: noroshi_webhook::fake::start(Some(HOOK_SECRET)).await,
+        smtp: FakeSmtp::start(FakeSmtpOptions::default()).await,
+    }
+}
+
+fn all_channels_config(f: &Fakes) -> String {
+    let creds = noroshi_x::fake::FakeCredentials::default();
+    format!(
+        r#"
+[channels.line]
+enabled = true
+api_base = "{line}"
+data_api_base = "{line}"
+channel_access_token_env = "IT_LINE_TOKEN"
+channel_secret = "it-line-secret"
+
+[channels.x]
+enabled = true
+api_base = "{x}"
+upload_base = "{x}"
+consumer_key = "{ck}"
+consumer_secret_env = "IT_X_CONSUMER_SECRET"
+access_token = "{at}"
+access_token_secret_env = "IT_X_ACCESS_SECRET"
+long_text = "shorten"
+
+[channels.facebook]
+enabled = true
+graph_base = "{fb}"
+page_id = "{page}"
+page_access_token_env = "IT_FB_TOKEN"
+
+[channels.webhook.cms]
+enabled = true
+url = "{hook}"
+signing_secret_env = "IT_HOOK_SECRET"
+{email}
+"#,
+        line = f.line.server.base_url(),
+        x = f.x.base_url(),
+        ck = creds.consumer_key,
+        at = creds.access_token,
+        fb = f.facebook.base_url(),
+        page = FB_PAGE,
+        hook = f.hook.url(),
+        email = email_config(f.smtp.port()),
+    )
+}
+
+async fn daemon(backend: Backend, f: &Fakes) -> Daemon {
+    let creds = noroshi_x::fake::FakeCredentials::default();
+    Daemon::builder(backend)
+        .config(&all_channels_config(f))
+        .env("IT_LINE_TOKEN", LINE_TOKEN)
+        .env("IT_X_CONSUMER_SECRET", &creds.consumer_secret)
+        .env("IT_X_ACCESS_SECRET", &creds.access_token_secret)
+        .env("IT_FB_TOKEN", FB_TOKEN)
+        .env("IT_HOOK_SECRET", HOOK_SECRET)
+        .start()
+        .await
+}
+
+async fn one_announcement_reaches_every_channel_once(backend: Backend) {
+    let f = fakes().await;
+    let d = daemon(backend, &f).await;
+    d.add_subscribers(2, "resident").await;
+    let id = d.submit(notice()).await;
+    let v = d.wait_status(&id, &["sent"], Duration::from_secs(60)).await;
+    for c in ["line", "x", "facebook", "email", "website", "webhook.cms"] {
+        assert_eq!(channel(&v, c)["status"], "sent", "{c}: {v}");
+    }
+    // LINE: one broadcast, with the delivery's retry key, schema-valid (the fake checks it).
+    let sent = f.line.accepted_to("broadcast");
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let text = sent[0].body["messages"][0]["text"].as_str().unwrap();
+    assert!(text.contains("避難所開設のお知らせ"), "{text}");
+    assert!(sent[0].retry_key.as_deref().map(|k| k.len() == 36).unwrap_or(false));
+    assert_eq!(channel(&v, "line")["remote_ids"][0], sent[0].request_id.as_str());
+    // X: one post, signed (the fake verified OAuth 1.0a), within 280 weighted.
+    let posts = f.x.x.posts();
+    assert_eq!(posts.len(), 1);
+    assert!(posts[0].text.starts_with("避難所開設のお知らせ"), "{}", posts[0].text);
+    assert_eq!(channel(&v, "x")["remote_ids"][0], posts[0].id.as_str());
+    // Facebook: one feed post with the link.
+    let fb = f.facebook.posts();
+    assert_eq!(fb.len(), 1);
+    assert!(fb[0].message.contains("本日15時"));
+    assert_eq!(fb[0].link.as_deref(), Some("https://www.city.suzaka.nagano.jp/bousai/"));
+    // No credential ever travelled in a URL.
+    for r in f.facebook.requests() {
+        assert!(!r.query.clone().unwrap_or_default().contains(FB_TOKEN), "token in a URL: {r:?}");
+    }
+    // Webhook: one signed JSON post (the receiver checked the HMAC).
+    let hooks = f.hook.received();
+    assert_eq!(hooks.len(), 1);
+    assert_eq!(hooks[0].json()["title"], "避難所開設のお知らせ");
+    // Email and website as ever.
+    assert!(f.smtp.wait_for(2, Duration::from_secs(10)).await);
+    assert_eq!(f.smtp.message_count(), 2);
+    assert!(d.site_dir().join(format!("a/{id}.html")).exists());
+    // The channel view shows each platform's budgets.
+    let (_, chans) = d.get("/api/v1/channels").await;
+    let line = chans.as_array().unwrap().iter().find(|c| c["name"] == "line").unwrap();
+    assert_eq!(line["enabled"], true);
+    assert!(!line["platform"]["budgets"].as_array().unwrap().is_empty(), "{line}");
+    let logs = d.logs();
+    for secret in [LINE_TOKEN, FB_TOKEN, HOOK_SECRET, "fake-consumer-secret-9f3b", "fake-access-token-secret-77c1"] {
+        assert!(!logs.contains(secret), "{secret} leaked into the log");
+    }
+}
+on_both!(one_announcement_reaches_every_channel_once);
+
+async fn preview_shows_each_payload_and_stores_nothing(backend: Backend) {
+    let f = fakes().await;
+    let d = daemon(backend, &f).await;
+    let long_body = "須坂市では、".repeat(40);
+    let (s, v) = d
+        .post("/api/v1/preview", STAFF, json!({"title": "お知らせ", "body": long_body, "overrides": {"line": {"text": "LINE向けの本文"}}}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let chans = v["channels"].as_array().unwrap();
+    assert_eq!(chans.len(), 6, "{v}");
+    let x = chans.iter().find(|c| c["channel"] == "x").unwrap();
+    assert_eq!(x["limit"], 280);
+    assert!(x["length"].as_u64().unwrap() <= 280, "shortened to fit: {x}");
+    assert!(x["text"].as_str().unwrap().contains("/site/a/"), "links the website page: {x}");
+    let line = chans.iter().find(|c| c["channel"] == "line").unwrap();
+    assert_eq!(line["payloads"][0]["body"]["messages"][0]["text"], "LINE向けの本文");
+    assert_eq!(line["limit"], 5000);
+    assert_eq!(d.count_announcements().await, 0, "a preview stores nothing");
+    assert!(f.line.accepted().is_empty() && f.x.x.posts().is_empty());
+    // A refusal names the channel and the rule, for that channel only.
+    let (s, v) = d
+        .post("/api/v1/preview", STAFF, json!({"title": "お知らせ", "body": "本文", "overrides": {"line": {"text": "あ".repeat(5001)}}}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let line = v["channels"].as_array().unwrap().iter().find(|c| c["channel"] == "line").unwrap();
+    assert_eq!(line["ok"], false);
+    assert_eq!(line["error"]["rule"], "max_length");
+    let x = v["channels"].as_array().unwrap().iter().find(|c| c["channel"] == "x").unwrap();
+    assert_eq!(x["ok"], true);
+    // The same body submitted is refused with 422, nothing stored.
+    let (s, v) = d
+        .post("/api/v1/announcements", STAFF, json!({"title": "お知らせ", "body": "本文", "overrides": {"line": {"text": "あ".repeat(5001)}}}))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(v["errors"][0]["channel"], "line");
+    assert_eq!(v["field"], "overrides.line.text");
+    assert_eq!(d.count_announcements().await, 0);
+}
+on_both!(preview_shows_each_payload_and_stores_nothing);
+
+async fn line_auth_failure_pauses_only_line(backend: Backend) {
+    let f = fakes().await;
+    let d = Daemon::builder(backend)
+        .config(&all_channels_config(&f).replace("IT_LINE_TOKEN", "IT_WRONG_LINE_TOKEN"))
+        .env("IT_WRONG_LINE_TOKEN", "revoked-line-token-SECRET-1234")
+        .env("IT_X_CONSUMER_SECRET", &noroshi_x::fake::FakeCredentials::default().consumer_secret)
+        .env("IT_X_ACCESS_SECRET", &noroshi_x::fake::FakeCredentials::default().access_token_secret)
+        .env("IT_FB_TOKEN", FB_TOKEN)
+        .env("IT_HOOK_SECRET", HOOK_SECRET)
+        .start()
+        .await;
+    let id = d.submit(json!({"title": "お知らせ", "body": "本文", "channels": ["line", "x"]})).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = d.announcement(&id).await;
+        let (_, chans) = d.get("/api/v1/channels").await;
+        let line = chans.as_array().unwrap().iter().find(|c| c["name"] == "line").unwrap().clone();
+        if line["state"] == "paused" && channel(&v, "x")["status"] == "sent" {
+            assert!(line["reason"].as_str().unwrap().contains("401"), "{line}");
+            assert_ne!(channel(&v, "line")["status"], "failed");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{line} / {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(f.line.accepted().is_empty());
+    assert!(!d.logs().contains("revoked-line-token-SECRET-1234"));
+}
+on_both!(line_auth_failure_pauses_only_line);
+
+async fn line_webhook_checks_the_signature(backend: Backend) {
+    let f = fakes().await;
+    let d = daemon(backend, &f).await;
+    let body = r#"{"destination":"U1","events":[{"type":"follow","timestamp":1625665242214,"source":{"type":"user","userId":"Ufc729a925b3abef00000000000000000"},"replyToken":"x","mode":"active","webhookEventId":"01FZ74ASS536FW97EX38NKCZQK","deliveryContext":{"isRedelivery":false},"follow":{"isUnblocked":false}}]}"#;
+    let good = noroshi_line::sign("it-line-secret", body.as_bytes());
+    let post = |sig: String| {
+        let d = &d;
+        async move {
+            d.http.post(format!("{}/webhooks/line", d.base)).header("x-line-signature", sig)
+                .header("content-type", "application/json").body(body).send().await.unwrap().status()
+        }
+    };
+    assert_eq!(post(good.clone()).await, StatusCode::OK);
+    assert_eq!(post(noroshi_line::sign("other-secret", body.as_bytes())).await, StatusCode::UNAUTHORIZED);
+    let r = d.http.post(format!("{}/webhooks/line", d.base)).body(body).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+on_both!(line_webhook_checks_the_signature);
