@@ -105,7 +105,9 @@ const MAX_TAGS: usize = 20;
 /// The request's canonical hash: the same JSON (whatever its key order or spacing) gives
 /// the same hash, for `Idempotency-Key`.
 pub fn request_hash(s: &Submission) -> String {
-    let canonical = serde_json::to_value(s).map(|v| v.to_string()).unwrap_or_default();
+    let canonical = serde_json::to_value(s)
+        .map(|v| v.to_string())
+        .unwrap_or_default();
     hex::encode(Sha256::digest(canonical.as_bytes()))
 }
 
@@ -114,7 +116,11 @@ fn check_url(field: &str, value: &str, https_only: bool) -> ApiResult<()> {
         Ok(u) if u.scheme() == "https" || (!https_only && u.scheme() == "http") => Ok(()),
         Ok(_) => Err(Problem::invalid(
             field,
-            if https_only { "must be an https URL" } else { "must be an http or https URL" },
+            if https_only {
+                "must be an https URL"
+            } else {
+                "must be an http or https URL"
+            },
         )),
         Err(e) => Err(Problem::invalid(field, format!("is not a URL ({e})"))),
     }
@@ -123,11 +129,16 @@ fn check_url(field: &str, value: &str, https_only: bool) -> ApiResult<()> {
 fn check_lang(field: &str, lang: &str) -> ApiResult<()> {
     let ok = !lang.is_empty()
         && lang.len() <= 35
-        && lang.split('-').all(|p| !p.is_empty() && p.len() <= 8 && p.chars().all(|c| c.is_ascii_alphanumeric()));
+        && lang
+            .split('-')
+            .all(|p| !p.is_empty() && p.len() <= 8 && p.chars().all(|c| c.is_ascii_alphanumeric()));
     if ok {
         Ok(())
     } else {
-        Err(Problem::invalid(field, format!("`{lang}` is not a language tag such as ja, en, ja-easy")))
+        Err(Problem::invalid(
+            field,
+            format!("`{lang}` is not a language tag such as ja, en, ja-easy"),
+        ))
     }
 }
 
@@ -147,13 +158,19 @@ pub fn plan(
         return Err(Problem::invalid("title", "must not be empty"));
     }
     if title.chars().count() > MAX_TITLE {
-        return Err(Problem::invalid("title", format!("must be at most {MAX_TITLE} characters")));
+        return Err(Problem::invalid(
+            "title",
+            format!("must be at most {MAX_TITLE} characters"),
+        ));
     }
     if s.body.trim().is_empty() {
         return Err(Problem::invalid("body", "must not be empty"));
     }
     if s.body.chars().count() > MAX_BODY {
-        return Err(Problem::invalid("body", format!("must be at most {MAX_BODY} characters")));
+        return Err(Problem::invalid(
+            "body",
+            format!("must be at most {MAX_BODY} characters"),
+        ));
     }
     if let Some(link) = &s.link {
         check_url("link", link, false)?;
@@ -173,10 +190,16 @@ pub fn plan(
     for (code, v) in &s.variants {
         check_lang(&format!("variants.{code}"), code)?;
         if v.title.trim().is_empty() {
-            return Err(Problem::invalid(format!("variants.{code}.title"), "must not be empty"));
+            return Err(Problem::invalid(
+                format!("variants.{code}.title"),
+                "must not be empty",
+            ));
         }
         if v.body.trim().is_empty() {
-            return Err(Problem::invalid(format!("variants.{code}.body"), "must not be empty"));
+            return Err(Problem::invalid(
+                format!("variants.{code}.body"),
+                "must not be empty",
+            ));
         }
     }
     if s.tags.len() > MAX_TAGS {
@@ -184,7 +207,10 @@ pub fn plan(
     }
     for (i, t) in s.tags.iter().enumerate() {
         if t.trim().is_empty() || t.chars().count() > 64 {
-            return Err(Problem::invalid(format!("tags[{i}]"), "must be 1 to 64 characters"));
+            return Err(Problem::invalid(
+                format!("tags[{i}]"),
+                "must be 1 to 64 characters",
+            ));
         }
     }
     if let Some(t) = &s.template {
@@ -216,7 +242,10 @@ pub fn plan(
         None => ctx.channels.iter().map(|c| c.name().to_string()).collect(),
         Some(list) => {
             if list.is_empty() {
-                return Err(Problem::invalid("channels", "must name at least one channel"));
+                return Err(Problem::invalid(
+                    "channels",
+                    "must name at least one channel",
+                ));
             }
             let mut seen = Vec::new();
             for (i, name) in list.iter().enumerate() {
@@ -234,7 +263,10 @@ pub fn plan(
                     ));
                 }
                 if seen.contains(name) {
-                    return Err(Problem::invalid(field, format!("channel `{name}` is listed twice")));
+                    return Err(Problem::invalid(
+                        field,
+                        format!("channel `{name}` is listed twice"),
+                    ));
                 }
                 seen.push(name.clone());
             }
@@ -242,15 +274,24 @@ pub fn plan(
         }
     };
     if selected.is_empty() {
-        return Err(Problem::invalid("channels", "no channel is enabled in this daemon's configuration"));
+        return Err(Problem::invalid(
+            "channels",
+            "no channel is enabled in this daemon's configuration",
+        ));
     }
     for (name, o) in &s.overrides {
         let field = format!("overrides.{name}");
         if !selected.contains(name) {
-            return Err(Problem::invalid(field, format!("channel `{name}` is not selected")));
+            return Err(Problem::invalid(
+                field,
+                format!("channel `{name}` is not selected"),
+            ));
         }
         if o.text.trim().is_empty() {
-            return Err(Problem::invalid(format!("{field}.text"), "must not be empty"));
+            return Err(Problem::invalid(
+                format!("{field}.text"),
+                "must not be empty",
+            ));
         }
     }
     let marker = if s.exercise { ctx.exercise_marker } else { "" };
@@ -306,7 +347,11 @@ pub fn plan(
         }
     }
     if !refusals.is_empty() {
-        let detail = refusals.iter().map(|r| r.detail.clone()).collect::<Vec<_>>().join("; ");
+        let detail = refusals
+            .iter()
+            .map(|r| r.detail.clone())
+            .collect::<Vec<_>>()
+            .join("; ");
         let mut p = Problem::new(axum::http::StatusCode::UNPROCESSABLE_ENTITY, detail);
         p.field = Some(refusals[0].field.clone());
         p.errors = refusals;
@@ -322,7 +367,12 @@ pub fn plan(
         lane: priority.lane(),
         lang,
         exercise: s.exercise,
-        status: if scheduled_at.is_some() { "scheduled" } else { "queued" }.to_string(),
+        status: if scheduled_at.is_some() {
+            "scheduled"
+        } else {
+            "queued"
+        }
+        .to_string(),
         request,
         created_by: created_by.to_string(),
         idempotency_key,

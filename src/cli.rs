@@ -10,7 +10,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::config;
 
 #[derive(Parser)]
-#[command(name = "noroshi", version, about = "Announce once, reach every channel (LINE, X, Facebook, email, website).")]
+#[command(
+    name = "noroshi",
+    version,
+    about = "Announce once, reach every channel (LINE, X, Facebook, email, website)."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -101,7 +105,10 @@ struct StatusArgs {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("noroshi: cannot start the runtime: {e}");
@@ -139,7 +146,10 @@ fn load_checked(path: Option<&std::path::Path>) -> Option<config::Loaded> {
     if problems.is_empty() {
         Some(loaded)
     } else {
-        eprintln!("noroshi: the configuration has {} problem(s):", problems.len());
+        eprintln!(
+            "noroshi: the configuration has {} problem(s):",
+            problems.len()
+        );
         for p in &problems {
             eprintln!("  {p}");
         }
@@ -166,15 +176,25 @@ fn check_config(a: ConfigArg) -> anyhow::Result<ExitCode> {
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|| "built-in defaults".into());
             println!("Configuration OK ({source}).");
-            println!("Database: {}", crate::server::redact_url(&loaded.config.database.url));
+            println!(
+                "Database: {}",
+                crate::server::redact_url(&loaded.config.database.url)
+            );
             println!(
                 "Channels enabled: {}",
-                channels.iter().map(|c| c.channel.name().to_string()).collect::<Vec<_>>().join(", ")
+                channels
+                    .iter()
+                    .map(|c| c.channel.name().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
             Ok(ExitCode::SUCCESS)
         }
         Err(problems) => {
-            eprintln!("noroshi: the configuration has {} problem(s):", problems.len());
+            eprintln!(
+                "noroshi: the configuration has {} problem(s):",
+                problems.len()
+            );
             for p in &problems {
                 eprintln!("  {p}");
             }
@@ -219,7 +239,9 @@ impl Client {
                 .map_err(|_| anyhow::anyhow!("no token: pass --token, set NOROSHI_TOKEN, or run where data/admin.token exists"))?,
         };
         Ok(Client {
-            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()?,
             server: a.server.trim_end_matches('/').to_string(),
             token,
         })
@@ -227,23 +249,29 @@ impl Client {
 
     /// Sends a request; an API problem becomes an error carrying its detail.
     async fn call(&self, req: reqwest::RequestBuilder) -> anyhow::Result<serde_json::Value> {
-        let resp = req
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot reach {}: {}", self.server, e.without_url()))?;
+        let resp =
+            req.bearer_auth(&self.token).send().await.map_err(|e| {
+                anyhow::anyhow!("cannot reach {}: {}", self.server, e.without_url())
+            })?;
         let status = resp.status();
         let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
         if status.is_success() {
             Ok(body)
         } else {
-            let detail = body.get("detail").and_then(|d| d.as_str()).unwrap_or("no detail");
+            let detail = body
+                .get("detail")
+                .and_then(|d| d.as_str())
+                .unwrap_or("no detail");
             anyhow::bail!("the server refused ({status}): {detail}")
         }
     }
 
     async fn get_announcement(&self, id: &str) -> anyhow::Result<serde_json::Value> {
-        self.call(self.http.get(format!("{}/api/v1/announcements/{id}", self.server))).await
+        self.call(
+            self.http
+                .get(format!("{}/api/v1/announcements/{id}", self.server)),
+        )
+        .await
     }
 }
 
@@ -310,7 +338,10 @@ async fn send(a: SendArgs) -> anyhow::Result<ExitCode> {
     }
     let accepted = client.call(req).await?;
     let id = accepted["id"].as_str().unwrap_or_default().to_string();
-    println!("Accepted {id} ({})", accepted["status"].as_str().unwrap_or(""));
+    println!(
+        "Accepted {id} ({})",
+        accepted["status"].as_str().unwrap_or("")
+    );
     if !a.wait {
         return Ok(ExitCode::SUCCESS);
     }
@@ -338,7 +369,10 @@ async fn send(a: SendArgs) -> anyhow::Result<ExitCode> {
             _ => {}
         }
         if tokio::time::Instant::now() > deadline {
-            eprintln!("noroshi: gave up waiting after {}s; the fan-out goes on (noroshi status {id})", a.timeout);
+            eprintln!(
+                "noroshi: gave up waiting after {}s; the fan-out goes on (noroshi status {id})",
+                a.timeout
+            );
             return Ok(ExitCode::from(3));
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -355,7 +389,9 @@ fn progress_lines(view: &serde_json::Value) -> Vec<String> {
                         "  {:<14} {:<10} {}/{} sent, {} failed",
                         d["channel"].as_str().unwrap_or(""),
                         d["status"].as_str().unwrap_or(""),
-                        d["sent"], d["total"], d["failed"]
+                        d["sent"],
+                        d["total"],
+                        d["failed"]
                     );
                     if let Some(e) = d["last_error"].as_str() {
                         line.push_str(&format!(" — {e}"));
@@ -378,7 +414,11 @@ async fn status(a: StatusArgs) -> anyhow::Result<ExitCode> {
             view["id"].as_str().unwrap_or(""),
             view["status"].as_str().unwrap_or(""),
             view["priority"].as_str().unwrap_or(""),
-            if view["exercise"].as_bool() == Some(true) { ", drill" } else { "" },
+            if view["exercise"].as_bool() == Some(true) {
+                ", drill"
+            } else {
+                ""
+            },
             view["title"].as_str().unwrap_or("")
         );
         for line in progress_lines(&view) {

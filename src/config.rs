@@ -301,8 +301,8 @@ pub fn load_with_env(
     let lookup = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let mut unset_secrets = Vec::new();
     resolve_secrets(&mut table, "", &lookup, &mut unset_secrets)?;
-    let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
-        .map_err(|e| {
+    let config: Config =
+        serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
             let path = e.path().to_string();
             format!("config key `{path}`: {}", e.into_inner())
         })?;
@@ -321,7 +321,10 @@ fn default_website_base_url(table: &mut toml::Table) {
         .and_then(|s| s.get("public_url"))
         .and_then(|v| v.as_str())
         .map(str::to_string);
-    let bind = server.and_then(|s| s.get("bind")).and_then(|v| v.as_str()).map(str::to_string);
+    let bind = server
+        .and_then(|s| s.get("bind"))
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
     let base = match (public, bind) {
         (Some(p), _) => format!("{}/site/", p.trim_end_matches('/')),
         (None, Some(b)) => format!("http://{b}/site/"),
@@ -425,7 +428,12 @@ fn resolve_secrets(
             let text = std::fs::read_to_string(&reference).map_err(|e| {
                 format!("config key `{path}`: cannot read secret file {reference}: {e}")
             })?;
-            Some(text.strip_suffix('\n').unwrap_or(&text).trim_end_matches('\r').to_string())
+            Some(
+                text.strip_suffix('\n')
+                    .unwrap_or(&text)
+                    .trim_end_matches('\r')
+                    .to_string(),
+            )
         };
         if let Some(v) = value {
             table.insert(base, toml::Value::String(v));
@@ -460,7 +468,10 @@ pub fn validate(loaded: &Loaded) -> Vec<Problem> {
         })
     };
     if c.server.bind.parse::<std::net::SocketAddr>().is_err() {
-        push("server.bind", format!("`{}` is not an address:port", c.server.bind));
+        push(
+            "server.bind",
+            format!("`{}` is not an address:port", c.server.bind),
+        );
     }
     if let Some(url) = &c.server.public_url {
         if url::Url::parse(url).is_err() {
@@ -518,7 +529,10 @@ pub fn validate(loaded: &Loaded) -> Vec<Problem> {
         push("queue.max_attempts", "must be at least 1".into());
     }
     if !(0.0..=0.9).contains(&q.disaster_reserve) {
-        push("queue.disaster_reserve", "must be between 0.0 and 0.9".into());
+        push(
+            "queue.disaster_reserve",
+            "must be between 0.0 and 0.9".into(),
+        );
     }
     if q.expand_batch == 0 || q.expand_batch > 10_000 {
         push("queue.expand_batch", "must be between 1 and 10000".into());
@@ -535,19 +549,30 @@ pub fn validate(loaded: &Loaded) -> Vec<Problem> {
         );
     }
     if !["human", "json"].contains(&c.log.format.as_str()) {
-        push("log.format", format!("`{}` is not one of human, json", c.log.format));
+        push(
+            "log.format",
+            format!("`{}` is not one of human, json", c.log.format),
+        );
     }
     let ch = &c.channels;
     let sections: Vec<(String, bool, Vec<ConfigProblem>)> = {
         let mut v = vec![
-            ("channels.line".to_string(), ch.line.enabled, ch.line.validate()),
+            (
+                "channels.line".to_string(),
+                ch.line.enabled,
+                ch.line.validate(),
+            ),
             ("channels.x".to_string(), ch.x.enabled, ch.x.validate()),
             (
                 "channels.facebook".to_string(),
                 ch.facebook.enabled,
                 ch.facebook.validate(),
             ),
-            ("channels.email".to_string(), ch.email.enabled, ch.email.validate()),
+            (
+                "channels.email".to_string(),
+                ch.email.enabled,
+                ch.email.validate(),
+            ),
             (
                 "channels.website".to_string(),
                 ch.website.enabled,
@@ -570,7 +595,11 @@ pub fn validate(loaded: &Loaded) -> Vec<Problem> {
         }
     }
     for name in ch.webhook.keys() {
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
             push(
                 &format!("channels.webhook.{name}"),
                 "instance names use letters, digits, - and _".into(),
@@ -652,8 +681,14 @@ mod tests {
         let loaded = load_str(&text, &[("B_TOKEN", "env-secret-456")]).unwrap();
         use noroshi_channel_core::ExposeSecret;
         let t = &loaded.config.auth.tokens;
-        assert_eq!(t[0].token.as_ref().unwrap().expose_secret(), "file-secret-123");
-        assert_eq!(t[1].token.as_ref().unwrap().expose_secret(), "env-secret-456");
+        assert_eq!(
+            t[0].token.as_ref().unwrap().expose_secret(),
+            "file-secret-123"
+        );
+        assert_eq!(
+            t[1].token.as_ref().unwrap().expose_secret(),
+            "env-secret-456"
+        );
         let debug = format!("{:?}", loaded.config);
         assert!(!debug.contains("file-secret-123") && !debug.contains("env-secret-456"));
     }
@@ -663,9 +698,8 @@ mod tests {
         let loaded = load_str("[channels.line]\nenabled = true\n", &[]).unwrap();
         let problems = validate(&loaded);
         assert!(
-            problems
-                .iter()
-                .any(|p| p.key.starts_with("channels.line") && p.message.contains("LINE_CHANNEL_ACCESS_TOKEN")),
+            problems.iter().any(|p| p.key.starts_with("channels.line")
+                && p.message.contains("LINE_CHANNEL_ACCESS_TOKEN")),
             "{problems:?}"
         );
     }
@@ -679,8 +713,14 @@ mod tests {
         .unwrap();
         let keys: Vec<String> = validate(&loaded).into_iter().map(|p| p.key).collect();
         assert!(keys.contains(&"server.bind".to_string()), "{keys:?}");
-        assert!(keys.contains(&"auth.tokens[0].role".to_string()), "{keys:?}");
-        assert!(keys.contains(&"auth.tokens[0].token_sha256".to_string()), "{keys:?}");
+        assert!(
+            keys.contains(&"auth.tokens[0].role".to_string()),
+            "{keys:?}"
+        );
+        assert!(
+            keys.contains(&"auth.tokens[0].token_sha256".to_string()),
+            "{keys:?}"
+        );
     }
 
     #[test]
@@ -690,9 +730,21 @@ mod tests {
         let loaded = load_with_env(Some(&path), Vec::new()).unwrap();
         assert!(loaded.source.is_some());
         for section in [
-            "[server]", "[database]", "[[auth.tokens]]", "[queue]", "[channels.line]",
-            "[channels.x]", "[channels.facebook]", "[channels.email]", "[channels.website]",
-            "[channels.webhook.", "[disaster]", "[cap]", "[reach]", "[[kpi]]", "[log]",
+            "[server]",
+            "[database]",
+            "[[auth.tokens]]",
+            "[queue]",
+            "[channels.line]",
+            "[channels.x]",
+            "[channels.facebook]",
+            "[channels.email]",
+            "[channels.website]",
+            "[channels.webhook.",
+            "[disaster]",
+            "[cap]",
+            "[reach]",
+            "[[kpi]]",
+            "[log]",
             ".delivery]",
         ] {
             assert!(text.contains(section), "example config lacks {section}");

@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use noroshi_channel_core::{
-    Audience, Channel, DeliveryContext, DeliveryError, DeliveryUnit, ErrorClass,
-    Priority, Recipient,
+    Audience, Channel, DeliveryContext, DeliveryError, DeliveryUnit, ErrorClass, Priority,
+    Recipient,
 };
 use rand::Rng;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -156,7 +156,10 @@ impl Dispatcher {
                 let limits = r.channel.limits();
                 let d = r.delivery;
                 let concurrency = d.concurrency.unwrap_or(limits.concurrency).max(1);
-                let reserve = d.disaster_reserve.unwrap_or(queue_cfg.disaster_reserve).clamp(0.0, 0.9);
+                let reserve = d
+                    .disaster_reserve
+                    .unwrap_or(queue_cfg.disaster_reserve)
+                    .clamp(0.0, 0.9);
                 let reserved_workers = ((concurrency as f64 * reserve).ceil() as usize).max(1);
                 let rate = d.rate_per_second.unwrap_or(limits.rate_per_second);
                 let burst = d.burst.unwrap_or(limits.burst).max(1);
@@ -240,7 +243,9 @@ impl Dispatcher {
     pub async fn shutdown(&self, grace: Duration) {
         self.stop.cancel();
         let deadline = tokio::time::Instant::now() + grace;
-        while self.channels.iter().any(|c| c.in_flight() > 0) && tokio::time::Instant::now() < deadline {
+        while self.channels.iter().any(|c| c.in_flight() > 0)
+            && tokio::time::Instant::now() < deadline
+        {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -252,7 +257,9 @@ impl Dispatcher {
                 _ = self.stop.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
             }
-            if let Err(e) = queue::extend_leases(&self.db, &self.owner, self.settings.lease_ms).await {
+            if let Err(e) =
+                queue::extend_leases(&self.db, &self.owner, self.settings.lease_ms).await
+            {
                 tracing::warn!(error = %e, "Could not renew delivery leases");
             }
             match queue::reclaim_expired(&self.db).await {
@@ -296,8 +303,16 @@ impl Dispatcher {
     }
 
     async fn run_loop(self: Arc<Self>, c: Arc<ChannelRuntime>, disaster: bool) {
-        let min_lane = if disaster { Priority::Disaster.lane() } else { 0 };
-        let wake = if disaster { &c.wake_disaster } else { &c.wake_general };
+        let min_lane = if disaster {
+            Priority::Disaster.lane()
+        } else {
+            0
+        };
+        let wake = if disaster {
+            &c.wake_disaster
+        } else {
+            &c.wake_general
+        };
         loop {
             if self.stop.is_cancelled() {
                 return;
@@ -370,7 +385,11 @@ impl Dispatcher {
         rand::thread_rng().gen_range(0..=exp) as i64
     }
 
-    async fn units(&self, announcement_id: &str, channel: &str) -> Result<Arc<Vec<serde_json::Value>>, String> {
+    async fn units(
+        &self,
+        announcement_id: &str,
+        channel: &str,
+    ) -> Result<Arc<Vec<serde_json::Value>>, String> {
         let key = (announcement_id.to_string(), channel.to_string());
         if let Some(u) = self.renderings.lock().unwrap().get(&key) {
             return Ok(u.clone());
@@ -402,7 +421,10 @@ impl Dispatcher {
             exercise: row.exercise,
             request_id: row.request_id,
         });
-        self.announcements.lock().unwrap().insert(id.to_string(), info.clone());
+        self.announcements
+            .lock()
+            .unwrap()
+            .insert(id.to_string(), info.clone());
         Ok(info)
     }
 
@@ -444,8 +466,15 @@ impl Dispatcher {
             }
         };
         let outcome = match outcome {
-            Outcome::Retry { class, error, status_code, .. }
-                if d.attempts >= c.max_attempts && class != "rate_limited" && class != "auth" && class != "quota" =>
+            Outcome::Retry {
+                class,
+                error,
+                status_code,
+                ..
+            } if d.attempts >= c.max_attempts
+                && class != "rate_limited"
+                && class != "auth"
+                && class != "quota" =>
             {
                 Outcome::Failed {
                     class,
@@ -461,7 +490,12 @@ impl Dispatcher {
                     attempt = d.attempts, remote_id = remote_id.as_deref().unwrap_or(""), how = *how, "Delivered");
                 let _ = store::channels::record_success(&self.db, &c.name).await;
             }
-            Outcome::Retry { class, error, run_after, .. } => {
+            Outcome::Retry {
+                class,
+                error,
+                run_after,
+                ..
+            } => {
                 tracing::warn!(channel = %c.name, delivery = d.id, announcement = %d.announcement_id,
                     attempt = d.attempts, class = *class, error = %error,
                     retry_in_ms = run_after - now_ms(), "Delivery attempt failed; will retry");
@@ -499,7 +533,10 @@ impl Dispatcher {
                 Some((address, lang, token)) => Some(Recipient {
                     address,
                     lang,
-                    unsubscribe_url: format!("{}unsubscribe?t={token}", self.settings.public_base_url),
+                    unsubscribe_url: format!(
+                        "{}unsubscribe?t={token}",
+                        self.settings.public_base_url
+                    ),
                     unsubscribe_token: token,
                 }),
                 None => {
@@ -555,7 +592,11 @@ impl Dispatcher {
             Ok(receipt) => Ok(Outcome::Sent {
                 remote_id: receipt.remote_id,
                 note: receipt.note,
-                how: if receipt.already_sent { "already_sent" } else { "sent" },
+                how: if receipt.already_sent {
+                    "already_sent"
+                } else {
+                    "sent"
+                },
             }),
             Err(e) => Ok(self.classify(c, d, e).await),
         }
@@ -596,7 +637,8 @@ impl Dispatcher {
             },
             ErrorClass::Quota { until } => {
                 let reason = format!("quota exhausted: {error}");
-                let _ = store::channels::set_state(&self.db, &c.name, "degraded", Some(&reason)).await;
+                let _ =
+                    store::channels::set_state(&self.db, &c.name, "degraded", Some(&reason)).await;
                 if d.lane == Priority::Disaster.lane() {
                     // A disaster alert must not silently wait for next month: fail visibly now.
                     Outcome::Failed {
@@ -622,7 +664,8 @@ impl Dispatcher {
                 let reason = format!("credentials refused: {error}");
                 tracing::error!(channel = %c.name, reason = %reason,
                     "Channel paused: fix its credentials, then POST /api/v1/channels/{}/resume", c.name);
-                let _ = store::channels::set_state(&self.db, &c.name, "paused", Some(&reason)).await;
+                let _ =
+                    store::channels::set_state(&self.db, &c.name, "paused", Some(&reason)).await;
                 c.paused.store(true, Ordering::SeqCst);
                 Outcome::Retry {
                     run_after: now,

@@ -153,15 +153,34 @@ pub enum Outcome {
 /// Records the attempt in the delivery log and moves the delivery to its next state, in one
 /// transaction, fenced on the lease. Returns false when the lease had been lost (another
 /// worker owns the delivery now); nothing is written then.
-pub async fn finish(db: &Db, d: &Claimed, owner: &str, started_at: i64, outcome: &Outcome) -> Result<bool> {
+pub async fn finish(
+    db: &Db,
+    d: &Claimed,
+    owner: &str,
+    started_at: i64,
+    outcome: &Outcome,
+) -> Result<bool> {
     let now = now_ms();
-    let (attempt_outcome, error, status_code, remote_id): (&str, Option<&str>, Option<i32>, Option<&str>) =
-        match outcome {
-            Outcome::Sent { remote_id, how, .. } => (how, None, None, remote_id.as_deref()),
-            Outcome::Retry { class, error, status_code, .. } => (class, Some(error.as_str()), *status_code, None),
-            Outcome::Failed { class, error, status_code } => (class, Some(error.as_str()), *status_code, None),
-            Outcome::Cancelled { reason } => ("cancelled", Some(reason.as_str()), None, None),
-        };
+    let (attempt_outcome, error, status_code, remote_id): (
+        &str,
+        Option<&str>,
+        Option<i32>,
+        Option<&str>,
+    ) = match outcome {
+        Outcome::Sent { remote_id, how, .. } => (how, None, None, remote_id.as_deref()),
+        Outcome::Retry {
+            class,
+            error,
+            status_code,
+            ..
+        } => (class, Some(error.as_str()), *status_code, None),
+        Outcome::Failed {
+            class,
+            error,
+            status_code,
+        } => (class, Some(error.as_str()), *status_code, None),
+        Outcome::Cancelled { reason } => ("cancelled", Some(reason.as_str()), None, None),
+    };
     let updated = write_tx!(db, tx => {
         let update = match outcome {
             Outcome::Sent { remote_id, .. } => sqlx::query(
@@ -337,8 +356,17 @@ pub async fn refresh_announcement_status(db: &Db, announcement_id: &str) -> Resu
         rows.iter().map(|r| Ok((r.try_get::<String, _>("status")?, r.try_get::<i64, _>("n")?)))
             .collect::<Result<Vec<_>>>()?
     });
-    let count = |s: &str| rows.iter().filter(|(st, _)| st == s).map(|(_, n)| *n).sum::<i64>();
-    let (sent, failed, cancelled) = (count(status::SENT), count(status::FAILED), count(status::CANCELLED));
+    let count = |s: &str| {
+        rows.iter()
+            .filter(|(st, _)| st == s)
+            .map(|(_, n)| *n)
+            .sum::<i64>()
+    };
+    let (sent, failed, cancelled) = (
+        count(status::SENT),
+        count(status::FAILED),
+        count(status::CANCELLED),
+    );
     let new_status = if failed == 0 && sent > 0 {
         "sent"
     } else if failed > 0 && sent > 0 {

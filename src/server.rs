@@ -24,7 +24,9 @@ pub fn init_tracing(config: &Config) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("NOROSHI_LOG")
         .unwrap_or_else(|_| EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     let _ = if config.log.format == "json" {
         builder.json().try_init()
     } else {
@@ -35,8 +37,15 @@ pub fn init_tracing(config: &Config) {
 pub async fn open_database(config: &Config) -> anyhow::Result<Db> {
     let db = Db::connect(&config.database.url, config.database.max_connections)
         .await
-        .with_context(|| format!("cannot open the database ({})", redact_url(&config.database.url)))?;
-    db.migrate().await.context("cannot apply database migrations")?;
+        .with_context(|| {
+            format!(
+                "cannot open the database ({})",
+                redact_url(&config.database.url)
+            )
+        })?;
+    db.migrate()
+        .await
+        .context("cannot apply database migrations")?;
     Ok(db)
 }
 
@@ -69,7 +78,9 @@ async fn load_tokens(config: &Config, db: &Db) -> anyhow::Result<Tokens> {
     for t in &config.auth.tokens {
         let role = Role::parse(&t.role).context("token role")?;
         match (&t.token_sha256, &t.token) {
-            (Some(h), _) => tokens.add_digest_hex(&t.name, role, &h.to_ascii_lowercase()).map_err(anyhow::Error::msg)?,
+            (Some(h), _) => tokens
+                .add_digest_hex(&t.name, role, &h.to_ascii_lowercase())
+                .map_err(anyhow::Error::msg)?,
             (None, Some(plain)) => tokens.add_plain(&t.name, role, plain.expose_secret()),
             (None, None) => anyhow::bail!("auth.tokens: token {} has no secret", t.name),
         }
@@ -77,7 +88,9 @@ async fn load_tokens(config: &Config, db: &Db) -> anyhow::Result<Tokens> {
     let own = store::channels::api_tokens(db).await?;
     for (name, role, digest) in &own {
         if let Some(role) = Role::parse(role) {
-            tokens.add_digest_hex(name, role, digest).map_err(anyhow::Error::msg)?;
+            tokens
+                .add_digest_hex(name, role, digest)
+                .map_err(anyhow::Error::msg)?;
         }
     }
     if tokens.is_empty() {
@@ -110,7 +123,9 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut f = options.open(path).with_context(|| format!("cannot write {}", path.display()))?;
+    let mut f = options
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     f.write_all(text.as_bytes())?;
     f.sync_all()?;
     Ok(())
@@ -131,7 +146,11 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
     let registered = registry::build_channels(&config.channels, &env).map_err(|problems| {
         anyhow::anyhow!(
             "channel configuration has problems:\n{}",
-            problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n")
+            problems
+                .iter()
+                .map(|p| format!("  {p}"))
+                .collect::<Vec<_>>()
+                .join("\n")
         )
     })?;
     let channels: Vec<_> = registered.iter().map(|r| r.channel.clone()).collect();
@@ -139,7 +158,10 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         // One process owns a SQLite file: whatever is in flight belongs to a run that died.
         let n = queue::reclaim_all(&db).await?;
         if n > 0 {
-            tracing::warn!(count = n, "Deliveries left in flight by a previous run were queued again");
+            tracing::warn!(
+                count = n,
+                "Deliveries left in flight by a previous run were queued again"
+            );
         }
     }
     let paused: Vec<String> = store::channels::all(&db)
@@ -203,7 +225,8 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };
@@ -227,7 +250,9 @@ async fn health_loop(db: Db, dispatcher: Arc<Dispatcher>) {
                 }
                 Err(e) => {
                     tracing::warn!(channel = %c.name, error = %e, "Channel healthcheck failed");
-                    let _ = store::channels::record_error(&db, &c.name, &format!("healthcheck: {e}")).await;
+                    let _ =
+                        store::channels::record_error(&db, &c.name, &format!("healthcheck: {e}"))
+                            .await;
                 }
             }
         }

@@ -11,7 +11,9 @@ use super::auth::Role;
 use super::problem::{parse_json, ApiResult, Problem};
 use super::SharedState;
 use crate::accept::{self, AcceptContext, Submission};
-use crate::store::announcements::{self as store, AttemptFilter, AttemptRow, ChannelSummary, ListFilter};
+use crate::store::announcements::{
+    self as store, AttemptFilter, AttemptRow, ChannelSummary, ListFilter,
+};
 use crate::time::rfc3339_jst;
 
 /// `202 Accepted`.
@@ -60,10 +62,16 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
         Some(v) => {
             let key = v
                 .to_str()
-                .map_err(|_| Problem::bad_request("Idempotency-Key: must be visible ASCII").field("Idempotency-Key"))?
+                .map_err(|_| {
+                    Problem::bad_request("Idempotency-Key: must be visible ASCII")
+                        .field("Idempotency-Key")
+                })?
                 .trim();
             if key.is_empty() || key.len() > 255 {
-                return Err(Problem::bad_request("Idempotency-Key: must be 1 to 255 characters").field("Idempotency-Key"));
+                return Err(
+                    Problem::bad_request("Idempotency-Key: must be 1 to 255 characters")
+                        .field("Idempotency-Key"),
+                );
             }
             Ok(Some(key.to_string()))
         }
@@ -71,7 +79,10 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
 }
 
 fn request_id(headers: &HeaderMap) -> Option<String> {
-    headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_string)
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 fn context<'a>(state: &'a SharedState, role: Role) -> AcceptContext<'a> {
@@ -84,7 +95,12 @@ fn context<'a>(state: &'a SharedState, role: Role) -> AcceptContext<'a> {
     }
 }
 
-fn accepted_from(id: String, status: String, summaries: &[ChannelSummary], channels: &[String]) -> Accepted {
+fn accepted_from(
+    id: String,
+    status: String,
+    summaries: &[ChannelSummary],
+    channels: &[String],
+) -> Accepted {
     let deliveries = channels
         .iter()
         .map(|c| DeliveryBrief {
@@ -96,7 +112,11 @@ fn accepted_from(id: String, status: String, summaries: &[ChannelSummary], chann
                 .unwrap_or_else(|| "pending".into()),
         })
         .collect();
-    Accepted { id, status, deliveries }
+    Accepted {
+        id,
+        status,
+        deliveries,
+    }
 }
 
 /// Accept an announcement: validated and rendered for each channel, then stored with all
@@ -109,7 +129,11 @@ fn accepted_from(id: String, status: String, summaries: &[ChannelSummary], chann
         (status = 413, description = "Body too large", body = Problem),
         (status = 422, description = "Invalid, or a channel cannot carry it", body = Problem)),
     security(("bearer" = [])))]
-pub async fn submit(State(state): State<SharedState>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+pub async fn submit(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
     let caller = state.tokens.require(&headers, Role::Staff)?;
     let key = idempotency_key(&headers)?;
     let submission: Submission = parse_json(&body)?;
@@ -135,7 +159,9 @@ pub async fn submit(State(state): State<SharedState>, headers: HeaderMap, body: 
         if e.is_unique_violation() {
             // Two requests with one key raced; the other one won. Answer as a replay.
             if let Some(key) = &key {
-                if let Some(existing) = store::get_by_idempotency_key(&state.db, &caller.name, key).await? {
+                if let Some(existing) =
+                    store::get_by_idempotency_key(&state.db, &caller.name, key).await?
+                {
                     return replay(&state, existing, &hash).await;
                 }
             }
@@ -153,13 +179,20 @@ pub async fn submit(State(state): State<SharedState>, headers: HeaderMap, body: 
     let body = accepted_from(id.clone(), plan.announcement.status.clone(), &[], &names);
     Ok((
         StatusCode::ACCEPTED,
-        [(axum::http::header::LOCATION, format!("/api/v1/announcements/{id}"))],
+        [(
+            axum::http::header::LOCATION,
+            format!("/api/v1/announcements/{id}"),
+        )],
         Json(body),
     )
         .into_response())
 }
 
-async fn replay(state: &SharedState, existing: store::AnnouncementRow, hash: &str) -> ApiResult<Response> {
+async fn replay(
+    state: &SharedState,
+    existing: store::AnnouncementRow,
+    hash: &str,
+) -> ApiResult<Response> {
     if existing.request_hash != hash {
         return Err(Problem::conflict(
             "Idempotency-Key was already used with a different body; use a new key for a new announcement",
@@ -172,10 +205,18 @@ async fn replay(state: &SharedState, existing: store::AnnouncementRow, hash: &st
         .into_iter()
         .map(|(c, _)| c)
         .collect();
-    let body = accepted_from(existing.id.clone(), existing.status.clone(), &summaries, &channels);
+    let body = accepted_from(
+        existing.id.clone(),
+        existing.status.clone(),
+        &summaries,
+        &channels,
+    );
     Ok((
         StatusCode::ACCEPTED,
-        [(axum::http::header::LOCATION, format!("/api/v1/announcements/{}", existing.id))],
+        [(
+            axum::http::header::LOCATION,
+            format!("/api/v1/announcements/{}", existing.id),
+        )],
         Json(body),
     )
         .into_response())
@@ -211,12 +252,24 @@ pub struct ChannelPreview {
     responses((status = 200, description = "Per-channel previews", body = PreviewResponse),
         (status = 422, description = "Invalid submission", body = Problem)),
     security(("bearer" = [])))]
-pub async fn preview(State(state): State<SharedState>, headers: HeaderMap, body: Bytes) -> ApiResult<Json<PreviewResponse>> {
+pub async fn preview(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<PreviewResponse>> {
     let caller = state.tokens.require(&headers, Role::Staff)?;
     let submission: Submission = parse_json(&body)?;
     let id = uuid::Uuid::now_v7().to_string();
     let ctx = context(&state, caller.role);
-    match accept::plan(&submission, &ctx, id.clone(), &caller.name, None, None, chrono::Utc::now()) {
+    match accept::plan(
+        &submission,
+        &ctx,
+        id.clone(),
+        &caller.name,
+        None,
+        None,
+        chrono::Utc::now(),
+    ) {
         Ok(plan) => Ok(Json(PreviewResponse {
             channels: plan
                 .channels
@@ -253,15 +306,26 @@ pub async fn preview(State(state): State<SharedState>, headers: HeaderMap, body:
             }
             // Render the others one by one for their previews.
             let refused: Vec<String> = p.errors.iter().filter_map(|e| e.channel.clone()).collect();
-            let selected: Vec<String> = submission
-                .channels
-                .clone()
-                .unwrap_or_else(|| state.channels.iter().map(|c| c.name().to_string()).collect());
+            let selected: Vec<String> = submission.channels.clone().unwrap_or_else(|| {
+                state
+                    .channels
+                    .iter()
+                    .map(|c| c.name().to_string())
+                    .collect()
+            });
             for name in selected.iter().filter(|n| !refused.contains(n)) {
                 let mut single = submission.clone();
                 single.channels = Some(vec![name.clone()]);
                 single.overrides.retain(|k, _| k == name);
-                if let Ok(plan) = accept::plan(&single, &ctx, id.clone(), &caller.name, None, None, chrono::Utc::now()) {
+                if let Ok(plan) = accept::plan(
+                    &single,
+                    &ctx,
+                    id.clone(),
+                    &caller.name,
+                    None,
+                    None,
+                    chrono::Utc::now(),
+                ) {
                     for c in plan.channels {
                         out.push(ChannelPreview {
                             channel: c.channel,
@@ -312,9 +376,15 @@ async fn view(state: &SharedState, row: store::AnnouncementRow) -> ApiResult<Ann
 #[utoipa::path(get, path = "/api/v1/announcements/{id}", params(("id" = String, Path)),
     responses((status = 200, body = AnnouncementView), (status = 404, body = Problem)),
     security(("bearer" = [])))]
-pub async fn get_one(State(state): State<SharedState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<AnnouncementView>> {
+pub async fn get_one(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AnnouncementView>> {
     state.tokens.require(&headers, Role::Viewer)?;
-    let row = store::get(&state.db, &id).await?.ok_or_else(|| Problem::not_found("announcement"))?;
+    let row = store::get(&state.db, &id)
+        .await?
+        .ok_or_else(|| Problem::not_found("announcement"))?;
     Ok(Json(view(&state, row).await?))
 }
 
@@ -352,31 +422,54 @@ fn limit_of(limit: Option<i64>) -> ApiResult<i64> {
 }
 
 const STATUSES: &[&str] = &[
-    "awaiting_confirmation", "scheduled", "queued", "sending", "sent", "partially_failed", "failed", "cancelled",
+    "awaiting_confirmation",
+    "scheduled",
+    "queued",
+    "sending",
+    "sent",
+    "partially_failed",
+    "failed",
+    "cancelled",
 ];
 
 /// Newest first, filtered, cursor-paged.
 #[utoipa::path(get, path = "/api/v1/announcements", params(ListQuery),
     responses((status = 200, body = AnnouncementPage), (status = 422, body = Problem)),
     security(("bearer" = [])))]
-pub async fn list(State(state): State<SharedState>, headers: HeaderMap, query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>) -> ApiResult<Json<AnnouncementPage>> {
+pub async fn list(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<AnnouncementPage>> {
     state.tokens.require(&headers, Role::Viewer)?;
     let Query(q) = query.map_err(|e| Problem::invalid("query", e.body_text()))?;
     if let Some(s) = &q.status {
         if !STATUSES.contains(&s.as_str()) {
-            return Err(Problem::invalid("status", format!("must be one of {}", STATUSES.join(", "))));
+            return Err(Problem::invalid(
+                "status",
+                format!("must be one of {}", STATUSES.join(", ")),
+            ));
         }
     }
     if let Some(p) = &q.priority {
         if noroshi_channel_core::Priority::parse(p).is_none() {
-            return Err(Problem::invalid("priority", "must be normal, urgent or disaster"));
+            return Err(Problem::invalid(
+                "priority",
+                "must be normal, urgent or disaster",
+            ));
         }
     }
     let before = match &q.cursor {
         None => None,
         Some(c) => {
-            let (t, id) = c.split_once('_').ok_or_else(|| Problem::invalid("cursor", "is not a cursor from this API"))?;
-            Some((t.parse::<i64>().map_err(|_| Problem::invalid("cursor", "is not a cursor from this API"))?, id.to_string()))
+            let (t, id) = c
+                .split_once('_')
+                .ok_or_else(|| Problem::invalid("cursor", "is not a cursor from this API"))?;
+            Some((
+                t.parse::<i64>()
+                    .map_err(|_| Problem::invalid("cursor", "is not a cursor from this API"))?,
+                id.to_string(),
+            ))
         }
     };
     let limit = limit_of(q.limit)?;
@@ -406,11 +499,19 @@ pub async fn list(State(state): State<SharedState>, headers: HeaderMap, query: R
 #[utoipa::path(post, path = "/api/v1/announcements/{id}/cancel", params(("id" = String, Path)),
     responses((status = 200, body = AnnouncementView), (status = 404, body = Problem)),
     security(("bearer" = [])))]
-pub async fn cancel(State(state): State<SharedState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Json<AnnouncementView>> {
+pub async fn cancel(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AnnouncementView>> {
     let caller = state.tokens.require(&headers, Role::Staff)?;
-    let n = store::cancel(&state.db, &id).await?.ok_or_else(|| Problem::not_found("announcement"))?;
+    let n = store::cancel(&state.db, &id)
+        .await?
+        .ok_or_else(|| Problem::not_found("announcement"))?;
     tracing::info!(announcement = %id, by = %caller.name, cancelled = n, "Announcement cancelled");
-    let row = store::get(&state.db, &id).await?.ok_or_else(|| Problem::not_found("announcement"))?;
+    let row = store::get(&state.db, &id)
+        .await?
+        .ok_or_else(|| Problem::not_found("announcement"))?;
     Ok(Json(view(&state, row).await?))
 }
 
@@ -425,16 +526,25 @@ pub struct RetryQuery {
 #[utoipa::path(post, path = "/api/v1/announcements/{id}/retry", params(("id" = String, Path), RetryQuery),
     responses((status = 200, body = AnnouncementView), (status = 404, body = Problem)),
     security(("bearer" = [])))]
-pub async fn retry(State(state): State<SharedState>, headers: HeaderMap, Path(id): Path<String>, Query(q): Query<RetryQuery>) -> ApiResult<Json<AnnouncementView>> {
+pub async fn retry(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<RetryQuery>,
+) -> ApiResult<Json<AnnouncementView>> {
     let caller = state.tokens.require(&headers, Role::Admin)?;
-    let row = store::get(&state.db, &id).await?.ok_or_else(|| Problem::not_found("announcement"))?;
+    let row = store::get(&state.db, &id)
+        .await?
+        .ok_or_else(|| Problem::not_found("announcement"))?;
     let n = store::retry_failed(&state.db, &id, q.channel.as_deref()).await?;
     tracing::info!(announcement = %id, by = %caller.name, deliveries = n, "Failed deliveries queued again");
     let priority = noroshi_channel_core::Priority::parse(&row.priority).unwrap_or_default();
     for c in &state.channels {
         state.dispatcher.wake(c.name(), priority);
     }
-    let row = store::get(&state.db, &id).await?.ok_or_else(|| Problem::not_found("announcement"))?;
+    let row = store::get(&state.db, &id)
+        .await?
+        .ok_or_else(|| Problem::not_found("announcement"))?;
     Ok(Json(view(&state, row).await?))
 }
 
@@ -458,7 +568,11 @@ pub struct AttemptPage {
 /// The delivery log: every attempt, newest first.
 #[utoipa::path(get, path = "/api/v1/deliveries", params(DeliveriesQuery),
     responses((status = 200, body = AttemptPage)), security(("bearer" = [])))]
-pub async fn deliveries(State(state): State<SharedState>, headers: HeaderMap, query: Result<Query<DeliveriesQuery>, axum::extract::rejection::QueryRejection>) -> ApiResult<Json<AttemptPage>> {
+pub async fn deliveries(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    query: Result<Query<DeliveriesQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<AttemptPage>> {
     state.tokens.require(&headers, Role::Viewer)?;
     let Query(q) = query.map_err(|e| Problem::invalid("query", e.body_text()))?;
     let limit = limit_of(q.limit)?;
@@ -473,6 +587,10 @@ pub async fn deliveries(State(state): State<SharedState>, headers: HeaderMap, qu
         },
     )
     .await?;
-    let next_cursor = if items.len() as i64 == limit { items.last().map(|i| i.id) } else { None };
+    let next_cursor = if items.len() as i64 == limit {
+        items.last().map(|i| i.id)
+    } else {
+        None
+    };
     Ok(Json(AttemptPage { items, next_cursor }))
 }

@@ -59,8 +59,14 @@ pub fn sha256(token: &str) -> [u8; 32] {
 }
 
 impl Tokens {
-    pub fn add_digest_hex(&mut self, name: &str, role: Role, hex_digest: &str) -> Result<(), String> {
-        let bytes = hex::decode(hex_digest).map_err(|_| format!("token {name}: digest is not hex"))?;
+    pub fn add_digest_hex(
+        &mut self,
+        name: &str,
+        role: Role,
+        hex_digest: &str,
+    ) -> Result<(), String> {
+        let bytes =
+            hex::decode(hex_digest).map_err(|_| format!("token {name}: digest is not hex"))?;
         let digest: [u8; 32] = bytes
             .try_into()
             .map_err(|_| format!("token {name}: digest is not 32 bytes"))?;
@@ -85,8 +91,14 @@ impl Tokens {
     /// Finds the caller. Every entry is compared (in constant time each), so the time taken
     /// does not tell which token was close.
     pub fn identify(&self, headers: &HeaderMap) -> Option<Caller> {
-        let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
-        let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?.trim();
+        let value = headers
+            .get(axum::http::header::AUTHORIZATION)?
+            .to_str()
+            .ok()?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))?
+            .trim();
         if token.is_empty() {
             return None;
         }
@@ -140,7 +152,8 @@ mod tests {
     fn roles_include_lower_roles_and_tokens_are_matched_by_digest() {
         let mut t = Tokens::default();
         t.add_plain("desk", Role::Staff, "s3cret");
-        t.add_digest_hex("boss", Role::Admin, &hex::encode(sha256("other"))).unwrap();
+        t.add_digest_hex("boss", Role::Admin, &hex::encode(sha256("other")))
+            .unwrap();
         let mut h = HeaderMap::new();
         h.insert("authorization", HeaderValue::from_static("Bearer s3cret"));
         assert_eq!(t.require(&h, Role::Viewer).unwrap().name, "desk");

@@ -37,7 +37,10 @@ pub struct ChannelView {
 /// Every channel: enabled, state, last error, rate-limit budget.
 #[utoipa::path(get, path = "/api/v1/channels", responses((status = 200, body = Vec<ChannelView>)),
     security(("bearer" = [])))]
-pub async fn list(State(state): State<SharedState>, headers: HeaderMap) -> ApiResult<Json<Vec<ChannelView>>> {
+pub async fn list(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Vec<ChannelView>>> {
     state.tokens.require(&headers, Role::Viewer)?;
     let states = store::channels::all(&state.db).await?;
     let depth = crate::queue::depth(&state.db).await?;
@@ -45,7 +48,13 @@ pub async fn list(State(state): State<SharedState>, headers: HeaderMap) -> ApiRe
     for name in &state.known_channels {
         let runtime = state.dispatcher.channel(name);
         let st = states.iter().find(|s| &s.channel == name);
-        let lanes = |lane: i32| depth.iter().filter(|(c, l, _)| c == name && *l == lane).map(|(_, _, n)| *n).sum::<i64>();
+        let lanes = |lane: i32| {
+            depth
+                .iter()
+                .filter(|(c, l, _)| c == name && *l == lane)
+                .map(|(_, _, n)| *n)
+                .sum::<i64>()
+        };
         let (rate_limit, platform, in_flight) = match runtime {
             Some(rt) => {
                 let status: AdapterStatus = rt.channel.status();
@@ -95,7 +104,11 @@ pub async fn list(State(state): State<SharedState>, headers: HeaderMap) -> ApiRe
 #[utoipa::path(post, path = "/api/v1/channels/{name}/resume", params(("name" = String, Path)),
     responses((status = 200, body = ChannelView), (status = 404, body = Problem)),
     security(("bearer" = [])))]
-pub async fn resume(State(state): State<SharedState>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+pub async fn resume(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
     let caller = state.tokens.require(&headers, Role::Admin)?;
     if state.dispatcher.channel(&name).is_none() {
         return Err(Problem::not_found("enabled channel"));
@@ -108,9 +121,15 @@ pub async fn resume(State(state): State<SharedState>, headers: HeaderMap, Path(n
 
 /// LINE's webhook: verified by `X-Line-Signature` over the raw body; follow and unfollow
 /// events are recorded.
-pub async fn line_webhook(State(state): State<SharedState>, headers: HeaderMap, body: Bytes) -> ApiResult<StatusCode> {
+pub async fn line_webhook(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
     let Some(secret) = &state.line_channel_secret else {
-        return Err(Problem::not_found("LINE webhook (channels.line.channel_secret is not configured)"));
+        return Err(Problem::not_found(
+            "LINE webhook (channels.line.channel_secret is not configured)",
+        ));
     };
     let signature = headers
         .get("x-line-signature")
@@ -118,7 +137,11 @@ pub async fn line_webhook(State(state): State<SharedState>, headers: HeaderMap, 
         .ok_or_else(|| Problem::unauthorized().field("X-Line-Signature"))?;
     if !noroshi_line::verify_signature(secret.expose_secret(), &body, signature) {
         tracing::warn!("Refused a LINE webhook call with a bad signature");
-        return Err(Problem::new(StatusCode::UNAUTHORIZED, "X-Line-Signature does not match the body").field("X-Line-Signature"));
+        return Err(Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "X-Line-Signature does not match the body",
+        )
+        .field("X-Line-Signature"));
     }
     let events = noroshi_line::parse_events(&body)
         .map_err(|e| Problem::bad_request(format!("not a LINE webhook body: {e}")))?;

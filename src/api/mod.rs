@@ -103,7 +103,10 @@ impl utoipa::Modify for BearerAuth {
 pub fn router(state: SharedState) -> Router {
     let limit = state.body_limit;
     let api = Router::new()
-        .route("/announcements", post(announcements::submit).get(announcements::list))
+        .route(
+            "/announcements",
+            post(announcements::submit).get(announcements::list),
+        )
         .route("/announcements/{id}", get(announcements::get_one))
         .route("/announcements/{id}/cancel", post(announcements::cancel))
         .route("/announcements/{id}/retry", post(announcements::retry))
@@ -113,9 +116,15 @@ pub fn router(state: SharedState) -> Router {
         .route("/deliveries", get(announcements::deliveries))
         .route("/channels", get(channels::list))
         .route("/channels/{name}/resume", post(channels::resume))
-        .route("/subscribers", post(subscribers::create).get(subscribers::list))
+        .route(
+            "/subscribers",
+            post(subscribers::create).get(subscribers::list),
+        )
         .route("/subscribers/import", post(subscribers::import))
-        .route("/subscribers/{id}", axum::routing::delete(subscribers::delete))
+        .route(
+            "/subscribers/{id}",
+            axum::routing::delete(subscribers::delete),
+        )
         .route("/cap", post(not_yet_disaster))
         .route("/alerts/active", get(not_yet_disaster))
         .route("/reach", get(not_yet_reach))
@@ -124,7 +133,9 @@ pub fn router(state: SharedState) -> Router {
         .route("/schedules", get(not_yet_schedules).post(not_yet_schedules))
         .route(
             "/schedules/{id}",
-            get(not_yet_schedules).patch(not_yet_schedules).delete(not_yet_schedules),
+            get(not_yet_schedules)
+                .patch(not_yet_schedules)
+                .delete(not_yet_schedules),
         )
         .route("/openapi.json", get(openapi))
         .fallback(|| async { Problem::not_found("API route") });
@@ -139,7 +150,10 @@ pub fn router(state: SharedState) -> Router {
         .route("/webhooks/line", post(channels::line_webhook));
     if let Some(dir) = &state.site_dir {
         let site = Router::new()
-            .nest_service("/site", ServeDir::new(dir).append_index_html_on_directories(true))
+            .nest_service(
+                "/site",
+                ServeDir::new(dir).append_index_html_on_directories(true),
+            )
             .layer(axum::middleware::map_response(site_content_types))
             .layer(axum::middleware::from_fn(hide_dotfiles));
         app = app.merge(site);
@@ -157,7 +171,12 @@ pub fn router(state: SharedState) -> Router {
 
 /// The adapter's state files (`.entries.json`, temporary files) are not part of the site.
 async fn hide_dotfiles(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    if request.uri().path().split('/').any(|seg| seg.starts_with('.')) {
+    if request
+        .uri()
+        .path()
+        .split('/')
+        .any(|seg| seg.starts_with('.'))
+    {
         return Problem::not_found("page").into_response();
     }
     next.run(request).await
@@ -198,7 +217,10 @@ async fn problem_for_plain_errors(response: Response) -> Response {
         return response;
     }
     let detail = match status {
-        StatusCode::PAYLOAD_TOO_LARGE => "the request body is larger than the configured limit (server.body_limit_bytes)".to_string(),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            "the request body is larger than the configured limit (server.body_limit_bytes)"
+                .to_string()
+        }
         StatusCode::METHOD_NOT_ALLOWED => "this method is not allowed on this path".to_string(),
         StatusCode::NOT_FOUND => "not found".to_string(),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported content type".to_string(),
@@ -206,7 +228,10 @@ async fn problem_for_plain_errors(response: Response) -> Response {
     };
     let ct = response.headers().get(header::CONTENT_TYPE).cloned();
     // Static site 404s keep their own type only if HTML; everything else becomes a problem.
-    if ct.map(|v| v.as_bytes().starts_with(b"text/html")).unwrap_or(false) {
+    if ct
+        .map(|v| v.as_bytes().starts_with(b"text/html"))
+        .unwrap_or(false)
+    {
         return response;
     }
     Problem::new(status, detail).into_response()
@@ -234,7 +259,9 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
 }
 
 async fn not_yet_disaster() -> Problem {
-    Problem::not_implemented("The disaster desk (CAP intake, confirmation, all-clear, active alerts)")
+    Problem::not_implemented(
+        "The disaster desk (CAP intake, confirmation, all-clear, active alerts)",
+    )
 }
 async fn not_yet_reach() -> Problem {
     Problem::not_implemented("Reach collection and KPI reports")

@@ -57,7 +57,11 @@ impl Problem {
     pub fn invalid(field: impl Into<String>, detail: impl Into<String>) -> Problem {
         let field = field.into();
         let detail = detail.into();
-        Problem::new(StatusCode::UNPROCESSABLE_ENTITY, format!("{field}: {detail}")).field(field)
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("{field}: {detail}"),
+        )
+        .field(field)
     }
     pub fn bad_request(detail: impl Into<String>) -> Problem {
         Problem::new(StatusCode::BAD_REQUEST, detail)
@@ -128,14 +132,26 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
         // "missing field `title`" is reported at the parent; name the field itself.
         let field = match message.split('`').nth(1) {
             Some(name) if message.starts_with("missing field") => {
-                if path == "." { name.to_string() } else { format!("{path}.{name}") }
+                if path == "." {
+                    name.to_string()
+                } else {
+                    format!("{path}.{name}")
+                }
             }
             Some(name) if message.starts_with("unknown field") => {
-                if path == "." { name.to_string() } else { path.clone() }
+                if path == "." {
+                    name.to_string()
+                } else {
+                    path.clone()
+                }
             }
             _ => path,
         };
-        let message = message.split(" at line ").next().unwrap_or(&message).to_string();
+        let message = message
+            .split(" at line ")
+            .next()
+            .unwrap_or(&message)
+            .to_string();
         Problem::invalid(field, message)
     })
 }

@@ -24,17 +24,30 @@ pub struct NewSubscriberBody {
     pub topics: Vec<String>,
 }
 
-fn check(field_prefix: &str, email: &str, lang: &str, topics: &[String]) -> ApiResult<NewSubscriber> {
+fn check(
+    field_prefix: &str,
+    email: &str,
+    lang: &str,
+    topics: &[String],
+) -> ApiResult<NewSubscriber> {
     let email = email.trim();
     noroshi_email::validate_address(email)
         .map_err(|e| Problem::invalid(format!("{field_prefix}email"), e))?;
-    let lang_ok = !lang.is_empty() && lang.len() <= 35 && lang.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    let lang_ok = !lang.is_empty()
+        && lang.len() <= 35
+        && lang.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
     if !lang_ok {
-        return Err(Problem::invalid(format!("{field_prefix}lang"), format!("`{lang}` is not a language tag")));
+        return Err(Problem::invalid(
+            format!("{field_prefix}lang"),
+            format!("`{lang}` is not a language tag"),
+        ));
     }
     for (i, t) in topics.iter().enumerate() {
         if t.trim().is_empty() || t.chars().count() > 64 {
-            return Err(Problem::invalid(format!("{field_prefix}topics[{i}]"), "must be 1 to 64 characters"));
+            return Err(Problem::invalid(
+                format!("{field_prefix}topics[{i}]"),
+                "must be 1 to 64 characters",
+            ));
         }
     }
     Ok(NewSubscriber {
@@ -48,13 +61,19 @@ fn check(field_prefix: &str, email: &str, lang: &str, topics: &[String]) -> ApiR
 #[utoipa::path(post, path = "/api/v1/subscribers", request_body = NewSubscriberBody,
     responses((status = 201, body = Subscriber), (status = 409, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
-pub async fn create(State(state): State<SharedState>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+pub async fn create(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
     state.tokens.require(&headers, Role::Admin)?;
     let b: NewSubscriberBody = parse_json(&body)?;
     let new = check("", &b.email, b.lang.as_deref().unwrap_or("ja"), &b.topics)?;
     match store::create(&state.db, &new).await {
         Ok(s) => Ok((StatusCode::CREATED, Json(s)).into_response()),
-        Err(e) if e.is_unique_violation() => Err(Problem::conflict("email: this address is already subscribed").field("email")),
+        Err(e) if e.is_unique_violation() => {
+            Err(Problem::conflict("email: this address is already subscribed").field("email"))
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -79,7 +98,11 @@ pub struct SubscriberPage {
 /// List subscribers by id, cursor-paged (admin).
 #[utoipa::path(get, path = "/api/v1/subscribers", params(SubscriberQuery),
     responses((status = 200, body = SubscriberPage)), security(("bearer" = [])))]
-pub async fn list(State(state): State<SharedState>, headers: HeaderMap, query: Result<Query<SubscriberQuery>, axum::extract::rejection::QueryRejection>) -> ApiResult<Json<SubscriberPage>> {
+pub async fn list(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    query: Result<Query<SubscriberQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<SubscriberPage>> {
     state.tokens.require(&headers, Role::Admin)?;
     let Query(q) = query.map_err(|e| Problem::invalid("query", e.body_text()))?;
     if let Some(s) = &q.status {
@@ -93,17 +116,31 @@ pub async fn list(State(state): State<SharedState>, headers: HeaderMap, query: R
         Some(_) => return Err(Problem::invalid("limit", "must be between 1 and 1000")),
     };
     let items = store::list(&state.db, q.status.as_deref(), q.cursor.unwrap_or(0), limit).await?;
-    let next_cursor = if items.len() as i64 == limit { items.last().map(|s| s.id) } else { None };
+    let next_cursor = if items.len() as i64 == limit {
+        items.last().map(|s| s.id)
+    } else {
+        None
+    };
     let active = store::count_active(&state.db).await?;
-    Ok(Json(SubscriberPage { items, next_cursor, active }))
+    Ok(Json(SubscriberPage {
+        items,
+        next_cursor,
+        active,
+    }))
 }
 
 /// Remove a subscriber and their address for good (admin).
 #[utoipa::path(delete, path = "/api/v1/subscribers/{id}", params(("id" = i64, Path)),
     responses((status = 204), (status = 404, body = Problem)), security(("bearer" = [])))]
-pub async fn delete(State(state): State<SharedState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<StatusCode> {
+pub async fn delete(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     state.tokens.require(&headers, Role::Admin)?;
-    let id: i64 = id.parse().map_err(|_| Problem::invalid("id", "must be a subscriber id (a number)"))?;
+    let id: i64 = id
+        .parse()
+        .map_err(|_| Problem::invalid("id", "must be a subscriber id (a number)"))?;
     if store::delete(&state.db, id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -123,13 +160,25 @@ pub struct ImportResult {
 #[utoipa::path(post, path = "/api/v1/subscribers/import", request_body(content = String, content_type = "text/csv"),
     responses((status = 200, body = ImportResult), (status = 415, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
-pub async fn import(State(state): State<SharedState>, headers: HeaderMap, body: Bytes) -> ApiResult<Json<ImportResult>> {
+pub async fn import(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<ImportResult>> {
     state.tokens.require(&headers, Role::Admin)?;
-    let ct = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let ct = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if !ct.starts_with("text/csv") {
-        return Err(Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type must be text/csv").field("Content-Type"));
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be text/csv",
+        )
+        .field("Content-Type"));
     }
-    let text = std::str::from_utf8(&body).map_err(|_| Problem::invalid("body", "the CSV must be UTF-8"))?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| Problem::invalid("body", "the CSV must be UTF-8"))?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text); // Excel writes a BOM
     let rows = parse_csv(text)?;
     let (created, existing) = store::import(&state.db, &rows).await?;
@@ -140,11 +189,22 @@ pub async fn import(State(state): State<SharedState>, headers: HeaderMap, body: 
 /// A small CSV reader for a three-column file: quoted fields with doubled quotes are
 /// understood; that is all a subscriber list needs.
 fn parse_csv(text: &str) -> ApiResult<Vec<NewSubscriber>> {
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
-    let (_, header) = lines.next().ok_or_else(|| Problem::invalid("body", "the CSV is empty"))?;
-    let header: Vec<String> = split_csv_line(header).into_iter().map(|h| h.trim().to_ascii_lowercase()).collect();
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
+    let (_, header) = lines
+        .next()
+        .ok_or_else(|| Problem::invalid("body", "the CSV is empty"))?;
+    let header: Vec<String> = split_csv_line(header)
+        .into_iter()
+        .map(|h| h.trim().to_ascii_lowercase())
+        .collect();
     if header.first().map(String::as_str) != Some("email") {
-        return Err(Problem::invalid("line 1", "the header row must be `email,lang,topics`"));
+        return Err(Problem::invalid(
+            "line 1",
+            "the header row must be `email,lang,topics`",
+        ));
     }
     let col = |name: &str| header.iter().position(|h| h == name);
     let (lang_col, topics_col) = (col("lang"), col("topics"));
@@ -154,14 +214,26 @@ fn parse_csv(text: &str) -> ApiResult<Vec<NewSubscriber>> {
         let fields = split_csv_line(line);
         let prefix = format!("line {}: ", i + 1);
         let email = fields.first().map(|s| s.trim()).unwrap_or("");
-        let lang = lang_col.and_then(|c| fields.get(c)).map(|s| s.trim()).filter(|s| !s.is_empty()).unwrap_or("ja");
+        let lang = lang_col
+            .and_then(|c| fields.get(c))
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .unwrap_or("ja");
         let topics: Vec<String> = topics_col
             .and_then(|c| fields.get(c))
-            .map(|s| s.split(';').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect())
+            .map(|s| {
+                s.split(';')
+                    .map(|t| t.trim().to_string())
+                    .filter(|t| !t.is_empty())
+                    .collect()
+            })
             .unwrap_or_default();
         let new = check(&prefix, email, lang, &topics)?;
         if !seen.insert(new.email.to_lowercase()) {
-            return Err(Problem::invalid(format!("{prefix}email"), "this address appears twice in the file"));
+            return Err(Problem::invalid(
+                format!("{prefix}email"),
+                "this address appears twice in the file",
+            ));
         }
         out.push(new);
     }
@@ -195,7 +267,12 @@ pub struct TokenQuery {
 }
 
 fn page(title: &str, message: &str, form: Option<&str>) -> Html<String> {
-    let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
     let form = form
         .map(|t| format!(
             "<form method=\"post\" action=\"/unsubscribe?t={}\"><input type=\"hidden\" name=\"List-Unsubscribe\" value=\"One-Click\">\
@@ -210,28 +287,81 @@ fn page(title: &str, message: &str, form: Option<&str>) -> Html<String> {
 
 /// The confirmation page. It changes nothing: mail scanners prefetch links.
 #[utoipa::path(get, path = "/unsubscribe", params(TokenQuery), responses((status = 200, description = "HTML page")))]
-pub async fn unsubscribe_page(State(state): State<SharedState>, Query(q): Query<TokenQuery>) -> ApiResult<Response> {
+pub async fn unsubscribe_page(
+    State(state): State<SharedState>,
+    Query(q): Query<TokenQuery>,
+) -> ApiResult<Response> {
     let Some(t) = q.t.filter(|t| !t.is_empty()) else {
-        return Ok((StatusCode::BAD_REQUEST, page("配信停止", "リンクが正しくありません。The link is not valid.", None)).into_response());
+        return Ok((
+            StatusCode::BAD_REQUEST,
+            page(
+                "配信停止",
+                "リンクが正しくありません。The link is not valid.",
+                None,
+            ),
+        )
+            .into_response());
     };
     match store::by_token(&state.db, &t).await? {
-        None => Ok((StatusCode::NOT_FOUND, page("配信停止", "このリンクは無効です。This link is no longer valid.", None)).into_response()),
-        Some((_, status)) if status == "unsubscribed" => Ok(page("配信停止", "配信は停止済みです。You are unsubscribed.", None).into_response()),
-        Some(_) => Ok(page("配信停止", "お知らせメールの配信を停止しますか。Stop receiving these mails?", Some(&t)).into_response()),
+        None => Ok((
+            StatusCode::NOT_FOUND,
+            page(
+                "配信停止",
+                "このリンクは無効です。This link is no longer valid.",
+                None,
+            ),
+        )
+            .into_response()),
+        Some((_, status)) if status == "unsubscribed" => Ok(page(
+            "配信停止",
+            "配信は停止済みです。You are unsubscribed.",
+            None,
+        )
+        .into_response()),
+        Some(_) => Ok(page(
+            "配信停止",
+            "お知らせメールの配信を停止しますか。Stop receiving these mails?",
+            Some(&t),
+        )
+        .into_response()),
     }
 }
 
 /// RFC 8058 one-click: unsubscribes, answers 200 (never a redirect), idempotent.
 #[utoipa::path(post, path = "/unsubscribe", params(TokenQuery), responses((status = 200, description = "Unsubscribed"), (status = 404, description = "Unknown token")))]
-pub async fn unsubscribe_post(State(state): State<SharedState>, Query(q): Query<TokenQuery>) -> ApiResult<Response> {
+pub async fn unsubscribe_post(
+    State(state): State<SharedState>,
+    Query(q): Query<TokenQuery>,
+) -> ApiResult<Response> {
     let Some(t) = q.t.filter(|t| !t.is_empty()) else {
-        return Ok((StatusCode::BAD_REQUEST, page("配信停止", "リンクが正しくありません。The link is not valid.", None)).into_response());
+        return Ok((
+            StatusCode::BAD_REQUEST,
+            page(
+                "配信停止",
+                "リンクが正しくありません。The link is not valid.",
+                None,
+            ),
+        )
+            .into_response());
     };
     if store::unsubscribe(&state.db, &t).await? {
         tracing::info!("A subscriber unsubscribed");
-        Ok(page("配信停止", "配信を停止しました。You are unsubscribed.", None).into_response())
+        Ok(page(
+            "配信停止",
+            "配信を停止しました。You are unsubscribed.",
+            None,
+        )
+        .into_response())
     } else {
-        Ok((StatusCode::NOT_FOUND, page("配信停止", "このリンクは無効です。This link is no longer valid.", None)).into_response())
+        Ok((
+            StatusCode::NOT_FOUND,
+            page(
+                "配信停止",
+                "このリンクは無効です。This link is no longer valid.",
+                None,
+            ),
+        )
+            .into_response())
     }
 }
 
@@ -239,7 +369,13 @@ pub async fn unsubscribe_post(State(state): State<SharedState>, Query(q): Query<
 mod tests {
     #[test]
     fn csv_fields_with_quotes() {
-        assert_eq!(super::split_csv_line(r#"a@b.jp,ja,"x;y""#), vec!["a@b.jp", "ja", "x;y"]);
-        assert_eq!(super::split_csv_line(r#""say ""hi""",b"#), vec![r#"say "hi""#, "b"]);
+        assert_eq!(
+            super::split_csv_line(r#"a@b.jp,ja,"x;y""#),
+            vec!["a@b.jp", "ja", "x;y"]
+        );
+        assert_eq!(
+            super::split_csv_line(r#""say ""hi""",b"#),
+            vec![r#"say "hi""#, "b"]
+        );
     }
 }

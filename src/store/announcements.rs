@@ -94,7 +94,8 @@ pub struct AnnouncementRow {
     pub updated_at: i64,
 }
 
-const ANNOUNCEMENT_COLUMNS: &str = "id, title, body, link, priority, lang, exercise, status, request, \
+const ANNOUNCEMENT_COLUMNS: &str =
+    "id, title, body, link, priority, lang, exercise, status, request, \
     created_by, request_hash, request_id, scheduled_at, created_at, updated_at";
 
 /// Decodes an announcement row on either dialect.
@@ -129,7 +130,11 @@ pub async fn get(db: &Db, id: &str) -> Result<Option<AnnouncementRow>> {
     })
 }
 
-pub async fn get_by_idempotency_key(db: &Db, created_by: &str, key: &str) -> Result<Option<AnnouncementRow>> {
+pub async fn get_by_idempotency_key(
+    db: &Db,
+    created_by: &str,
+    key: &str,
+) -> Result<Option<AnnouncementRow>> {
     let sql = format!(
         "SELECT {ANNOUNCEMENT_COLUMNS} FROM announcements WHERE created_by = $1 AND idempotency_key = $2"
     );
@@ -285,10 +290,18 @@ pub async fn summarize(db: &Db, id: &str) -> Result<Vec<ChannelSummary>> {
         let mine: Vec<&Group> = groups.iter().filter(|g| g.channel == channel).collect();
         let sends: Vec<&&Group> = mine.iter().filter(|g| g.kind == "send").collect();
         let total: i64 = sends.iter().map(|g| g.n).sum();
-        let count = |s: &str| sends.iter().filter(|g| g.status == s).map(|g| g.n).sum::<i64>();
+        let count = |s: &str| {
+            sends
+                .iter()
+                .filter(|g| g.status == s)
+                .map(|g| g.n)
+                .sum::<i64>()
+        };
         let (sent, failed) = (count("sent"), count("failed"));
         // An unfinished expansion means more copies are still to be planned.
-        let expanding = mine.iter().any(|g| g.kind == "expand" && g.status != "sent");
+        let expanding = mine
+            .iter()
+            .any(|g| g.kind == "expand" && g.status != "sent");
         let status = if failed > 0 {
             "failed".to_string()
         } else if expanding {
@@ -319,7 +332,11 @@ pub async fn summarize(db: &Db, id: &str) -> Result<Vec<ChannelSummary>> {
             .find(|(c, _)| c == &channel)
             .map(|(_, e)| e.clone());
         let sent_at = if sent > 0 {
-            sends.iter().filter(|g| g.status == "sent").filter_map(|g| g.sent_at).max()
+            sends
+                .iter()
+                .filter(|g| g.status == "sent")
+                .filter_map(|g| g.sent_at)
+                .max()
         } else {
             None
         };
@@ -458,4 +475,3 @@ pub async fn retry_failed(db: &Db, id: &str, channel: Option<&str>) -> Result<u6
     }
     Ok(n)
 }
-

@@ -63,23 +63,37 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 struct Embedded(&'static [(i64, &'static str, &'static str)]);
 
 impl<'s> MigrationSource<'s> for Embedded {
-    fn resolve(self) -> BoxFuture<'s, std::result::Result<Vec<Migration>, sqlx::error::BoxDynError>> {
+    fn resolve(
+        self,
+    ) -> BoxFuture<'s, std::result::Result<Vec<Migration>, sqlx::error::BoxDynError>> {
         Box::pin(async move {
             Ok(self
                 .0
                 .iter()
                 .map(|(v, d, sql)| {
-                    Migration::new(*v, Cow::Borrowed(*d), MigrationType::Simple, Cow::Borrowed(*sql), false)
+                    Migration::new(
+                        *v,
+                        Cow::Borrowed(*d),
+                        MigrationType::Simple,
+                        Cow::Borrowed(*sql),
+                        false,
+                    )
                 })
                 .collect())
         })
     }
 }
 
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "core", include_str!("../../migrations/sqlite/0001_core.sql"))];
-const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "core", include_str!("../../migrations/postgres/0001_core.sql"))];
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "core",
+    include_str!("../../migrations/sqlite/0001_core.sql"),
+)];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "core",
+    include_str!("../../migrations/postgres/0001_core.sql"),
+)];
 
 impl Db {
     /// Opens the database named by `url`, creating a SQLite file (and its directory) when
@@ -109,8 +123,9 @@ impl Db {
             .busy_timeout(Duration::from_secs(10));
         if let Some(parent) = options.get_filename().parent() {
             if !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| StoreError::Other(format!("cannot create {}: {e}", parent.display())))?;
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    StoreError::Other(format!("cannot create {}: {e}", parent.display()))
+                })?;
             }
         }
         let pool = SqlitePoolOptions::new()
@@ -137,8 +152,18 @@ impl Db {
 
     pub async fn migrate(&self) -> Result<()> {
         match &self.pool {
-            Pool::Sqlite(p) => Migrator::new(Embedded(SQLITE_MIGRATIONS)).await?.run(p).await?,
-            Pool::Postgres(p) => Migrator::new(Embedded(POSTGRES_MIGRATIONS)).await?.run(p).await?,
+            Pool::Sqlite(p) => {
+                Migrator::new(Embedded(SQLITE_MIGRATIONS))
+                    .await?
+                    .run(p)
+                    .await?
+            }
+            Pool::Postgres(p) => {
+                Migrator::new(Embedded(POSTGRES_MIGRATIONS))
+                    .await?
+                    .run(p)
+                    .await?
+            }
         }
         Ok(())
     }

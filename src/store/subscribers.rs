@@ -55,7 +55,9 @@ pub async fn create(db: &Db, s: &NewSubscriber) -> Result<Subscriber> {
          VALUES ($1, $2, $3, $4, 'active', $5, $5) RETURNING id")
         .bind(&s.email).bind(&s.lang).bind(&topics).bind(new_token()).bind(now)
         .fetch_one(p).await?);
-    get(db, id).await?.ok_or_else(|| StoreError::Other("subscriber vanished".into()))
+    get(db, id)
+        .await?
+        .ok_or_else(|| StoreError::Other("subscriber vanished".into()))
 }
 
 pub async fn get(db: &Db, id: i64) -> Result<Option<Subscriber>> {
@@ -68,7 +70,12 @@ pub async fn get(db: &Db, id: i64) -> Result<Option<Subscriber>> {
 }
 
 /// Keyset-paged by id, optionally by status.
-pub async fn list(db: &Db, status: Option<&str>, after_id: i64, limit: i64) -> Result<Vec<Subscriber>> {
+pub async fn list(
+    db: &Db,
+    status: Option<&str>,
+    after_id: i64,
+    limit: i64,
+) -> Result<Vec<Subscriber>> {
     with_pool!(db, p => {
         let rows = sqlx::query(
             "SELECT id, email, lang, topics, status, created_at FROM subscribers \
@@ -81,8 +88,11 @@ pub async fn list(db: &Db, status: Option<&str>, after_id: i64, limit: i64) -> R
 /// Deletes the subscriber's record for good (their address is personal data). Copies
 /// already queued for them are skipped at send time.
 pub async fn delete(db: &Db, id: i64) -> Result<bool> {
-    Ok(with_pool!(db, p => sqlx::query("DELETE FROM subscribers WHERE id = $1")
-        .bind(id).execute(p).await?.rows_affected()) == 1)
+    Ok(
+        with_pool!(db, p => sqlx::query("DELETE FROM subscribers WHERE id = $1")
+        .bind(id).execute(p).await?.rows_affected())
+            == 1,
+    )
 }
 
 /// Imports all rows in one transaction: either every new address is stored or none.

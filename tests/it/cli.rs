@@ -14,31 +14,61 @@ fn check_config_names_every_problem() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, "[channels.line]\nenabeld = true\n").unwrap();
-    let out = noroshi().args(["check-config", "--config"]).arg(&path).output().unwrap();
+    let out = noroshi()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("channels.line") && err.contains("enabeld"), "{err}");
+    assert!(
+        err.contains("channels.line") && err.contains("enabeld"),
+        "{err}"
+    );
 
     std::fs::write(&path, "[server]\nbind = \"nowhere\"\n[channels.line]\nenabled = true\n[channels.facebook]\nenabled = true\n").unwrap();
-    let out = noroshi().args(["check-config", "--config"]).arg(&path)
-        .env_remove("LINE_CHANNEL_ACCESS_TOKEN").env_remove("FACEBOOK_PAGE_TOKEN").output().unwrap();
+    let out = noroshi()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .env_remove("LINE_CHANNEL_ACCESS_TOKEN")
+        .env_remove("FACEBOOK_PAGE_TOKEN")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("server.bind"), "{err}");
     assert!(err.contains("LINE_CHANNEL_ACCESS_TOKEN"), "{err}");
     assert!(err.contains("channels.facebook.page_id"), "{err}");
 
-    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/noroshi.example.toml");
-    let out = noroshi().args(["check-config", "--config"]).arg(&example).current_dir(dir.path()).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/noroshi.example.toml");
+    let out = noroshi()
+        .args(["check-config", "--config"])
+        .arg(&example)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("website"));
 }
 
 #[test]
 fn migrate_creates_the_database() {
     let dir = tempfile::tempdir().unwrap();
-    let out = noroshi().arg("migrate").current_dir(dir.path()).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = noroshi()
+        .arg("migrate")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(dir.path().join("data/noroshi.db").exists());
 }
 
@@ -47,24 +77,63 @@ async fn send_wait_follows_progress_and_fails_loudly() {
     let d = Daemon::builder(Backend::Sqlite).start().await;
     let base = d.base.clone();
     let out = tokio::task::spawn_blocking(move || {
-        noroshi().args(["send", "--server", &base, "--token", STAFF, "--title", "ごみ収集日の変更", "--body", "年末年始の収集日が変わります。", "--tag", "生活環境課", "--wait", "--timeout", "30"]).output().unwrap()
-    }).await.unwrap();
+        noroshi()
+            .args([
+                "send",
+                "--server",
+                &base,
+                "--token",
+                STAFF,
+                "--title",
+                "ごみ収集日の変更",
+                "--body",
+                "年末年始の収集日が変わります。",
+                "--tag",
+                "生活環境課",
+                "--wait",
+                "--timeout",
+                "30",
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("website") && stdout.contains("every channel sent"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("website") && stdout.contains("every channel sent"),
+        "{stdout}"
+    );
     let id = stdout.split_whitespace().nth(1).unwrap().to_string();
     let base = d.base.clone();
     let out = tokio::task::spawn_blocking(move || {
-        noroshi().args(["status", "--server", &base, "--token", VIEWER, &id]).output().unwrap()
-    }).await.unwrap();
+        noroshi()
+            .args(["status", "--server", &base, "--token", VIEWER, &id])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("sent"));
 
     // A refusal: exit code ≠ 0 and the server's message.
     let base = d.base.clone();
     let out = tokio::task::spawn_blocking(move || {
-        noroshi().args(["send", "--server", &base, "--token", STAFF, "--title", "", "--body", "x"]).output().unwrap()
-    }).await.unwrap();
+        noroshi()
+            .args([
+                "send", "--server", &base, "--token", STAFF, "--title", "", "--body", "x",
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("title"));
 }
@@ -73,14 +142,43 @@ async fn send_wait_follows_progress_and_fails_loudly() {
 async fn send_wait_exits_non_zero_when_a_channel_fails() {
     // An SMTP server that refuses every recipient for good.
     let smtp = noroshi_email::fake::FakeSmtp::start(Default::default()).await;
-    let d = Daemon::builder(Backend::Sqlite).config(&email_config(smtp.port())).start().await;
+    let d = Daemon::builder(Backend::Sqlite)
+        .config(&email_config(smtp.port()))
+        .start()
+        .await;
     let csv = "email,lang,topics\nbounce-a@example.jp,ja,\n";
-    d.http.post(format!("{}/api/v1/subscribers/import", d.base)).bearer_auth(ADMIN)
-        .header("content-type", "text/csv").body(csv).send().await.unwrap();
+    d.http
+        .post(format!("{}/api/v1/subscribers/import", d.base))
+        .bearer_auth(ADMIN)
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
     let base = d.base.clone();
     let out = tokio::task::spawn_blocking(move || {
-        noroshi().args(["send", "--server", &base, "--token", STAFF, "--title", "t", "--body", "b", "--channel", "email", "--wait", "--timeout", "30"]).output().unwrap()
-    }).await.unwrap();
+        noroshi()
+            .args([
+                "send",
+                "--server",
+                &base,
+                "--token",
+                STAFF,
+                "--title",
+                "t",
+                "--body",
+                "b",
+                "--channel",
+                "email",
+                "--wait",
+                "--timeout",
+                "30",
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{stdout}");
     assert!(stdout.contains("failed"), "{stdout}");
@@ -90,17 +188,31 @@ async fn send_wait_exits_non_zero_when_a_channel_fails() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_start_creates_an_admin_token_once() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let spawn = || {
-        noroshi().arg("serve").current_dir(dir.path())
+        noroshi()
+            .arg("serve")
+            .current_dir(dir.path())
             .env("NOROSHI__SERVER__BIND", format!("127.0.0.1:{port}"))
-            .stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null())
-            .spawn().unwrap()
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
     };
     let http = reqwest::Client::new();
     let wait_ready = || async {
         for _ in 0..400 {
-            if http.get(format!("http://127.0.0.1:{port}/readyz")).send().await.map(|r| r.status().is_success()).unwrap_or(false) {
+            if http
+                .get(format!("http://127.0.0.1:{port}/readyz"))
+                .send()
+                .await
+                .map(|r| r.status().is_success())
+                .unwrap_or(false)
+            {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -110,25 +222,44 @@ async fn first_start_creates_an_admin_token_once() {
     let mut child = spawn();
     wait_ready().await;
     let token_path = dir.path().join("data/admin.token");
-    let token = std::fs::read_to_string(&token_path).unwrap().trim().to_string();
+    let token = std::fs::read_to_string(&token_path)
+        .unwrap()
+        .trim()
+        .to_string();
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&token_path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&token_path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
-    let r = http.post(format!("http://127.0.0.1:{port}/api/v1/announcements")).bearer_auth(&token)
-        .json(&notice()).send().await.unwrap();
+    let r = http
+        .post(format!("http://127.0.0.1:{port}/api/v1/announcements"))
+        .bearer_auth(&token)
+        .json(&notice())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), reqwest::StatusCode::ACCEPTED);
     child.kill().unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains(&token), "printed once on the console");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&token),
+        "printed once on the console"
+    );
     // Only the hash is stored.
     let db = std::fs::read(dir.path().join("data/noroshi.db")).unwrap();
     assert!(!String::from_utf8_lossy(&db).contains(&token));
     // The second start prints no new token and the first still works.
     let mut child = spawn();
     wait_ready().await;
-    let r = http.get(format!("http://127.0.0.1:{port}/api/v1/announcements")).bearer_auth(&token).send().await.unwrap();
+    let r = http
+        .get(format!("http://127.0.0.1:{port}/api/v1/announcements"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), reqwest::StatusCode::OK);
     child.kill().unwrap();
     let out = child.wait_with_output().unwrap();

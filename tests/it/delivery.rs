@@ -13,7 +13,10 @@ use crate::on_both;
 
 async fn website_and_email_end_to_end(backend: Backend) {
     let smtp = FakeSmtp::start(FakeSmtpOptions::default()).await;
-    let d = Daemon::builder(backend).config(&email_config(smtp.port())).start().await;
+    let d = Daemon::builder(backend)
+        .config(&email_config(smtp.port()))
+        .start()
+        .await;
     d.add_subscribers(3, "resident").await;
     let id = d.submit(notice()).await;
     let v = d.wait_status(&id, &["sent"], Duration::from_secs(30)).await;
@@ -33,20 +36,41 @@ async fn website_and_email_end_to_end(backend: Backend) {
         ("/site/feed.atom".to_string(), "application/atom+xml"),
         ("/site/feed.rss".to_string(), "application/rss+xml"),
     ] {
-        let r = d.http.get(format!("{}{}", d.base, path)).send().await.unwrap();
+        let r = d
+            .http
+            .get(format!("{}{}", d.base, path))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::OK, "{path}");
         let ct = r.headers()["content-type"].to_str().unwrap().to_string();
         assert!(ct.starts_with(ctype), "{path}: {ct}");
-        assert!(r.text().await.unwrap().contains(&id) || path.ends_with(".html"), "{path}");
+        assert!(
+            r.text().await.unwrap().contains(&id) || path.ends_with(".html"),
+            "{path}"
+        );
     }
     // The entries index is the adapter's private state, not a page.
-    let r = d.http.get(format!("{}/site/.entries.json", d.base)).send().await.unwrap();
+    let r = d
+        .http
+        .get(format!("{}/site/.entries.json", d.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 
     // Email: one message per subscriber, each with a personal one-click unsubscribe link.
     assert!(smtp.wait_for(3, Duration::from_secs(10)).await);
     let mail = channel(&v, "email");
-    assert_eq!((mail["total"].as_i64(), mail["sent"].as_i64(), mail["failed"].as_i64()), (Some(3), Some(3), Some(0)), "{mail}");
+    assert_eq!(
+        (
+            mail["total"].as_i64(),
+            mail["sent"].as_i64(),
+            mail["failed"].as_i64()
+        ),
+        (Some(3), Some(3), Some(0)),
+        "{mail}"
+    );
     let messages = smtp.messages();
     assert_eq!(messages.len(), 3);
     let mut recipients = HashSet::new();
@@ -57,9 +81,15 @@ async fn website_and_email_end_to_end(backend: Backend) {
         let parsed = mail_parser::MessageParser::default().parse(&m.raw).unwrap();
         assert_eq!(parsed.subject(), Some("避難所開設のお知らせ"));
         let text = parsed.body_text(0).unwrap();
-        assert!(text.contains("本日15時、須坂市役所に避難所を開設しました。"), "{text}");
+        assert!(
+            text.contains("本日15時、須坂市役所に避難所を開設しました。"),
+            "{text}"
+        );
         let raw = String::from_utf8_lossy(&m.raw);
-        assert!(raw.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"), "{raw}");
+        assert!(
+            raw.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"),
+            "{raw}"
+        );
         let link = raw
             .split("<https://noroshi.city.example.jp/unsubscribe?t=")
             .nth(1)
@@ -72,14 +102,21 @@ async fn website_and_email_end_to_end(backend: Backend) {
     assert_eq!(unsubscribe_links.len(), 3, "one token per subscriber");
 
     // The delivery log has every attempt.
-    let (_, log) = d.get(&format!("/api/v1/deliveries?announcement_id={id}")).await;
+    let (_, log) = d
+        .get(&format!("/api/v1/deliveries?announcement_id={id}"))
+        .await;
     let items = log["items"].as_array().unwrap();
     assert_eq!(items.len(), 4, "{log}");
     assert!(items.iter().all(|i| i["outcome"] == "sent"));
 
     // Unsubscribe: GET changes nothing, POST (RFC 8058) does, and the next mail skips them.
     let token = unsubscribe_links.iter().next().unwrap().clone();
-    let r = d.http.get(format!("{}/unsubscribe?t={token}", d.base)).send().await.unwrap();
+    let r = d
+        .http
+        .get(format!("{}/unsubscribe?t={token}", d.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let (_, subs) = d.get("/api/v1/subscribers").await;
     assert_eq!(subs["active"], 3);
@@ -91,15 +128,32 @@ async fn website_and_email_end_to_end(backend: Backend) {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::OK, "one-click answers 200, never a redirect");
-    let r = d.http.post(format!("{}/unsubscribe?t={token}", d.base)).body("List-Unsubscribe=One-Click").send().await.unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "one-click answers 200, never a redirect"
+    );
+    let r = d
+        .http
+        .post(format!("{}/unsubscribe?t={token}", d.base))
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK, "idempotent");
     let (_, subs) = d.get("/api/v1/subscribers").await;
     assert_eq!(subs["active"], 2);
-    let id2 = d.submit(json!({"title": "二通目", "body": "本文", "channels": ["email"]})).await;
-    d.wait_status(&id2, &["sent"], Duration::from_secs(30)).await;
+    let id2 = d
+        .submit(json!({"title": "二通目", "body": "本文", "channels": ["email"]}))
+        .await;
+    d.wait_status(&id2, &["sent"], Duration::from_secs(30))
+        .await;
     assert!(smtp.wait_for(5, Duration::from_secs(10)).await);
-    assert_eq!(smtp.message_count(), 5, "the unsubscribed resident got nothing");
+    assert_eq!(
+        smtp.message_count(),
+        5,
+        "the unsubscribed resident got nothing"
+    );
 }
 on_both!(website_and_email_end_to_end);
 
@@ -123,8 +177,13 @@ async fn idempotency_key_gives_one_announcement(backend: Backend) {
     };
     let (s1, a) = send(notice()).await;
     // Same JSON with other key order and spacing is the same body.
-    let reordered: serde_json::Value =
-        serde_json::from_str(&format!("{{\"link\":{},\"body\":{},\"title\":{}}}", notice()["link"], notice()["body"], notice()["title"])).unwrap();
+    let reordered: serde_json::Value = serde_json::from_str(&format!(
+        "{{\"link\":{},\"body\":{},\"title\":{}}}",
+        notice()["link"],
+        notice()["body"],
+        notice()["title"]
+    ))
+    .unwrap();
     let (s2, b) = send(reordered).await;
     assert_eq!((s1, s2), (StatusCode::ACCEPTED, StatusCode::ACCEPTED));
     assert_eq!(a["id"], b["id"]);
@@ -133,7 +192,12 @@ async fn idempotency_key_gives_one_announcement(backend: Backend) {
     let (s3, c) = send(other).await;
     assert_eq!(s3, StatusCode::CONFLICT, "{c}");
     assert_eq!(c["field"], "Idempotency-Key");
-    d.wait_status(a["id"].as_str().unwrap(), &["sent"], Duration::from_secs(30)).await;
+    d.wait_status(
+        a["id"].as_str().unwrap(),
+        &["sent"],
+        Duration::from_secs(30),
+    )
+    .await;
     assert_eq!(d.count_announcements().await, 1);
     let entries = std::fs::read_dir(d.site_dir().join("a")).unwrap().count();
     assert_eq!(entries, 1, "one page, one fan-out");
@@ -142,36 +206,86 @@ on_both!(idempotency_key_gives_one_announcement);
 
 async fn retries_then_per_recipient_failure(backend: Backend) {
     let smtp = FakeSmtp::start(FakeSmtpOptions::default()).await;
-    let d = Daemon::builder(backend).config(&email_config(smtp.port())).start().await;
+    let d = Daemon::builder(backend)
+        .config(&email_config(smtp.port()))
+        .start()
+        .await;
     let mut csv = String::from("email,lang,topics\n");
-    for a in ["ok1@example.jp", "tempfail-once@example.jp", "bounce-me@example.jp", "ok2@example.jp"] {
+    for a in [
+        "ok1@example.jp",
+        "tempfail-once@example.jp",
+        "bounce-me@example.jp",
+        "ok2@example.jp",
+    ] {
         csv.push_str(&format!("{a},ja,\n"));
     }
-    let r = d.http.post(format!("{}/api/v1/subscribers/import", d.base)).bearer_auth(ADMIN)
-        .header("content-type", "text/csv").body(csv).send().await.unwrap();
+    let r = d
+        .http
+        .post(format!("{}/api/v1/subscribers/import", d.base))
+        .bearer_auth(ADMIN)
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     // tempfail-* answers 451 every time: retried up to max_attempts (4), then failed.
-    let id = d.submit(json!({"title": "お知らせ", "body": "本文", "channels": ["email"]})).await;
-    let v = d.wait_status(&id, &["partially_failed"], Duration::from_secs(60)).await;
+    let id = d
+        .submit(json!({"title": "お知らせ", "body": "本文", "channels": ["email"]}))
+        .await;
+    let v = d
+        .wait_status(&id, &["partially_failed"], Duration::from_secs(60))
+        .await;
     let mail = channel(&v, "email");
     assert_eq!(mail["total"], 4, "{mail}");
     assert_eq!(mail["sent"], 2, "{mail}");
     assert_eq!(mail["failed"], 2, "{mail}");
     assert_eq!(mail["status"], "failed");
-    let (_, log) = d.get(&format!("/api/v1/deliveries?announcement_id={id}&outcome=transient")).await;
+    let (_, log) = d
+        .get(&format!(
+            "/api/v1/deliveries?announcement_id={id}&outcome=transient"
+        ))
+        .await;
     let transient = log["items"].as_array().unwrap();
     assert_eq!(transient.len(), 4, "451 retried up to max_attempts: {log}");
-    assert!(transient[0]["error"].as_str().unwrap().contains("gave up after 4 attempts"), "{log}");
-    let (_, log) = d.get(&format!("/api/v1/deliveries?announcement_id={id}&outcome=permanent")).await;
+    assert!(
+        transient[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("gave up after 4 attempts"),
+        "{log}"
+    );
+    let (_, log) = d
+        .get(&format!(
+            "/api/v1/deliveries?announcement_id={id}&outcome=permanent"
+        ))
+        .await;
     let perm = log["items"].as_array().unwrap();
-    assert_eq!(perm.len(), 1, "550 fails at once, for that recipient only: {log}");
+    assert_eq!(
+        perm.len(),
+        1,
+        "550 fails at once, for that recipient only: {log}"
+    );
     assert_eq!(perm[0]["status_code"], 550);
     // An admin can give failed deliveries another round.
-    let (s, _) = d.post(&format!("/api/v1/announcements/{id}/retry"), ADMIN, json!({})).await;
+    let (s, _) = d
+        .post(
+            &format!("/api/v1/announcements/{id}/retry"),
+            ADMIN,
+            json!({}),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
-    let (s, _) = d.post(&format!("/api/v1/announcements/{id}/retry"), STAFF, json!({})).await;
+    let (s, _) = d
+        .post(
+            &format!("/api/v1/announcements/{id}/retry"),
+            STAFF,
+            json!({}),
+        )
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    d.wait_status(&id, &["partially_failed"], Duration::from_secs(60)).await;
+    d.wait_status(&id, &["partially_failed"], Duration::from_secs(60))
+        .await;
 }
 on_both!(retries_then_per_recipient_failure);
 
@@ -190,43 +304,78 @@ async fn auth_failure_pauses_the_channel_until_resumed(backend: Backend) {
         .start_with_file(password_file, "wrong-password-SECRET-77e1\n")
         .await;
     d.add_subscribers(2, "r").await;
-    let id = d.submit(json!({"title": "お知らせ", "body": "本文", "channels": ["email"]})).await;
+    let id = d
+        .submit(json!({"title": "お知らせ", "body": "本文", "channels": ["email"]}))
+        .await;
     // The 535 pauses the channel: visible, not retried forever, nothing lost.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let email = loop {
         let (_, chans) = d.get("/api/v1/channels").await;
-        let email = chans.as_array().unwrap().iter().find(|c| c["name"] == "email").unwrap().clone();
+        let email = chans
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "email")
+            .unwrap()
+            .clone();
         if email["state"] == "paused" {
             break email;
         }
         assert!(std::time::Instant::now() < deadline, "not paused: {email}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert!(email["reason"].as_str().unwrap().contains("535"), "the reason names the refusal: {email}");
+    assert!(
+        email["reason"].as_str().unwrap().contains("535"),
+        "the reason names the refusal: {email}"
+    );
     tokio::time::sleep(Duration::from_millis(800)).await;
     let v = d.announcement(&id).await;
-    assert_eq!(channel(&v, "email")["failed"], 0, "an auth failure is not the delivery's fault");
+    assert_eq!(
+        channel(&v, "email")["failed"],
+        0,
+        "an auth failure is not the delivery's fault"
+    );
     assert_ne!(v["status"], "sent");
-    let (_, log) = d.get(&format!("/api/v1/deliveries?announcement_id={id}&outcome=auth")).await;
+    let (_, log) = d
+        .get(&format!(
+            "/api/v1/deliveries?announcement_id={id}&outcome=auth"
+        ))
+        .await;
     let auth_attempts = log["items"].as_array().unwrap().len();
     // The start-up healthcheck may have paused it before any delivery was tried.
-    assert!(auth_attempts <= 8, "paused quickly, no retry storm: {auth_attempts}");
+    assert!(
+        auth_attempts <= 8,
+        "paused quickly, no retry storm: {auth_attempts}"
+    );
     // Fix the credential, then resume: everything goes out.
     smtp.clear();
     std::fs::write(d.dir.path().join(password_file), "right-password-3f9a\n").unwrap();
     // The daemon reads secrets at start: an operator fixes the file and restarts, then resumes.
     let mut d = d;
     d.restart().await;
-    let (s, _) = d.post("/api/v1/channels/email/resume", STAFF, json!({})).await;
+    let (s, _) = d
+        .post("/api/v1/channels/email/resume", STAFF, json!({}))
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "resume is for admins");
-    let (s, _) = d.post("/api/v1/channels/email/resume", ADMIN, json!({})).await;
+    let (s, _) = d
+        .post("/api/v1/channels/email/resume", ADMIN, json!({}))
+        .await;
     assert_eq!(s, StatusCode::OK);
     d.wait_status(&id, &["sent"], Duration::from_secs(30)).await;
     assert!(smtp.wait_for(2, Duration::from_secs(10)).await);
     // No secret in the logs, ever.
     let logs = d.logs();
-    for secret in ["wrong-password-SECRET-77e1", "right-password-3f9a", ADMIN, STAFF, DISASTER] {
-        assert!(!logs.contains(secret), "secret {secret} leaked into the log");
+    for secret in [
+        "wrong-password-SECRET-77e1",
+        "right-password-3f9a",
+        ADMIN,
+        STAFF,
+        DISASTER,
+    ] {
+        assert!(
+            !logs.contains(secret),
+            "secret {secret} leaked into the log"
+        );
     }
 }
 on_both!(auth_failure_pauses_the_channel_until_resumed);
@@ -240,7 +389,13 @@ async fn cancelled_scheduled_announcement_never_goes_out(backend: Backend) {
     assert_eq!(s, StatusCode::ACCEPTED);
     assert_eq!(v["status"], "scheduled");
     let id = v["id"].as_str().unwrap().to_string();
-    let (s, v) = d.post(&format!("/api/v1/announcements/{id}/cancel"), STAFF, json!({})).await;
+    let (s, v) = d
+        .post(
+            &format!("/api/v1/announcements/{id}/cancel"),
+            STAFF,
+            json!({}),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["status"], "cancelled");
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -261,25 +416,40 @@ on_both!(cancelled_scheduled_announcement_never_goes_out);
 async fn crash_during_fan_out_loses_nothing(backend: Backend) {
     let smtp = FakeSmtp::start(FakeSmtpOptions::default()).await;
     smtp.set_data_delay(Duration::from_millis(3));
-    let mut d = Daemon::builder(backend).config(&email_config(smtp.port())).start().await;
+    let mut d = Daemon::builder(backend)
+        .config(&email_config(smtp.port()))
+        .start()
+        .await;
     d.add_subscribers(1000, "citizen").await;
     let id = d.submit(json!({"title": "断水のお知らせ", "body": "明日9時から断水します。", "channels": ["email", "website"]})).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while smtp.message_count() < 150 {
-        assert!(std::time::Instant::now() < deadline, "fan-out did not start:\n{}", d.logs());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fan-out did not start:\n{}",
+            d.logs()
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     d.kill9();
     let at_kill = smtp.message_count();
-    assert!(at_kill < 1000, "the kill came too late to prove anything ({at_kill})");
+    assert!(
+        at_kill < 1000,
+        "the kill came too late to prove anything ({at_kill})"
+    );
     d.restart().await;
-    let v = d.wait_status(&id, &["sent"], Duration::from_secs(120)).await;
+    let v = d
+        .wait_status(&id, &["sent"], Duration::from_secs(120))
+        .await;
     let messages = smtp.messages();
     let unique: HashSet<String> = messages.iter().map(|m| m.rcpt_to[0].clone()).collect();
     assert_eq!(unique.len(), 1000, "every subscriber received the message");
     let duplicates = messages.len() - unique.len();
     eprintln!("crash test: killed at {at_kill}, {duplicates} duplicate(s) after restart (in flight at the kill)");
-    assert!(duplicates <= 64, "duplicates are bounded by the copies in flight: {duplicates}");
+    assert!(
+        duplicates <= 64,
+        "duplicates are bounded by the copies in flight: {duplicates}"
+    );
     assert_eq!(channel(&v, "email")["sent"], 1000);
     assert!(d.site_dir().join(format!("a/{id}.html")).exists());
 }
@@ -292,7 +462,9 @@ async fn disaster_lane_overtakes_a_backlog(backend: Backend) {
     let config = email_config(smtp.port()).replace("concurrency = 8", "concurrency = 2");
     let d = Daemon::builder(backend).config(&config).start().await;
     d.add_subscribers(200, "resident").await;
-    let normal = d.submit(json!({"title": "イベントのお知らせ", "body": "本文", "channels": ["email"]})).await;
+    let normal = d
+        .submit(json!({"title": "イベントのお知らせ", "body": "本文", "channels": ["email"]}))
+        .await;
     while smtp.message_count() < 10 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -300,16 +472,24 @@ async fn disaster_lane_overtakes_a_backlog(backend: Backend) {
         json!({"title": "避難指示", "body": "直ちに避難してください。", "priority": "disaster", "channels": ["website"]})).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
     let alert = v["id"].as_str().unwrap().to_string();
-    d.wait_status(&alert, &["sent"], Duration::from_secs(10)).await;
+    d.wait_status(&alert, &["sent"], Duration::from_secs(10))
+        .await;
     let backlog = d.announcement(&normal).await;
-    assert_eq!(backlog["status"], "sending", "the alert finished while the backlog was still sending");
+    assert_eq!(
+        backlog["status"], "sending",
+        "the alert finished while the backlog was still sending"
+    );
     // And on the same channel: the disaster copies overtake the normal ones.
     let (s, v) = d.post("/api/v1/announcements", DISASTER,
         json!({"title": "避難指示（緊急）", "body": "直ちに避難してください。", "priority": "disaster", "channels": ["email"]})).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
     let alert = v["id"].as_str().unwrap().to_string();
-    d.wait_status(&alert, &["sent"], Duration::from_secs(60)).await;
+    d.wait_status(&alert, &["sent"], Duration::from_secs(60))
+        .await;
     let backlog = d.announcement(&normal).await;
-    assert_eq!(backlog["status"], "sending", "200 disaster copies went out before the normal backlog ended: {backlog}");
+    assert_eq!(
+        backlog["status"], "sending",
+        "200 disaster copies went out before the normal backlog ended: {backlog}"
+    );
 }
 on_both!(disaster_lane_overtakes_a_backlog);

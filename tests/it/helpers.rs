@@ -21,7 +21,9 @@ pub enum Backend {
 
 /// The PostgreSQL server for the PostgreSQL suite, when `NOROSHI_TEST_POSTGRES_URL` is set.
 pub fn postgres_url() -> Option<String> {
-    std::env::var("NOROSHI_TEST_POSTGRES_URL").ok().filter(|s| !s.is_empty())
+    std::env::var("NOROSHI_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|s| !s.is_empty())
 }
 
 /// Runs a scenario on SQLite and, when configured, on PostgreSQL, as two tests.
@@ -36,7 +38,9 @@ macro_rules! on_both {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
                 if $crate::helpers::postgres_url().is_none() {
-                    eprintln!("SKIPPED: PostgreSQL suite (set NOROSHI_TEST_POSTGRES_URL to run it)");
+                    eprintln!(
+                        "SKIPPED: PostgreSQL suite (set NOROSHI_TEST_POSTGRES_URL to run it)"
+                    );
                     return;
                 }
                 super::$scenario($crate::helpers::Backend::Postgres).await
@@ -111,7 +115,8 @@ impl DaemonBuilder {
     }
     /// Starts with a file written in the test directory first (a secret file).
     pub async fn start_with_file(self, name: &str, content: &str) -> Daemon {
-        self.start_inner(Some((name.to_string(), content.to_string()))).await
+        self.start_inner(Some((name.to_string(), content.to_string())))
+            .await
     }
     async fn start_inner(self, file: Option<(String, String)>) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
@@ -171,7 +176,9 @@ level = "info,noroshi=debug"
                 std::fs::write(&p, format!("{DISASTER}\n")).unwrap();
                 p.display().to_string()
             },
-            extra = self.extra_toml.replace("{dir}", &dir.path().display().to_string()),
+            extra = self
+                .extra_toml
+                .replace("{dir}", &dir.path().display().to_string()),
         );
         let config_path = dir.path().join("noroshi.toml");
         std::fs::write(&config_path, config).unwrap();
@@ -242,7 +249,11 @@ impl Daemon {
                     return;
                 }
             }
-            assert!(Instant::now() < deadline, "noroshi did not become ready:\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "noroshi did not become ready:\n{}",
+                self.logs()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -264,7 +275,13 @@ impl Daemon {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
-    pub async fn request(&self, method: reqwest::Method, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut req = self.http.request(method, format!("{}{}", self.base, path));
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -275,15 +292,20 @@ impl Daemon {
         let resp = req.send().await.expect("request");
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
-        self.request(reqwest::Method::GET, path, Some(ADMIN), None).await
+        self.request(reqwest::Method::GET, path, Some(ADMIN), None)
+            .await
     }
 
     pub async fn post(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
-        self.request(reqwest::Method::POST, path, Some(token), Some(body)).await
+        self.request(reqwest::Method::POST, path, Some(token), Some(body))
+            .await
     }
 
     /// Submits and returns the id, asserting `202`.
@@ -307,7 +329,12 @@ impl Daemon {
             if states.contains(&v["status"].as_str().unwrap_or("")) {
                 return v;
             }
-            assert!(Instant::now() < deadline, "announcement {id} stuck in {}: {v}\n{}", v["status"], self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "announcement {id} stuck in {}: {v}\n{}",
+                v["status"],
+                self.logs()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -331,7 +358,12 @@ impl Daemon {
             .send()
             .await
             .unwrap();
-        assert_eq!(resp.status(), StatusCode::OK, "{}", resp.text().await.unwrap());
+        assert_eq!(
+            resp.status(),
+            StatusCode::OK,
+            "{}",
+            resp.text().await.unwrap()
+        );
     }
 }
 

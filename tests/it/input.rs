@@ -9,108 +9,358 @@ use crate::on_both;
 async fn refusals_name_the_field_and_store_nothing(backend: Backend) {
     let d = Daemon::builder(backend).start().await;
     let cases: Vec<(Value, StatusCode, &str)> = vec![
-        (json!({"title": "", "body": "本文"}), StatusCode::UNPROCESSABLE_ENTITY, "title"),
-        (json!({"title": "   ", "body": "本文"}), StatusCode::UNPROCESSABLE_ENTITY, "title"),
-        (json!({"body": "本文"}), StatusCode::UNPROCESSABLE_ENTITY, "title"),
-        (json!({"title": "件名"}), StatusCode::UNPROCESSABLE_ENTITY, "body"),
-        (json!({"title": "件名", "body": "本文", "channels": ["fax"]}), StatusCode::UNPROCESSABLE_ENTITY, "channels[0]"),
-        (json!({"title": "件名", "body": "本文", "channels": ["line"]}), StatusCode::UNPROCESSABLE_ENTITY, "channels[0]"),
-        (json!({"title": "件名", "body": "本文", "channels": []}), StatusCode::UNPROCESSABLE_ENTITY, "channels"),
-        (json!({"title": "件名", "body": "本文", "channels": ["website", "website"]}), StatusCode::UNPROCESSABLE_ENTITY, "channels[1]"),
-        (json!({"title": "件名", "body": "本文", "priority": "highest"}), StatusCode::UNPROCESSABLE_ENTITY, "priority"),
-        (json!({"title": "件名", "body": "本文", "priority": "disaster"}), StatusCode::FORBIDDEN, "priority"),
-        (json!({"title": "件名", "body": "本文", "link": "javascript:alert(1)"}), StatusCode::UNPROCESSABLE_ENTITY, "link"),
-        (json!({"title": "件名", "body": "本文", "link": "not a url"}), StatusCode::UNPROCESSABLE_ENTITY, "link"),
-        (json!({"title": "件名", "body": "本文", "scheduled_at": "tomorrow 9am"}), StatusCode::UNPROCESSABLE_ENTITY, "scheduled_at"),
-        (json!({"title": "件名", "body": "本文", "scheduled_at": "2026-12-01T09:00:00"}), StatusCode::UNPROCESSABLE_ENTITY, "scheduled_at"),
-        (json!({"title": "件名", "body": "本文", "overrides": {"x": {"text": "x"}}}), StatusCode::UNPROCESSABLE_ENTITY, "overrides.x"),
-        (json!({"title": "件名", "body": "本文", "overrides": {"website": {"text": ""}}}), StatusCode::UNPROCESSABLE_ENTITY, "overrides.website.text"),
-        (json!({"title": "件名", "body": "本文", "lang": "日本語"}), StatusCode::UNPROCESSABLE_ENTITY, "lang"),
-        (json!({"title": "件名", "body": "本文", "tags": [""]}), StatusCode::UNPROCESSABLE_ENTITY, "tags[0]"),
-        (json!({"title": "件名", "body": "本文", "template": "shelter_open"}), StatusCode::UNPROCESSABLE_ENTITY, "template"),
-        (json!({"title": "件名", "body": "本文", "images": ["http://insecure.example.jp/a.png"]}), StatusCode::UNPROCESSABLE_ENTITY, "images[0]"),
-        (json!({"title": "件名", "body": "本文", "variants": {"en": {"title": "", "body": "b"}}}), StatusCode::UNPROCESSABLE_ENTITY, "variants.en.title"),
-        (json!({"title": "件名", "body": "本文", "colour": "red"}), StatusCode::UNPROCESSABLE_ENTITY, "colour"),
-        (json!({"title": 42, "body": "本文"}), StatusCode::UNPROCESSABLE_ENTITY, "title"),
-        (json!({"title": "a".repeat(201), "body": "本文"}), StatusCode::UNPROCESSABLE_ENTITY, "title"),
+        (
+            json!({"title": "", "body": "本文"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "title",
+        ),
+        (
+            json!({"title": "   ", "body": "本文"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "title",
+        ),
+        (
+            json!({"body": "本文"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "title",
+        ),
+        (
+            json!({"title": "件名"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "body",
+        ),
+        (
+            json!({"title": "件名", "body": "本文", "channels": ["fax"]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "channels[0]",
+        ),
+        (
+            json!({"title": "件名", "body": "本文", "channels": ["line"]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "channels[0]",
+        ),
+        (
+            json!({"title": "件名", "body": "本文", "channels": []}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "channels",
+        ),
+        (
+            json!({"title": "件名", "body": "本文", "channels": ["website", "website"]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "channels[1]",
+        ),
+        (
+            json!({"title": "件名", "body": "本文", "priority": "highest"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "priority",
+        ),
+        (
+            json!({"title": "件名", "body": "本文", "priority": "disaster"}),
+            StatusCode::FORBIDDEN,
+            "priority",
+        ),
+        (
+            json!({"title": "件名", "body": "本文", "link": "javascript:alert(1)"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "link",
+        ),
+        (
+            json!({"title": "件名", "body": "本文", "link": "not a url"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "link",
+        ),
+        (
+            json!({"title": "件名", "body": "本文", "scheduled_at": "tomorrow 9am"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "scheduled_at",
+        ),
+        (
+            json!({"title": "件名", "body": "本文", "scheduled_at": "2026-12-01T09:00:00"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "scheduled_at",
+        ),
+        (
+            json!({"title": "件名", "body": "本文", "overrides": {"x": {"text": "x"}}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "overrides.x",
+        ),
+        (
+            json!({"title": "件名", "body": "本文", "overrides": {"website": {"text": ""}}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "overrides.website.text",
+        ),
+        (
+            json!({"title": "件名", "body": "本文", "lang": "日本語"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "lang",
+        ),
+        (
+            json!({"title": "件名", "body": "本文", "tags": [""]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "tags[0]",
+        ),
+        (
+            json!({"title": "件名", "body": "本文", "template": "shelter_open"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "template",
+        ),
+        (
+            json!({"title": "件名", "body": "本文", "images": ["http://insecure.example.jp/a.png"]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "images[0]",
+        ),
+        (
+            json!({"title": "件名", "body": "本文", "variants": {"en": {"title": "", "body": "b"}}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "variants.en.title",
+        ),
+        (
+            json!({"title": "件名", "body": "本文", "colour": "red"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "colour",
+        ),
+        (
+            json!({"title": 42, "body": "本文"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "title",
+        ),
+        (
+            json!({"title": "a".repeat(201), "body": "本文"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "title",
+        ),
     ];
     for (body, status, field) in cases {
-        let resp = d.http.post(format!("{}/api/v1/announcements", d.base)).bearer_auth(STAFF).json(&body).send().await.unwrap();
+        let resp = d
+            .http
+            .post(format!("{}/api/v1/announcements", d.base))
+            .bearer_auth(STAFF)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), status, "{body}");
-        assert_eq!(resp.headers()["content-type"], "application/problem+json", "{body}");
+        assert_eq!(
+            resp.headers()["content-type"],
+            "application/problem+json",
+            "{body}"
+        );
         let p: Value = resp.json().await.unwrap();
         assert_eq!(p["field"], field, "{body} → {p}");
-        assert!(p["detail"].as_str().unwrap().contains(field.split('[').next().unwrap().split('.').next().unwrap()), "detail names the field: {p}");
+        assert!(
+            p["detail"]
+                .as_str()
+                .unwrap()
+                .contains(field.split('[').next().unwrap().split('.').next().unwrap()),
+            "detail names the field: {p}"
+        );
         assert_eq!(p["status"], status.as_u16());
     }
     // Not JSON at all.
-    let r = d.http.post(format!("{}/api/v1/announcements", d.base)).bearer_auth(STAFF)
-        .header("content-type", "application/json").body("{\"title\": ").send().await.unwrap();
+    let r = d
+        .http
+        .post(format!("{}/api/v1/announcements", d.base))
+        .bearer_auth(STAFF)
+        .header("content-type", "application/json")
+        .body("{\"title\": ")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(r.headers()["content-type"], "application/problem+json");
     // Over the body limit (1 MiB): 413 problem.
     let big = json!({"title": "件名", "body": "あ".repeat(400_000)});
-    let r = d.http.post(format!("{}/api/v1/announcements", d.base)).bearer_auth(STAFF).json(&big).send().await.unwrap();
+    let r = d
+        .http
+        .post(format!("{}/api/v1/announcements", d.base))
+        .bearer_auth(STAFF)
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(r.headers()["content-type"], "application/problem+json");
     // No token, bad token, a viewer posting.
-    let (s, p) = d.request(reqwest::Method::POST, "/api/v1/announcements", None, Some(notice())).await;
+    let (s, p) = d
+        .request(
+            reqwest::Method::POST,
+            "/api/v1/announcements",
+            None,
+            Some(notice()),
+        )
+        .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{p}");
-    let (s, _) = d.request(reqwest::Method::POST, "/api/v1/announcements", Some("nope"), Some(notice())).await;
+    let (s, _) = d
+        .request(
+            reqwest::Method::POST,
+            "/api/v1/announcements",
+            Some("nope"),
+            Some(notice()),
+        )
+        .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    let (s, p) = d.request(reqwest::Method::POST, "/api/v1/announcements", Some(VIEWER), Some(notice())).await;
+    let (s, p) = d
+        .request(
+            reqwest::Method::POST,
+            "/api/v1/announcements",
+            Some(VIEWER),
+            Some(notice()),
+        )
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{p}");
-    let (s, _) = d.request(reqwest::Method::GET, "/api/v1/announcements", Some(VIEWER), None).await;
+    let (s, _) = d
+        .request(
+            reqwest::Method::GET,
+            "/api/v1/announcements",
+            Some(VIEWER),
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "viewers read");
     // Nothing of all that was stored.
     assert_eq!(d.count_announcements().await, 0);
-    assert!(!d.site_dir().join("a").exists() || std::fs::read_dir(d.site_dir().join("a")).unwrap().count() == 0);
+    assert!(
+        !d.site_dir().join("a").exists()
+            || std::fs::read_dir(d.site_dir().join("a")).unwrap().count() == 0
+    );
     // The disaster role may send disaster priority.
-    let (s, v) = d.post("/api/v1/announcements", DISASTER, json!({"title": "避難指示", "body": "避難", "priority": "disaster"})).await;
+    let (s, v) = d
+        .post(
+            "/api/v1/announcements",
+            DISASTER,
+            json!({"title": "避難指示", "body": "避難", "priority": "disaster"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
     // Unknown announcement, bad list filters.
     let (s, _) = d.get("/api/v1/announcements/does-not-exist").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, p) = d.get("/api/v1/announcements?status=done").await;
-    assert_eq!((s, p["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("status")));
+    assert_eq!(
+        (s, p["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("status"))
+    );
     let (s, p) = d.get("/api/v1/announcements?limit=0").await;
-    assert_eq!((s, p["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("limit")));
+    assert_eq!(
+        (s, p["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("limit"))
+    );
 }
 on_both!(refusals_name_the_field_and_store_nothing);
 
 async fn subscriber_refusals_store_nothing(backend: Backend) {
     let d = Daemon::builder(backend).start().await;
-    let (s, p) = d.post("/api/v1/subscribers", ADMIN, json!({"email": "not-an-address"})).await;
-    assert_eq!((s, p["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("email")), "{p}");
-    let (s, _) = d.post("/api/v1/subscribers", STAFF, json!({"email": "a@example.jp"})).await;
+    let (s, p) = d
+        .post(
+            "/api/v1/subscribers",
+            ADMIN,
+            json!({"email": "not-an-address"}),
+        )
+        .await;
+    assert_eq!(
+        (s, p["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("email")),
+        "{p}"
+    );
+    let (s, _) = d
+        .post(
+            "/api/v1/subscribers",
+            STAFF,
+            json!({"email": "a@example.jp"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    let (s, v) = d.post("/api/v1/subscribers", ADMIN, json!({"email": "taro@example.jp", "lang": "en", "topics": ["防災"]})).await;
+    let (s, v) = d
+        .post(
+            "/api/v1/subscribers",
+            ADMIN,
+            json!({"email": "taro@example.jp", "lang": "en", "topics": ["防災"]}),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    let (s, p) = d.post("/api/v1/subscribers", ADMIN, json!({"email": "taro@example.jp"})).await;
+    let (s, p) = d
+        .post(
+            "/api/v1/subscribers",
+            ADMIN,
+            json!({"email": "taro@example.jp"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::CONFLICT, "{p}");
     // A CSV with one bad row refuses the whole file, naming the line.
-    let csv = "email,lang,topics\nhanako@example.jp,ja,防災\nbroken address,ja,\njiro@example.jp,en,\n";
-    let r = d.http.post(format!("{}/api/v1/subscribers/import", d.base)).bearer_auth(ADMIN)
-        .header("content-type", "text/csv").body(csv).send().await.unwrap();
+    let csv =
+        "email,lang,topics\nhanako@example.jp,ja,防災\nbroken address,ja,\njiro@example.jp,en,\n";
+    let r = d
+        .http
+        .post(format!("{}/api/v1/subscribers/import", d.base))
+        .bearer_auth(ADMIN)
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let p: Value = r.json().await.unwrap();
     assert!(p["field"].as_str().unwrap().starts_with("line 3"), "{p}");
     let (_, list) = d.get("/api/v1/subscribers").await;
-    assert_eq!(list["items"].as_array().unwrap().len(), 1, "nothing of the bad file was stored");
+    assert_eq!(
+        list["items"].as_array().unwrap().len(),
+        1,
+        "nothing of the bad file was stored"
+    );
     // The good file: new rows created, existing left alone.
     let csv = "email,lang,topics\nhanako@example.jp,ja,防災;子育て\ntaro@example.jp,ja,\n";
-    let r = d.http.post(format!("{}/api/v1/subscribers/import", d.base)).bearer_auth(ADMIN)
-        .header("content-type", "text/csv").body(csv).send().await.unwrap();
+    let r = d
+        .http
+        .post(format!("{}/api/v1/subscribers/import", d.base))
+        .bearer_auth(ADMIN)
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
     let v: Value = r.json().await.unwrap();
-    assert_eq!((v["created"].as_u64(), v["existing"].as_u64()), (Some(1), Some(1)), "{v}");
-    let r = d.http.post(format!("{}/api/v1/subscribers/import", d.base)).bearer_auth(ADMIN)
-        .header("content-type", "application/json").body("[]").send().await.unwrap();
+    assert_eq!(
+        (v["created"].as_u64(), v["existing"].as_u64()),
+        (Some(1), Some(1)),
+        "{v}"
+    );
+    let r = d
+        .http
+        .post(format!("{}/api/v1/subscribers/import", d.base))
+        .bearer_auth(ADMIN)
+        .header("content-type", "application/json")
+        .body("[]")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     // Delete.
-    let id = v["created"].as_u64().map(|_| 2).unwrap();
-    let (s, _) = d.request(reqwest::Method::DELETE, &format!("/api/v1/subscribers/{id}"), Some(ADMIN), None).await;
+    let (_, list) = d.get("/api/v1/subscribers").await;
+    let id = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["email"] == "hanako@example.jp")
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let (s, _) = d
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/subscribers/{id}"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, _) = d.request(reqwest::Method::DELETE, &format!("/api/v1/subscribers/{id}"), Some(ADMIN), None).await;
+    let (s, _) = d
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/subscribers/{id}"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (_, list) = d.get("/api/v1/subscribers").await;
     assert_eq!(list["active"], 1);
@@ -119,19 +369,32 @@ on_both!(subscriber_refusals_store_nothing);
 
 async fn openapi_and_health(backend: Backend) {
     let d = Daemon::builder(backend).start().await;
-    let (s, doc) = d.request(reqwest::Method::GET, "/api/v1/openapi.json", None, None).await;
+    let (s, doc) = d
+        .request(reqwest::Method::GET, "/api/v1/openapi.json", None, None)
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
-    for path in ["/api/v1/announcements", "/api/v1/announcements/{id}", "/api/v1/preview", "/api/v1/channels", "/api/v1/subscribers/import", "/unsubscribe"] {
+    for path in [
+        "/api/v1/announcements",
+        "/api/v1/announcements/{id}",
+        "/api/v1/preview",
+        "/api/v1/channels",
+        "/api/v1/subscribers/import",
+        "/unsubscribe",
+    ] {
         assert!(doc["paths"].get(path).is_some(), "openapi lacks {path}");
     }
     assert!(doc["components"]["schemas"]["Submission"]["properties"]["title"].is_object());
-    let (s, _) = d.request(reqwest::Method::GET, "/healthz", None, None).await;
+    let (s, _) = d
+        .request(reqwest::Method::GET, "/healthz", None, None)
+        .await;
     assert_eq!(s, StatusCode::OK);
     let (s, _) = d.request(reqwest::Method::GET, "/readyz", None, None).await;
     assert_eq!(s, StatusCode::OK);
     // Routes of later versions say so plainly.
-    let (s, p) = d.request(reqwest::Method::POST, "/api/v1/cap", Some(ADMIN), None).await;
+    let (s, p) = d
+        .request(reqwest::Method::POST, "/api/v1/cap", Some(ADMIN), None)
+        .await;
     assert_eq!(s, StatusCode::NOT_IMPLEMENTED, "{p}");
 }
 on_both!(openapi_and_health);

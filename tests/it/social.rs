@@ -17,7 +17,8 @@ const FB_PAGE: &str = "102030405060708";
 const HOOK_SECRET: &str = "it-webhook-signing-secret-e5f6";
 
 pub fn line_openapi() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/line-openapi/messaging-api.yml")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/conformance/line-openapi/messaging-api.yml")
 }
 
 struct Fakes {
@@ -33,7 +34,7 @@ async fn fakes() -> Fakes {
     Fakes {
         line: noroshi_line::fake::start(noroshi_line::fake::FakeOptions {
             access_token: LINE_TOKEN.into(),
-            openapi: openapi.exists().then_some(openapi),
+            openapi: Some(openapi),
             ..Default::default()
         })
         .await,
@@ -115,21 +116,38 @@ async fn one_announcement_reaches_every_channel_once(backend: Backend) {
     assert_eq!(sent.len(), 1, "{sent:?}");
     let text = sent[0].body["messages"][0]["text"].as_str().unwrap();
     assert!(text.contains("避難所開設のお知らせ"), "{text}");
-    assert!(sent[0].retry_key.as_deref().map(|k| k.len() == 36).unwrap_or(false));
-    assert_eq!(channel(&v, "line")["remote_ids"][0], sent[0].request_id.as_str());
+    assert!(sent[0]
+        .retry_key
+        .as_deref()
+        .map(|k| k.len() == 36)
+        .unwrap_or(false));
+    assert_eq!(
+        channel(&v, "line")["remote_ids"][0],
+        sent[0].request_id.as_str()
+    );
     // X: one post, signed (the fake verified OAuth 1.0a), within 280 weighted.
     let posts = f.x.x.posts();
     assert_eq!(posts.len(), 1);
-    assert!(posts[0].text.starts_with("避難所開設のお知らせ"), "{}", posts[0].text);
+    assert!(
+        posts[0].text.starts_with("避難所開設のお知らせ"),
+        "{}",
+        posts[0].text
+    );
     assert_eq!(channel(&v, "x")["remote_ids"][0], posts[0].id.as_str());
     // Facebook: one feed post with the link.
     let fb = f.facebook.posts();
     assert_eq!(fb.len(), 1);
     assert!(fb[0].message.contains("本日15時"));
-    assert_eq!(fb[0].link.as_deref(), Some("https://www.city.suzaka.nagano.jp/bousai/"));
+    assert_eq!(
+        fb[0].link.as_deref(),
+        Some("https://www.city.suzaka.nagano.jp/bousai/")
+    );
     // No credential ever travelled in a URL.
     for r in f.facebook.requests() {
-        assert!(!r.query.clone().unwrap_or_default().contains(FB_TOKEN), "token in a URL: {r:?}");
+        assert!(
+            !r.query.clone().unwrap_or_default().contains(FB_TOKEN),
+            "token in a URL: {r:?}"
+        );
     }
     // Webhook: one signed JSON post (the receiver checked the HMAC).
     let hooks = f.hook.received();
@@ -141,11 +159,25 @@ async fn one_announcement_reaches_every_channel_once(backend: Backend) {
     assert!(d.site_dir().join(format!("a/{id}.html")).exists());
     // The channel view shows each platform's budgets.
     let (_, chans) = d.get("/api/v1/channels").await;
-    let line = chans.as_array().unwrap().iter().find(|c| c["name"] == "line").unwrap();
+    let line = chans
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "line")
+        .unwrap();
     assert_eq!(line["enabled"], true);
-    assert!(!line["platform"]["budgets"].as_array().unwrap().is_empty(), "{line}");
+    assert!(
+        !line["platform"]["budgets"].as_array().unwrap().is_empty(),
+        "{line}"
+    );
     let logs = d.logs();
-    for secret in [LINE_TOKEN, FB_TOKEN, HOOK_SECRET, "fake-consumer-secret-9f3b", "fake-access-token-secret-77c1"] {
+    for secret in [
+        LINE_TOKEN,
+        FB_TOKEN,
+        HOOK_SECRET,
+        "fake-consumer-secret-9f3b",
+        "fake-access-token-secret-77c1",
+    ] {
         assert!(!logs.contains(secret), "{secret} leaked into the log");
     }
 }
@@ -163,10 +195,19 @@ async fn preview_shows_each_payload_and_stores_nothing(backend: Backend) {
     assert_eq!(chans.len(), 6, "{v}");
     let x = chans.iter().find(|c| c["channel"] == "x").unwrap();
     assert_eq!(x["limit"], 280);
-    assert!(x["length"].as_u64().unwrap() <= 280, "shortened to fit: {x}");
-    assert!(x["text"].as_str().unwrap().contains("/site/a/"), "links the website page: {x}");
+    assert!(
+        x["length"].as_u64().unwrap() <= 280,
+        "shortened to fit: {x}"
+    );
+    assert!(
+        x["text"].as_str().unwrap().contains("/site/a/"),
+        "links the website page: {x}"
+    );
     let line = chans.iter().find(|c| c["channel"] == "line").unwrap();
-    assert_eq!(line["payloads"][0]["body"]["messages"][0]["text"], "LINE向けの本文");
+    assert_eq!(
+        line["payloads"][0]["body"]["messages"][0]["text"],
+        "LINE向けの本文"
+    );
     assert_eq!(line["limit"], 5000);
     assert_eq!(d.count_announcements().await, 0, "a preview stores nothing");
     assert!(f.line.accepted().is_empty() && f.x.x.posts().is_empty());
@@ -175,10 +216,20 @@ async fn preview_shows_each_payload_and_stores_nothing(backend: Backend) {
         .post("/api/v1/preview", STAFF, json!({"title": "お知らせ", "body": "本文", "overrides": {"line": {"text": "あ".repeat(5001)}}}))
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    let line = v["channels"].as_array().unwrap().iter().find(|c| c["channel"] == "line").unwrap();
+    let line = v["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["channel"] == "line")
+        .unwrap();
     assert_eq!(line["ok"], false);
     assert_eq!(line["error"]["rule"], "max_length");
-    let x = v["channels"].as_array().unwrap().iter().find(|c| c["channel"] == "x").unwrap();
+    let x = v["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["channel"] == "x")
+        .unwrap();
     assert_eq!(x["ok"], true);
     // The same body submitted is refused with 422, nothing stored.
     let (s, v) = d
@@ -196,18 +247,32 @@ async fn line_auth_failure_pauses_only_line(backend: Backend) {
     let d = Daemon::builder(backend)
         .config(&all_channels_config(&f).replace("IT_LINE_TOKEN", "IT_WRONG_LINE_TOKEN"))
         .env("IT_WRONG_LINE_TOKEN", "revoked-line-token-SECRET-1234")
-        .env("IT_X_CONSUMER_SECRET", &noroshi_x::fake::FakeCredentials::default().consumer_secret)
-        .env("IT_X_ACCESS_SECRET", &noroshi_x::fake::FakeCredentials::default().access_token_secret)
+        .env(
+            "IT_X_CONSUMER_SECRET",
+            &noroshi_x::fake::FakeCredentials::default().consumer_secret,
+        )
+        .env(
+            "IT_X_ACCESS_SECRET",
+            &noroshi_x::fake::FakeCredentials::default().access_token_secret,
+        )
         .env("IT_FB_TOKEN", FB_TOKEN)
         .env("IT_HOOK_SECRET", HOOK_SECRET)
         .start()
         .await;
-    let id = d.submit(json!({"title": "お知らせ", "body": "本文", "channels": ["line", "x"]})).await;
+    let id = d
+        .submit(json!({"title": "お知らせ", "body": "本文", "channels": ["line", "x"]}))
+        .await;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let v = d.announcement(&id).await;
         let (_, chans) = d.get("/api/v1/channels").await;
-        let line = chans.as_array().unwrap().iter().find(|c| c["name"] == "line").unwrap().clone();
+        let line = chans
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "line")
+            .unwrap()
+            .clone();
         if line["state"] == "paused" && channel(&v, "x")["status"] == "sent" {
             assert!(line["reason"].as_str().unwrap().contains("401"), "{line}");
             assert_ne!(channel(&v, "line")["status"], "failed");
@@ -229,13 +294,29 @@ async fn line_webhook_checks_the_signature(backend: Backend) {
     let post = |sig: String| {
         let d = &d;
         async move {
-            d.http.post(format!("{}/webhooks/line", d.base)).header("x-line-signature", sig)
-                .header("content-type", "application/json").body(body).send().await.unwrap().status()
+            d.http
+                .post(format!("{}/webhooks/line", d.base))
+                .header("x-line-signature", sig)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
         }
     };
     assert_eq!(post(good.clone()).await, StatusCode::OK);
-    assert_eq!(post(noroshi_line::sign("other-secret", body.as_bytes())).await, StatusCode::UNAUTHORIZED);
-    let r = d.http.post(format!("{}/webhooks/line", d.base)).body(body).send().await.unwrap();
+    assert_eq!(
+        post(noroshi_line::sign("other-secret", body.as_bytes())).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let r = d
+        .http
+        .post(format!("{}/webhooks/line", d.base))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
 on_both!(line_webhook_checks_the_signature);

@@ -122,7 +122,10 @@ impl FakeServer {
             .route("/__fake/reset", post(reset))
             .with_state(state.clone());
         let app = platform
-            .layer(middleware::from_fn_with_state(state.clone(), record_and_script))
+            .layer(middleware::from_fn_with_state(
+                state.clone(),
+                record_and_script,
+            ))
             .merge(admin);
         let listener = tokio::net::TcpListener::bind(bind).await?;
         let addr = listener.local_addr()?;
@@ -179,7 +182,12 @@ async fn record_and_script(
         headers: parts
             .headers
             .iter()
-            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect(),
         body_text: String::from_utf8_lossy(&body).into_owned(),
         body: body.clone(),
