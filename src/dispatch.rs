@@ -74,8 +74,7 @@ pub struct ChannelRuntime {
     reserved: Arc<Semaphore>,
     pub concurrency: usize,
     pub reserved_workers: usize,
-    limiter_all: DefaultDirectRateLimiter,
-    limiter_normal: DefaultDirectRateLimiter,
+    gate: RateGate,
     pub rate_per_second: f64,
     pub disaster_reserve: f64,
     max_attempts: i32,
@@ -133,6 +132,42 @@ struct AnnouncementInfo {
     request_id: Option<String>,
 }
 
+/// A channel's rate gate with a share kept for disaster work.
+///
+/// Normal and urgent work must pass `normal` (`(1 - reserve) × rate`) and then `all`
+/// (the full rate); disaster work passes `all` only. Normal work can therefore use at most
+/// its share of `all`, and the rest is always there for disaster work.
+pub struct RateGate {
+    all: DefaultDirectRateLimiter,
+    normal: DefaultDirectRateLimiter,
+}
+
+impl RateGate {
+    pub fn new(rate: f64, burst: u32, reserve: f64) -> RateGate {
+        let normal_burst = ((burst as f64) * (1.0 - reserve)).floor().max(1.0) as u32;
+        RateGate {
+            all: limiter(rate, burst),
+            normal: limiter(rate * (1.0 - reserve), normal_burst),
+        }
+    }
+
+    /// Waits until one request in `priority`'s lane may go.
+    pub async fn wait(&self, priority: Priority) {
+        if priority < Priority::Disaster {
+            self.normal.until_ready().await;
+        }
+        self.all.until_ready().await;
+    }
+
+    /// Takes a request's budget now if there is some (for tests and diagnostics).
+    pub fn try_pass(&self, priority: Priority) -> bool {
+        if priority < Priority::Disaster && self.normal.check().is_err() {
+            return false;
+        }
+        self.all.check().is_ok()
+    }
+}
+
 fn limiter(rate: f64, burst: u32) -> DefaultDirectRateLimiter {
     let rate = rate.max(0.001);
     let period = Duration::from_secs_f64(1.0 / rate).max(Duration::from_nanos(1));
@@ -163,7 +198,6 @@ impl Dispatcher {
                 let reserved_workers = ((concurrency as f64 * reserve).ceil() as usize).max(1);
                 let rate = d.rate_per_second.unwrap_or(limits.rate_per_second);
                 let burst = d.burst.unwrap_or(limits.burst).max(1);
-                let normal_burst = ((burst as f64) * (1.0 - reserve)).floor().max(1.0) as u32;
                 let name = r.channel.name().to_string();
                 Arc::new(ChannelRuntime {
                     audience: r.channel.audience(),
@@ -176,8 +210,7 @@ impl Dispatcher {
                     reserved: Arc::new(Semaphore::new(reserved_workers)),
                     concurrency,
                     reserved_workers,
-                    limiter_all: limiter(rate, burst),
-                    limiter_normal: limiter(rate * (1.0 - reserve), normal_burst),
+                    gate: RateGate::new(rate, burst, reserve),
                     rate_per_second: rate,
                     disaster_reserve: reserve,
                     max_attempts: d.max_attempts.unwrap_or(queue_cfg.max_attempts).max(1) as i32,
@@ -572,11 +605,7 @@ impl Dispatcher {
                 Err(e) => return Ok(self.classify(c, d, e).await),
             }
         }
-        // The rate gate. Disaster work skips the normal limiter, so the reserve is its own.
-        if d.lane < Priority::Disaster.lane() {
-            c.limiter_normal.until_ready().await;
-        }
-        c.limiter_all.until_ready().await;
+        c.gate.wait(Priority::from_lane(d.lane)).await;
         if c.is_paused() {
             // Paused while waiting at the gate (another attempt hit an auth error).
             return Ok(Outcome::Retry {
@@ -682,5 +711,36 @@ impl Dispatcher {
                 status_code,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normal_work_cannot_spend_the_disaster_reserve() {
+        // 10 requests of burst, 30 % kept for disaster work.
+        let gate = RateGate::new(1.0, 10, 0.3);
+        let normal = (0..20).filter(|_| gate.try_pass(Priority::Normal)).count();
+        assert_eq!(normal, 7, "normal work stops at its share");
+        let disaster = (0..20)
+            .filter(|_| gate.try_pass(Priority::Disaster))
+            .count();
+        assert_eq!(disaster, 3, "the reserve is still there for disaster work");
+        assert!(
+            !gate.try_pass(Priority::Disaster),
+            "and the whole budget is respected"
+        );
+    }
+
+    #[test]
+    fn disaster_work_may_use_the_whole_budget() {
+        let gate = RateGate::new(1.0, 10, 0.3);
+        let disaster = (0..20)
+            .filter(|_| gate.try_pass(Priority::Disaster))
+            .count();
+        assert_eq!(disaster, 10);
+        assert!(!gate.try_pass(Priority::Urgent));
     }
 }

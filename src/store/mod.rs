@@ -38,6 +38,9 @@ pub enum Pool {
 #[derive(Clone, Debug)]
 pub struct Db {
     pub pool: Pool,
+    /// SQLite only: an exclusive lock on `FILE.lock`, held for the process's life. Queue
+    /// recovery at start assumes one process per SQLite file; the lock makes that true.
+    _lock: Option<std::sync::Arc<std::fs::File>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +110,7 @@ impl Db {
                 .await?;
             return Ok(Db {
                 pool: Pool::Postgres(pool),
+                _lock: None,
             });
         }
         let options = SqliteConnectOptions::from_str(url)?
@@ -128,6 +132,7 @@ impl Db {
                 })?;
             }
         }
+        let lock = lock_sqlite_file(options.get_filename())?;
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(30))
@@ -135,6 +140,7 @@ impl Db {
             .await?;
         Ok(Db {
             pool: Pool::Sqlite(pool),
+            _lock: lock,
         })
     }
 
@@ -183,6 +189,31 @@ impl Db {
 
     pub async fn close(&self) {
         with_pool!(self, p => p.close().await)
+    }
+}
+
+/// Takes `FILE.lock` exclusively (released by the OS when the process dies, even on
+/// SIGKILL). In-memory databases need none.
+fn lock_sqlite_file(db: &std::path::Path) -> Result<Option<std::sync::Arc<std::fs::File>>> {
+    if db.as_os_str().is_empty() || db.to_string_lossy().contains(":memory:") {
+        return Ok(None);
+    }
+    let path = std::path::PathBuf::from(format!("{}.lock", db.display()));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::Other(format!("cannot open {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(std::sync::Arc::new(file))),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Other(format!(
+            "another Noroshi process is using {} (SQLite serves one process; use PostgreSQL for several instances)",
+            db.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(StoreError::Other(format!("cannot lock {}: {e}", path.display())))
+        }
     }
 }
 

@@ -265,3 +265,27 @@ async fn first_start_creates_an_admin_token_once() {
     let out = child.wait_with_output().unwrap();
     assert!(!String::from_utf8_lossy(&out.stdout).contains("admin token was created"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_on_the_same_sqlite_file_is_refused() {
+    let d = Daemon::builder(Backend::Sqlite).start().await;
+    let config = d.config_path.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        noroshi()
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("NOROSHI__SERVER__BIND", "127.0.0.1:0")
+            .env("IT_ADMIN_TOKEN", ADMIN)
+            .env("IT_STAFF_TOKEN", STAFF)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another Noroshi process"), "{err}");
+    // The first one is unharmed.
+    let (s, _) = d.get("/api/v1/announcements").await;
+    assert_eq!(s, reqwest::StatusCode::OK);
+}

@@ -320,3 +320,40 @@ async fn line_webhook_checks_the_signature(backend: Backend) {
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
 on_both!(line_webhook_checks_the_signature);
+
+/// A platform's `Retry-After` is honoured, and a rate-limit wait is not a failed attempt.
+async fn retry_after_is_honoured(backend: Backend) {
+    let f = fakes().await;
+    let d = daemon(backend, &f).await;
+    f.hook.script(noroshi_channel_core::fake::ScriptedResponse {
+        status: 429,
+        headers: vec![("retry-after".into(), "2".into())],
+        body: "{\"error\":\"slow down\"}".into(),
+        ..Default::default()
+    });
+    let started = std::time::Instant::now();
+    let id = d
+        .submit(json!({"title": "お知らせ", "body": "本文", "channels": ["webhook.cms"]}))
+        .await;
+    let v = d.wait_status(&id, &["sent"], Duration::from_secs(30)).await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1900),
+        "sent after {waited:?}, before Retry-After"
+    );
+    let (_, log) = d
+        .get(&format!("/api/v1/deliveries?announcement_id={id}"))
+        .await;
+    let items = log["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{log}");
+    assert_eq!(items[1]["outcome"], "rate_limited");
+    assert_eq!(items[1]["status_code"], 429);
+    assert_eq!(items[0]["outcome"], "sent");
+    assert_eq!(
+        items[0]["attempt"], 1,
+        "the rate-limited attempt was given back"
+    );
+    assert_eq!(channel(&v, "webhook.cms")["failed"], 0);
+    assert_eq!(f.hook.received().len(), 1);
+}
+on_both!(retry_after_is_honoured);
