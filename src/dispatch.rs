@@ -63,6 +63,9 @@ mod tokio_util_shim {
     }
 }
 
+/// The stored units of one announcement on one channel.
+type Units = Arc<Vec<serde_json::Value>>;
+
 /// One channel's runtime: its adapter, pools, rate gate and wake-ups.
 pub struct ChannelRuntime {
     pub channel: Arc<dyn Channel>,
@@ -123,7 +126,7 @@ pub struct Dispatcher {
     stop: CancellationToken,
     /// Renderings by (announcement, channel): units are read once per announcement, not
     /// once per email copy.
-    renderings: Mutex<HashMap<(String, String), Arc<Vec<serde_json::Value>>>>,
+    renderings: Mutex<HashMap<(String, String), Units>>,
     announcements: Mutex<HashMap<String, Arc<AnnouncementInfo>>>,
 }
 
@@ -394,7 +397,7 @@ impl Dispatcher {
                 }
                 continue;
             }
-            for (d, permit) in claimed.into_iter().zip(permits.into_iter()) {
+            for (d, permit) in claimed.into_iter().zip(permits) {
                 let (me, ch) = (self.clone(), c.clone());
                 ch.in_flight.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {

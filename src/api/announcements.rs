@@ -247,6 +247,22 @@ pub struct ChannelPreview {
     pub error: Option<serde_json::Value>,
 }
 
+impl From<accept::ChannelPlan> for ChannelPreview {
+    fn from(c: accept::ChannelPlan) -> Self {
+        ChannelPreview {
+            channel: c.channel,
+            ok: true,
+            text: c.preview.text,
+            payloads: c.units,
+            length: c.preview.length,
+            limit: c.preview.limit,
+            length_rule: c.preview.length_rule,
+            warnings: c.preview.warnings,
+            error: None,
+        }
+    }
+}
+
 /// What each selected channel would send. Stores nothing.
 #[utoipa::path(post, path = "/api/v1/preview", request_body = Submission,
     responses((status = 200, description = "Per-channel previews", body = PreviewResponse),
@@ -274,17 +290,7 @@ pub async fn preview(
             channels: plan
                 .channels
                 .into_iter()
-                .map(|c| ChannelPreview {
-                    channel: c.channel,
-                    ok: true,
-                    text: c.preview.text,
-                    payloads: c.units,
-                    length: c.preview.length,
-                    limit: c.preview.limit,
-                    length_rule: c.preview.length_rule,
-                    warnings: c.preview.warnings,
-                    error: None,
-                })
+                .map(ChannelPreview::from)
                 .collect(),
         })),
         // A channel refused: show every channel, the refusing ones with their reason, so the
@@ -326,19 +332,7 @@ pub async fn preview(
                     None,
                     chrono::Utc::now(),
                 ) {
-                    for c in plan.channels {
-                        out.push(ChannelPreview {
-                            channel: c.channel,
-                            ok: true,
-                            text: c.preview.text,
-                            payloads: c.units,
-                            length: c.preview.length,
-                            limit: c.preview.limit,
-                            length_rule: c.preview.length_rule,
-                            warnings: c.preview.warnings,
-                            error: None,
-                        });
-                    }
+                    out.extend(plan.channels.into_iter().map(ChannelPreview::from));
                 }
             }
             out.sort_by(|a, b| a.channel.cmp(&b.channel));

@@ -285,6 +285,15 @@ fn page(title: &str, message: &str, form: Option<&str>) -> Html<String> {
     ))
 }
 
+/// The page every unsubscribe answer is, with its status.
+fn answer(status: StatusCode, message: &str, form_token: Option<&str>) -> Response {
+    (status, page("配信停止", message, form_token)).into_response()
+}
+
+const BAD_LINK: &str = "リンクが正しくありません。The link is not valid.";
+const UNKNOWN_TOKEN: &str = "このリンクは無効です。This link is no longer valid.";
+const DONE: &str = "配信を停止しました。You are unsubscribed.";
+
 /// The confirmation page. It changes nothing: mail scanners prefetch links.
 #[utoipa::path(get, path = "/unsubscribe", params(TokenQuery), responses((status = 200, description = "HTML page")))]
 pub async fn unsubscribe_page(
@@ -292,39 +301,17 @@ pub async fn unsubscribe_page(
     Query(q): Query<TokenQuery>,
 ) -> ApiResult<Response> {
     let Some(t) = q.t.filter(|t| !t.is_empty()) else {
-        return Ok((
-            StatusCode::BAD_REQUEST,
-            page(
-                "配信停止",
-                "リンクが正しくありません。The link is not valid.",
-                None,
-            ),
-        )
-            .into_response());
+        return Ok(answer(StatusCode::BAD_REQUEST, BAD_LINK, None));
     };
-    match store::by_token(&state.db, &t).await? {
-        None => Ok((
-            StatusCode::NOT_FOUND,
-            page(
-                "配信停止",
-                "このリンクは無効です。This link is no longer valid.",
-                None,
-            ),
-        )
-            .into_response()),
-        Some((_, status)) if status == "unsubscribed" => Ok(page(
-            "配信停止",
-            "配信は停止済みです。You are unsubscribed.",
-            None,
-        )
-        .into_response()),
-        Some(_) => Ok(page(
-            "配信停止",
+    Ok(match store::by_token(&state.db, &t).await? {
+        None => answer(StatusCode::NOT_FOUND, UNKNOWN_TOKEN, None),
+        Some((_, status)) if status == "unsubscribed" => answer(StatusCode::OK, DONE, None),
+        Some(_) => answer(
+            StatusCode::OK,
             "お知らせメールの配信を停止しますか。Stop receiving these mails?",
             Some(&t),
-        )
-        .into_response()),
-    }
+        ),
+    })
 }
 
 /// RFC 8058 one-click: unsubscribes, answers 200 (never a redirect), idempotent.
@@ -334,34 +321,13 @@ pub async fn unsubscribe_post(
     Query(q): Query<TokenQuery>,
 ) -> ApiResult<Response> {
     let Some(t) = q.t.filter(|t| !t.is_empty()) else {
-        return Ok((
-            StatusCode::BAD_REQUEST,
-            page(
-                "配信停止",
-                "リンクが正しくありません。The link is not valid.",
-                None,
-            ),
-        )
-            .into_response());
+        return Ok(answer(StatusCode::BAD_REQUEST, BAD_LINK, None));
     };
     if store::unsubscribe(&state.db, &t).await? {
         tracing::info!("A subscriber unsubscribed");
-        Ok(page(
-            "配信停止",
-            "配信を停止しました。You are unsubscribed.",
-            None,
-        )
-        .into_response())
+        Ok(answer(StatusCode::OK, DONE, None))
     } else {
-        Ok((
-            StatusCode::NOT_FOUND,
-            page(
-                "配信停止",
-                "このリンクは無効です。This link is no longer valid.",
-                None,
-            ),
-        )
-            .into_response())
+        Ok(answer(StatusCode::NOT_FOUND, UNKNOWN_TOKEN, None))
     }
 }
 
