@@ -126,7 +126,7 @@ fn check_url(field: &str, value: &str, https_only: bool) -> ApiResult<()> {
     }
 }
 
-fn check_lang(field: &str, lang: &str) -> ApiResult<()> {
+pub fn check_lang(field: &str, lang: &str) -> ApiResult<()> {
     let ok = !lang.is_empty()
         && lang.len() <= 35
         && lang

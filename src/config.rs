@@ -304,7 +304,10 @@ pub fn load_with_env(
     let config: Config =
         serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
             let path = e.path().to_string();
-            format!("config key `{path}`: {}", e.into_inner())
+            format!(
+                "config key `{path}`: {}",
+                without_values(&e.into_inner().to_string())
+            )
         })?;
     Ok(Loaded {
         config,
@@ -440,6 +443,24 @@ fn resolve_secrets(
         }
     }
     Ok(())
+}
+
+/// Serde quotes the offending value ("invalid type: integer `12345`, expected a string");
+/// for a secret given in the wrong form that value is the secret, so values are left out.
+fn without_values(message: &str) -> String {
+    if message.starts_with("invalid type") || message.starts_with("invalid value") {
+        let mut out = String::new();
+        for (i, part) in message.split('`').enumerate() {
+            out.push_str(if i % 2 == 1 {
+                "(value not shown)"
+            } else {
+                part
+            });
+        }
+        out
+    } else {
+        message.to_string()
+    }
 }
 
 /// A problem found by validation, with the full key.
@@ -702,6 +723,17 @@ mod tests {
                 && p.message.contains("LINE_CHANNEL_ACCESS_TOKEN")),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn a_secret_in_the_wrong_form_is_not_printed() {
+        let err = load_str(
+            "[channels.email]\n",
+            &[("NOROSHI__CHANNELS__EMAIL__PASSWORD", "31415926")],
+        )
+        .unwrap_err();
+        assert!(err.contains("channels.email.password"), "{err}");
+        assert!(!err.contains("31415926"), "{err}");
     }
 
     #[test]

@@ -15,9 +15,9 @@
 //! Loops sleep until woken (the API wakes them when it inserts work) or until the fallback
 //! poll interval passes (work inserted by another instance, retries coming due).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -83,6 +83,10 @@ pub struct ChannelRuntime {
     max_attempts: i32,
     paused: AtomicBool,
     in_flight: AtomicUsize,
+    /// The last successful delivery (ms), kept here and written to the database by the
+    /// heartbeat: one write per tick instead of one per delivery.
+    last_success_ms: AtomicI64,
+    flushed_success_ms: AtomicI64,
 }
 
 impl ChannelRuntime {
@@ -128,11 +132,30 @@ pub struct Dispatcher {
     /// once per email copy.
     renderings: Mutex<HashMap<(String, String), Units>>,
     announcements: Mutex<HashMap<String, Arc<AnnouncementInfo>>>,
+    /// Deliveries a live task of this process holds: the only leases the heartbeat renews.
+    live: Mutex<HashSet<i64>>,
+}
+
+/// Marks a claimed delivery as held by a live task; dropping it (even in a panic) lets the
+/// heartbeat stop renewing the lease and frees the channel's slot.
+struct LiveGuard {
+    dispatcher: Arc<Dispatcher>,
+    channel: Arc<ChannelRuntime>,
+    id: i64,
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.dispatcher.live.lock().unwrap().remove(&self.id);
+        self.channel.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 struct AnnouncementInfo {
     exercise: bool,
     request_id: Option<String>,
+    /// Whether this process already moved the announcement to `sending`.
+    marked_sending: AtomicBool,
 }
 
 /// A channel's rate gate with a share kept for disaster work.
@@ -218,6 +241,8 @@ impl Dispatcher {
                     disaster_reserve: reserve,
                     max_attempts: d.max_attempts.unwrap_or(queue_cfg.max_attempts).max(1) as i32,
                     in_flight: AtomicUsize::new(0),
+                    last_success_ms: AtomicI64::new(0),
+                    flushed_success_ms: AtomicI64::new(0),
                 })
             })
             .collect();
@@ -234,6 +259,7 @@ impl Dispatcher {
             stop: CancellationToken::default(),
             renderings: Mutex::new(HashMap::new()),
             announcements: Mutex::new(HashMap::new()),
+            live: Mutex::new(HashSet::new()),
         })
     }
 
@@ -284,21 +310,62 @@ impl Dispatcher {
         {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // Whatever is still leased goes back to the queue now rather than when its lease
+        // expires, so another instance (or the next start) takes it over at once.
+        match queue::reclaim(&self.db, queue::Reclaim::OwnedBy(&self.owner)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(count = n, "Released deliveries still in flight at shutdown"),
+            Err(e) => {
+                tracing::warn!(error = %e, "Could not release leases at shutdown; they expire on their own")
+            }
+        }
+        self.flush_successes().await;
+    }
+
+    async fn flush_successes(&self) {
+        for c in &self.channels {
+            let last = c.last_success_ms.load(Ordering::SeqCst);
+            if last > c.flushed_success_ms.load(Ordering::SeqCst) {
+                if store::channels::record_success(&self.db, &c.name, last)
+                    .await
+                    .is_ok()
+                {
+                    c.flushed_success_ms.store(last, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+
+    /// Paused flags follow the database, so a resume (or a pause) on one instance reaches
+    /// every instance.
+    async fn sync_paused(&self) {
+        if let Ok(states) = store::channels::all(&self.db).await {
+            for c in &self.channels {
+                let paused = states
+                    .iter()
+                    .any(|s| s.channel == c.name && s.state == "paused");
+                if c.paused.swap(paused, Ordering::SeqCst) && !paused {
+                    c.wake_disaster.notify_one();
+                    c.wake_general.notify_one();
+                }
+            }
+        }
     }
 
     async fn heartbeat(self: Arc<Self>) {
-        let every = Duration::from_millis((self.settings.lease_ms / 3).max(1000) as u64);
+        let every = Duration::from_millis((self.settings.lease_ms / 3).clamp(200, 2000) as u64);
         loop {
             tokio::select! {
                 _ = self.stop.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
             }
+            let live: Vec<i64> = self.live.lock().unwrap().iter().copied().collect();
             if let Err(e) =
-                queue::extend_leases(&self.db, &self.owner, self.settings.lease_ms).await
+                queue::extend_leases(&self.db, &self.owner, &live, self.settings.lease_ms).await
             {
                 tracing::warn!(error = %e, "Could not renew delivery leases");
             }
-            match queue::reclaim_expired(&self.db).await {
+            match queue::reclaim(&self.db, queue::Reclaim::Expired).await {
                 Ok(0) => {}
                 Ok(n) => {
                     tracing::warn!(count = n, "Reclaimed deliveries whose lease expired");
@@ -309,6 +376,11 @@ impl Dispatcher {
                 }
                 Err(e) => tracing::warn!(error = %e, "Could not reclaim expired leases"),
             }
+            if let Err(e) = queue::sweep(&self.db).await {
+                tracing::warn!(error = %e, "Could not sweep finished announcements");
+            }
+            self.sync_paused().await;
+            self.flush_successes().await;
             // Keep the caches small: a few recent announcements are all that is hot.
             let mut r = self.renderings.lock().unwrap();
             if r.len() > 256 {
@@ -398,12 +470,17 @@ impl Dispatcher {
                 continue;
             }
             for (d, permit) in claimed.into_iter().zip(permits) {
-                let (me, ch) = (self.clone(), c.clone());
-                ch.in_flight.fetch_add(1, Ordering::SeqCst);
+                c.in_flight.fetch_add(1, Ordering::SeqCst);
+                self.live.lock().unwrap().insert(d.id);
+                let guard = LiveGuard {
+                    dispatcher: self.clone(),
+                    channel: c.clone(),
+                    id: d.id,
+                };
                 tokio::spawn(async move {
-                    me.attempt(&ch, d).await;
-                    ch.in_flight.fetch_sub(1, Ordering::SeqCst);
-                    drop(permit);
+                    let _guard = guard;
+                    let _permit = permit;
+                    _guard.dispatcher.attempt(&_guard.channel, d).await;
                 });
             }
         }
@@ -456,6 +533,7 @@ impl Dispatcher {
         let info = Arc::new(AnnouncementInfo {
             exercise: row.exercise,
             request_id: row.request_id,
+            marked_sending: AtomicBool::new(false),
         });
         self.announcements
             .lock()
@@ -502,29 +580,26 @@ impl Dispatcher {
             }
         };
         let outcome = match outcome {
+            // Waits that give the attempt back (rate limits, quota, a paused channel) never
+            // exhaust a delivery; real failures do.
             Outcome::Retry {
                 class,
                 error,
                 status_code,
+                refund: false,
                 ..
-            } if d.attempts >= c.max_attempts
-                && class != "rate_limited"
-                && class != "auth"
-                && class != "quota" =>
-            {
-                Outcome::Failed {
-                    class,
-                    error: format!("{error} (gave up after {} attempts)", d.attempts),
-                    status_code,
-                }
-            }
+            } if d.attempts >= c.max_attempts => Outcome::Failed {
+                class,
+                error: format!("{error} (gave up after {} attempts)", d.attempts),
+                status_code,
+            },
             o => o,
         };
         match &outcome {
             Outcome::Sent { remote_id, how, .. } => {
                 tracing::info!(channel = %c.name, delivery = d.id, announcement = %d.announcement_id,
                     attempt = d.attempts, remote_id = remote_id.as_deref().unwrap_or(""), how = *how, "Delivered");
-                let _ = store::channels::record_success(&self.db, &c.name).await;
+                c.last_success_ms.fetch_max(now_ms(), Ordering::SeqCst);
             }
             Outcome::Retry {
                 class,
@@ -585,6 +660,13 @@ impl Dispatcher {
             None
         };
         let info = self.announcement_info(&d.announcement_id).await?;
+        if !info.marked_sending.swap(true, Ordering::SeqCst) {
+            if let Err(e) = queue::mark_sending(&self.db, &d.announcement_id).await {
+                // Only the status shown is late; the sweep puts it right.
+                tracing::warn!(announcement = %d.announcement_id, error = %e, "Could not mark the announcement as sending");
+                info.marked_sending.store(false, Ordering::SeqCst);
+            }
+        }
         let unit = DeliveryUnit { payload, recipient };
         let ctx = DeliveryContext {
             delivery_id: d.id.to_string(),
@@ -657,10 +739,12 @@ impl Dispatcher {
                 uncertain: true,
             },
             ErrorClass::RateLimited { retry_after } => Outcome::Retry {
+                // A platform's wait is honoured up to a day (a bad header must not park a
+                // delivery for years); without one, at least a second.
                 run_after: now
                     + retry_after
-                        .map(|r| r.as_millis() as i64)
-                        .unwrap_or_else(|| self.backoff_ms(d.attempts)),
+                        .map(|r| r.min(Duration::from_secs(86_400)).as_millis() as i64)
+                        .unwrap_or_else(|| self.backoff_ms(d.attempts).max(1000)),
                 class: "rate_limited",
                 error,
                 status_code,

@@ -15,20 +15,9 @@
 //!   million subscribers is expanded into rows `expand_batch` at a time by an `expand`
 //!   delivery that moves its cursor in the same transaction as the rows it inserts.
 
-use crate::store::{self, now_ms, with_pool, write_tx, Db, Result};
+use crate::store::{now_ms, with_pool, write_tx, Db, Result};
 use sqlx::Row;
 
-/// Delivery statuses, as stored.
-pub mod status {
-    pub const PENDING: &str = "pending";
-    pub const IN_FLIGHT: &str = "in_flight";
-    pub const SENT: &str = "sent";
-    pub const RETRYING: &str = "retrying";
-    pub const FAILED: &str = "failed";
-    pub const CANCELLED: &str = "cancelled";
-}
-
-pub const KIND_SEND: &str = "send";
 pub const KIND_EXPAND: &str = "expand";
 
 /// A delivery a worker holds the lease on.
@@ -69,6 +58,8 @@ pub async fn claim(
              attempts = attempts + 1, updated_at = $3 \
          WHERE id IN (SELECT id FROM deliveries \
              WHERE channel = $4 AND status IN ('pending', 'retrying') AND run_after <= $3 AND lane >= $5 \
+               AND NOT EXISTS (SELECT 1 FROM announcements a \
+                   WHERE a.id = deliveries.announcement_id AND a.status = 'cancelled') \
              ORDER BY lane DESC, run_after, id LIMIT $6{lock}) \
          RETURNING id, announcement_id, channel, kind, unit_index, subscriber_id, lane, attempts, \
              idempotency_key, uncertain, expand_cursor"
@@ -100,25 +91,16 @@ pub async fn claim(
     let mut rows = rows;
     // RETURNING gives no order guarantee; workers should start the highest lane first.
     rows.sort_by(|a, b| b.lane.cmp(&a.lane).then(a.id.cmp(&b.id)));
-    if !rows.is_empty() {
-        let ids: Vec<&str> = rows.iter().map(|r| r.announcement_id.as_str()).collect();
-        mark_sending(db, &ids).await?;
-    }
     Ok(rows)
 }
 
-/// `queued`/`scheduled` announcements become `sending` when their first delivery is claimed.
-async fn mark_sending(db: &Db, ids: &[&str]) -> Result<()> {
-    let mut unique: Vec<&str> = ids.to_vec();
-    unique.sort_unstable();
-    unique.dedup();
-    let now = now_ms();
-    for id in unique {
-        with_pool!(db, p => sqlx::query(
-            "UPDATE announcements SET status = 'sending', updated_at = $2 \
-             WHERE id = $1 AND status IN ('queued', 'scheduled')")
-            .bind(id).bind(now).execute(p).await?.rows_affected());
-    }
+/// A `queued` or `scheduled` announcement becomes `sending` when its first delivery is
+/// claimed.
+pub async fn mark_sending(db: &Db, announcement_id: &str) -> Result<()> {
+    with_pool!(db, p => sqlx::query(
+        "UPDATE announcements SET status = 'sending', updated_at = $2 \
+         WHERE id = $1 AND status IN ('queued', 'scheduled')")
+        .bind(announcement_id).bind(now_ms()).execute(p).await?.rows_affected());
     Ok(())
 }
 
@@ -161,62 +143,67 @@ pub async fn finish(
     outcome: &Outcome,
 ) -> Result<bool> {
     let now = now_ms();
-    let (attempt_outcome, error, status_code, remote_id): (
+    let (attempt_outcome, error, note, status_code, remote_id): (
         &str,
+        Option<&str>,
         Option<&str>,
         Option<i32>,
         Option<&str>,
     ) = match outcome {
-        Outcome::Sent { remote_id, how, .. } => (how, None, None, remote_id.as_deref()),
+        Outcome::Sent {
+            remote_id,
+            how,
+            note,
+        } => (how, None, note.as_deref(), None, remote_id.as_deref()),
         Outcome::Retry {
             class,
             error,
             status_code,
             ..
-        } => (class, Some(error.as_str()), *status_code, None),
+        } => (class, Some(error.as_str()), None, *status_code, None),
         Outcome::Failed {
             class,
             error,
             status_code,
-        } => (class, Some(error.as_str()), *status_code, None),
-        Outcome::Cancelled { reason } => ("cancelled", Some(reason.as_str()), None, None),
+        } => (class, Some(error.as_str()), None, *status_code, None),
+        Outcome::Cancelled { reason } => ("cancelled", Some(reason.as_str()), None, None, None),
     };
     let updated = write_tx!(db, tx => {
         let update = match outcome {
             Outcome::Sent { remote_id, .. } => sqlx::query(
                 "UPDATE deliveries SET status = 'sent', remote_id = $3, sent_at = $4, last_error = NULL, \
                      uncertain = FALSE, lease_owner = NULL, lease_until = NULL, updated_at = $4 \
-                 WHERE id = $1 AND lease_owner = $2 AND status = 'in_flight'")
-                .bind(d.id).bind(owner).bind(remote_id.clone()).bind(now)
+                 WHERE id = $1 AND lease_owner = $2 AND status = 'in_flight' AND attempts = $5")
+                .bind(d.id).bind(owner).bind(remote_id.clone()).bind(now).bind(d.attempts)
                 .execute(&mut *tx).await?,
             Outcome::Retry { run_after, error, refund, uncertain, .. } => sqlx::query(
                 "UPDATE deliveries SET status = 'retrying', run_after = $3, last_error = $4, \
                      attempts = attempts - $5, uncertain = $6, lease_owner = NULL, lease_until = NULL, updated_at = $7 \
-                 WHERE id = $1 AND lease_owner = $2 AND status = 'in_flight'")
+                 WHERE id = $1 AND lease_owner = $2 AND status = 'in_flight' AND attempts = $8")
                 .bind(d.id).bind(owner).bind(*run_after).bind(error)
-                .bind(if *refund { 1i32 } else { 0i32 }).bind(*uncertain).bind(now)
+                .bind(if *refund { 1i32 } else { 0i32 }).bind(*uncertain).bind(now).bind(d.attempts)
                 .execute(&mut *tx).await?,
             Outcome::Failed { error, .. } => sqlx::query(
                 "UPDATE deliveries SET status = 'failed', last_error = $3, lease_owner = NULL, \
                      lease_until = NULL, updated_at = $4 \
-                 WHERE id = $1 AND lease_owner = $2 AND status = 'in_flight'")
-                .bind(d.id).bind(owner).bind(error).bind(now)
+                 WHERE id = $1 AND lease_owner = $2 AND status = 'in_flight' AND attempts = $5")
+                .bind(d.id).bind(owner).bind(error).bind(now).bind(d.attempts)
                 .execute(&mut *tx).await?,
             Outcome::Cancelled { reason } => sqlx::query(
                 "UPDATE deliveries SET status = 'cancelled', last_error = $3, lease_owner = NULL, \
                      lease_until = NULL, updated_at = $4 \
-                 WHERE id = $1 AND lease_owner = $2 AND status = 'in_flight'")
-                .bind(d.id).bind(owner).bind(reason).bind(now)
+                 WHERE id = $1 AND lease_owner = $2 AND status = 'in_flight' AND attempts = $5")
+                .bind(d.id).bind(owner).bind(reason).bind(now).bind(d.attempts)
                 .execute(&mut *tx).await?,
         };
         if update.rows_affected() == 1 {
             sqlx::query(
                 "INSERT INTO delivery_attempts (delivery_id, announcement_id, channel, attempt, outcome, \
-                     status_code, error, remote_id, worker, started_at, finished_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
+                     status_code, error, note, remote_id, worker, started_at, finished_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $12, $8, $9, $10, $11)")
                 .bind(d.id).bind(&d.announcement_id).bind(&d.channel).bind(d.attempts)
                 .bind(attempt_outcome).bind(status_code).bind(error).bind(remote_id)
-                .bind(owner).bind(started_at).bind(now)
+                .bind(owner).bind(started_at).bind(now).bind(note)
                 .execute(&mut *tx).await?;
             true
         } else {
@@ -235,28 +222,54 @@ pub async fn release(db: &Db, d: &Claimed, owner: &str, run_after: i64) -> Resul
     with_pool!(db, p => sqlx::query(
         "UPDATE deliveries SET status = CASE WHEN attempts <= 1 THEN 'pending' ELSE 'retrying' END, \
              attempts = attempts - 1, run_after = $3, lease_owner = NULL, lease_until = NULL, updated_at = $4 \
-         WHERE id = $1 AND lease_owner = $2 AND status = 'in_flight'")
-        .bind(d.id).bind(owner).bind(run_after).bind(now_ms()).execute(p).await?.rows_affected());
+         WHERE id = $1 AND lease_owner = $2 AND status = 'in_flight' AND attempts = $5")
+        .bind(d.id).bind(owner).bind(run_after).bind(now_ms()).bind(d.attempts).execute(p).await?.rows_affected());
     Ok(())
 }
 
 /// Multiplies an email unit by the next batch of active subscribers (after the cursor),
-/// in one transaction with the cursor move. Returns how many deliveries were inserted;
-/// when fewer than `batch`, the expansion is complete and the expand row is `sent`.
+/// in one transaction with the cursor move. Returns how many deliveries were inserted, or
+/// None when the lease was lost or the announcement was cancelled meanwhile.
+///
+/// The expand row is read `FOR UPDATE` on PostgreSQL (SQLite's `BEGIN IMMEDIATE` already
+/// serialises writers), so a concurrent cancel either sees the copies this batch inserts or
+/// makes this batch insert none; copies that slip between the two are never claimed
+/// (claims skip cancelled announcements) and [`sweep`] marks them.
 pub async fn expand_batch(db: &Db, d: &Claimed, owner: &str, batch: i64) -> Result<Option<u64>> {
     let now = now_ms();
+    let lock = if db.is_postgres() {
+        " FOR UPDATE OF d"
+    } else {
+        ""
+    };
+    let fence = format!(
+        "SELECT d.expand_cursor, a.status FROM deliveries d JOIN announcements a ON a.id = d.announcement_id \
+         WHERE d.id = $1 AND d.lease_owner = $2 AND d.status = 'in_flight' AND d.attempts = $3{lock}"
+    );
     let done = write_tx!(db, tx => {
-        // Still ours? (A reclaimed lease means another worker continues from the cursor.)
-        let cursor: Option<i64> = sqlx::query_scalar(
-            "SELECT expand_cursor FROM deliveries WHERE id = $1 AND lease_owner = $2 AND status = 'in_flight'")
-            .bind(d.id).bind(owner).fetch_optional(&mut *tx).await?;
-        match cursor {
+        let row = sqlx::query(&fence)
+            .bind(d.id).bind(owner).bind(d.attempts).fetch_optional(&mut *tx).await?;
+        let state: Option<(i64, String)> = match row {
+            Some(r) => Some((r.try_get(0)?, r.try_get(1)?)),
             None => None,
-            Some(cursor) => {
-                let last: Option<i64> = sqlx::query_scalar(
-                    "SELECT MAX(id) FROM (SELECT id FROM subscribers WHERE status = 'active' AND id > $1 \
-                     ORDER BY id LIMIT $2) AS batch")
+        };
+        match state {
+            None => None,
+            Some((_, status)) if status == "cancelled" => {
+                sqlx::query("UPDATE deliveries SET status = 'cancelled', lease_owner = NULL, lease_until = NULL, \
+                     updated_at = $2 WHERE id = $1")
+                    .bind(d.id).bind(now).execute(&mut *tx).await?;
+                None
+            }
+            Some((cursor, _)) => {
+                // One statement gives the batch's end and size, so a subscriber leaving
+                // between two reads cannot make a full batch look like the last one.
+                let batch_row = sqlx::query(
+                    "SELECT MAX(id) AS last, COUNT(*) AS n FROM (SELECT id FROM subscribers \
+                     WHERE status = 'active' AND id > $1 ORDER BY id LIMIT $2) AS batch")
                     .bind(cursor).bind(batch).fetch_one(&mut *tx).await?;
+                let last: Option<i64> = batch_row.try_get("last")?;
+                let n: i64 = batch_row.try_get("n")?;
                 let inserted = match last {
                     None => 0,
                     Some(last) => sqlx::query(
@@ -270,25 +283,18 @@ pub async fn expand_batch(db: &Db, d: &Claimed, owner: &str, batch: i64) -> Resu
                         .bind(now).bind(cursor).bind(last)
                         .execute(&mut *tx).await?.rows_affected(),
                 };
-                let finished = last.is_none() || {
-                    let n: i64 = sqlx::query_scalar(
-                        "SELECT COUNT(*) FROM subscribers WHERE status = 'active' AND id > $1 AND id <= $2")
-                        .bind(cursor).bind(last.unwrap_or(cursor)).fetch_one(&mut *tx).await?;
-                    n < batch
-                };
-                if finished {
-                    sqlx::query(
-                        "UPDATE deliveries SET status = 'sent', expand_cursor = $2, sent_at = $3, \
-                             lease_owner = NULL, lease_until = NULL, updated_at = $3 WHERE id = $1")
-                        .bind(d.id).bind(last.unwrap_or(cursor)).bind(now).execute(&mut *tx).await?;
-                } else {
-                    // Hand the row back at once, keeping its lane: the next batch goes to
-                    // whichever worker claims it, interleaved fairly with other work.
-                    sqlx::query(
-                        "UPDATE deliveries SET status = 'pending', expand_cursor = $2, attempts = 0, \
-                             lease_owner = NULL, lease_until = NULL, updated_at = $3 WHERE id = $1")
-                        .bind(d.id).bind(last.unwrap_or(cursor)).bind(now).execute(&mut *tx).await?;
-                }
+                let finished = n < batch;
+                let new_cursor = last.unwrap_or(cursor);
+                // The row is still ours (and locked on PostgreSQL) since the fenced read.
+                let next_status = if finished { "sent" } else { "pending" };
+                // Unfinished: hand the row back at once, keeping its lane, so the next batch
+                // goes to whichever worker claims it, interleaved fairly with other work.
+                sqlx::query(
+                    "UPDATE deliveries SET status = $2, expand_cursor = $3, attempts = 0, \
+                         sent_at = CASE WHEN $2 = 'sent' THEN $4 ELSE NULL END, \
+                         lease_owner = NULL, lease_until = NULL, updated_at = $4 \
+                     WHERE id = $1 AND status = 'in_flight'")
+                    .bind(d.id).bind(next_status).bind(new_cursor).bind(now).execute(&mut *tx).await?;
                 Some((inserted, finished))
             }
         }
@@ -304,37 +310,80 @@ pub async fn expand_batch(db: &Db, d: &Claimed, owner: &str, batch: i64) -> Resu
     }
 }
 
-/// Renews the leases a worker holds, so a long attempt is not mistaken for a crash.
-pub async fn extend_leases(db: &Db, owner: &str, lease_ms: i64) -> Result<u64> {
+/// Renews the leases of the deliveries this process's tasks are working on right now
+/// (`ids`), so a long attempt is not mistaken for a crash. A row whose task is gone is not
+/// renewed: its lease runs out and it is reclaimed.
+pub async fn extend_leases(db: &Db, owner: &str, ids: &[i64], lease_ms: i64) -> Result<u64> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let list = ids
+        .iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let sql = format!(
+        "UPDATE deliveries SET lease_until = $2 WHERE lease_owner = $1 AND status = 'in_flight' AND id IN ({list})"
+    );
     let now = now_ms();
-    Ok(with_pool!(db, p => sqlx::query(
-        "UPDATE deliveries SET lease_until = $2 WHERE lease_owner = $1 AND status = 'in_flight'")
-        .bind(owner).bind(now + lease_ms).execute(p).await?.rows_affected()))
+    Ok(
+        with_pool!(db, p => sqlx::query(&sql).bind(owner).bind(now + lease_ms).execute(p).await?.rows_affected()),
+    )
 }
 
-/// Returns deliveries whose lease expired (their worker crashed or hung) to the queue.
-/// A `send` that was in flight may have reached the platform: it is marked uncertain so
-/// the next attempt reconciles first where the platform allows.
-pub async fn reclaim_expired(db: &Db) -> Result<u64> {
+/// Which leases [`reclaim`] takes back.
+pub enum Reclaim<'a> {
+    /// Leases that expired: their worker crashed or hung.
+    Expired,
+    /// Every lease: at start on SQLite, where one process owns the file (a lock file makes
+    /// sure), anything in flight belongs to a run that died.
+    All,
+    /// This process's own leases, at shutdown, so other instances need not wait for expiry.
+    OwnedBy(&'a str),
+}
+
+/// Returns leased deliveries to the queue, due now. A `send` that was in flight may have
+/// reached the platform: it is marked uncertain, so its next attempt reconciles first where
+/// the platform allows.
+pub async fn reclaim(db: &Db, which: Reclaim<'_>) -> Result<u64> {
     let now = now_ms();
-    Ok(with_pool!(db, p => sqlx::query(
+    let (filter, owner) = match which {
+        Reclaim::Expired => ("lease_until < $1", None),
+        Reclaim::All => ("TRUE", None),
+        Reclaim::OwnedBy(o) => ("lease_owner = $2", Some(o)),
+    };
+    let sql = format!(
         "UPDATE deliveries SET status = 'retrying', run_after = $1, \
              uncertain = CASE WHEN kind = 'send' THEN TRUE ELSE uncertain END, \
              lease_owner = NULL, lease_until = NULL, updated_at = $1 \
-         WHERE status = 'in_flight' AND lease_until < $1")
-        .bind(now).execute(p).await?.rows_affected()))
+         WHERE status = 'in_flight' AND {filter}"
+    );
+    Ok(with_pool!(db, p => {
+        let q = sqlx::query(&sql).bind(now);
+        let q = match owner { Some(o) => q.bind(o), None => q };
+        q.execute(p).await?.rows_affected()
+    }))
 }
 
-/// At start on SQLite, where one process owns the file, nothing else can hold a lease:
-/// every `in_flight` row belongs to a previous run that died.
-pub async fn reclaim_all(db: &Db) -> Result<u64> {
+/// Repairs what a crash between two transactions can leave behind: an announcement with
+/// nothing left to do whose status was not rolled up, and copies of a cancelled
+/// announcement that an expansion inserted while the cancel ran.
+pub async fn sweep(db: &Db) -> Result<()> {
     let now = now_ms();
-    Ok(with_pool!(db, p => sqlx::query(
-        "UPDATE deliveries SET status = 'retrying', run_after = $1, \
-             uncertain = CASE WHEN kind = 'send' THEN TRUE ELSE uncertain END, \
-             lease_owner = NULL, lease_until = NULL, updated_at = $1 \
-         WHERE status = 'in_flight'")
-        .bind(now).execute(p).await?.rows_affected()))
+    with_pool!(db, p => sqlx::query(
+        "UPDATE deliveries SET status = 'cancelled', last_error = 'cancelled by staff', updated_at = $1 \
+         WHERE status IN ('pending', 'retrying') AND announcement_id IN \
+             (SELECT id FROM announcements WHERE status = 'cancelled')")
+        .bind(now).execute(p).await?.rows_affected());
+    let stale: Vec<String> = with_pool!(db, p => sqlx::query_scalar(
+        "SELECT a.id FROM announcements a WHERE a.status IN ('queued', 'sending') \
+         AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.announcement_id = a.id \
+             AND d.status IN ('pending', 'in_flight', 'retrying')) LIMIT 100")
+        .fetch_all(p).await?);
+    for id in stale {
+        refresh_announcement_status(db, &id).await?;
+    }
+    Ok(())
 }
 
 /// Recomputes an announcement's status from its deliveries once none is left to do:
@@ -362,11 +411,7 @@ pub async fn refresh_announcement_status(db: &Db, announcement_id: &str) -> Resu
             .map(|(_, n)| *n)
             .sum::<i64>()
     };
-    let (sent, failed, cancelled) = (
-        count(status::SENT),
-        count(status::FAILED),
-        count(status::CANCELLED),
-    );
+    let (sent, failed, cancelled) = (count("sent"), count("failed"), count("cancelled"));
     let new_status = if failed == 0 && sent > 0 {
         "sent"
     } else if failed > 0 && sent > 0 {
@@ -396,6 +441,3 @@ pub async fn depth(db: &Db) -> Result<Vec<(String, i32, i64)>> {
             .collect::<Result<Vec<_>>>()
     })
 }
-
-#[allow(unused)]
-fn _assert_store_used(_: store::Pool) {}

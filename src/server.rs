@@ -86,6 +86,13 @@ async fn load_tokens(config: &Config, db: &Db) -> anyhow::Result<Tokens> {
         }
     }
     let own = store::channels::api_tokens(db).await?;
+    if !config.auth.tokens.is_empty() {
+        // Configured tokens replace the first-start token: it no longer opens anything.
+        if !own.is_empty() {
+            tracing::info!("API tokens are configured; the first-start admin token is disabled");
+        }
+        return Ok(tokens);
+    }
     for (name, role, digest) in &own {
         if let Some(role) = Role::parse(role) {
             tokens
@@ -96,9 +103,10 @@ async fn load_tokens(config: &Config, db: &Db) -> anyhow::Result<Tokens> {
     if tokens.is_empty() {
         let token = auth::new_token();
         let digest = hex::encode(auth::sha256(&token));
-        store::channels::insert_api_token(db, "admin", "admin", &digest).await?;
+        // The file first: if writing it fails, no token exists that nobody knows.
         let path = config.server.data_dir.join("admin.token");
         write_private(&path, &format!("{token}\n"))?;
+        store::channels::insert_api_token(db, "admin", "admin", &digest).await?;
         tokens.add_plain("admin", Role::Admin, &token);
         // Printed once, on the console, as the contract says; never logged.
         println!(
@@ -156,7 +164,7 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
     let channels: Vec<_> = registered.iter().map(|r| r.channel.clone()).collect();
     if !db.is_postgres() {
         // One process owns a SQLite file: whatever is in flight belongs to a run that died.
-        let n = queue::reclaim_all(&db).await?;
+        let n = queue::reclaim(&db, queue::Reclaim::All).await?;
         if n > 0 {
             tracing::warn!(
                 count = n,

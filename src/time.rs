@@ -1,6 +1,6 @@
 //! Time as residents read it: Asia/Tokyo (UTC+9, no daylight saving).
 
-use chrono::{DateTime, FixedOffset, TimeZone, Utc};
+use chrono::{FixedOffset, TimeZone, Utc};
 
 /// Japan Standard Time. Japan has kept UTC+9 without daylight saving since 1951, so a fixed
 /// offset is exact for every time Noroshi handles.
@@ -15,10 +15,6 @@ pub fn rfc3339_jst(ms: i64) -> String {
         .unwrap_or_default()
         .with_timezone(&jst())
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
-}
-
-pub fn from_ms(ms: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ CREATE TABLE announcements (
 CREATE UNIQUE INDEX announcements_idempotency ON announcements (created_by, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 CREATE INDEX announcements_newest ON announcements (created_at DESC, id DESC);
+CREATE INDEX announcements_status ON announcements (status);
 
 -- One row per announcement and channel: what was rendered at accept time.
 CREATE TABLE announcement_channels (
@@ -73,6 +74,7 @@ CREATE TABLE delivery_attempts (
     outcome         TEXT NOT NULL,               -- sent | already_sent | transient | uncertain | rate_limited | quota | auth | permanent | reconciled
     status_code     INTEGER,
     error           TEXT,
+    note            TEXT,                        -- what the platform said besides the id (a soft bounce, message ids)
     remote_id       TEXT,
     worker          TEXT NOT NULL,
     started_at      BIGINT NOT NULL,
@@ -84,7 +86,7 @@ CREATE INDEX delivery_attempts_newest ON delivery_attempts (id DESC);
 
 CREATE TABLE subscribers (
     id              BIGSERIAL PRIMARY KEY,
-    email           TEXT NOT NULL UNIQUE,
+    email           TEXT NOT NULL,
     lang            TEXT NOT NULL,
     topics          TEXT NOT NULL,               -- JSON array
     token           TEXT NOT NULL UNIQUE,        -- unsubscribe token (random, unguessable)
@@ -93,6 +95,8 @@ CREATE TABLE subscribers (
     updated_at      BIGINT NOT NULL
 );
 CREATE INDEX subscribers_active ON subscribers (status, id);
+-- One subscription per address, whatever its case (Taro@Example.jp is taro@example.jp).
+CREATE UNIQUE INDEX subscribers_email ON subscribers (lower(email));
 
 CREATE TABLE channel_states (
     channel         TEXT PRIMARY KEY,

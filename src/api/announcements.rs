@@ -524,8 +524,9 @@ pub async fn retry(
     State(state): State<SharedState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Query(q): Query<RetryQuery>,
+    query: Result<Query<RetryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<AnnouncementView>> {
+    let Query(q) = query.map_err(|e| Problem::invalid("query", e.body_text()))?;
     let caller = state.tokens.require(&headers, Role::Admin)?;
     let row = store::get(&state.db, &id)
         .await?

@@ -102,7 +102,7 @@ pub async fn list(
 
 /// Resume a paused channel after its credentials were fixed (admin).
 #[utoipa::path(post, path = "/api/v1/channels/{name}/resume", params(("name" = String, Path)),
-    responses((status = 200, body = ChannelView), (status = 404, body = Problem)),
+    responses((status = 200, description = "`{name, state: \"ok\"}`"), (status = 404, body = Problem)),
     security(("bearer" = [])))]
 pub async fn resume(
     State(state): State<SharedState>,

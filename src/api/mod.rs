@@ -246,12 +246,14 @@ pub async fn healthz() -> &'static str {
     (status = 200, description = "Database reachable and migrations applied"),
     (status = 503, description = "Not ready", body = Problem)))]
 pub async fn readyz(State(state): State<SharedState>) -> Result<&'static str, Problem> {
-    state
-        .db
-        .ready()
-        .await
-        .map(|_| "ready")
-        .map_err(|e| Problem::new(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}")))
+    state.db.ready().await.map(|_| "ready").map_err(|e| {
+        // The cause goes to the log; unauthenticated callers learn only the state.
+        tracing::warn!(error = %e, "Not ready");
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the database is unreachable or not migrated",
+        )
+    })
 }
 
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {

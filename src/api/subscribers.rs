@@ -33,15 +33,7 @@ fn check(
     let email = email.trim();
     noroshi_email::validate_address(email)
         .map_err(|e| Problem::invalid(format!("{field_prefix}email"), e))?;
-    let lang_ok = !lang.is_empty()
-        && lang.len() <= 35
-        && lang.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-    if !lang_ok {
-        return Err(Problem::invalid(
-            format!("{field_prefix}lang"),
-            format!("`{lang}` is not a language tag"),
-        ));
-    }
+    crate::accept::check_lang(&format!("{field_prefix}lang"), lang)?;
     for (i, t) in topics.iter().enumerate() {
         if t.trim().is_empty() || t.chars().count() > 64 {
             return Err(Problem::invalid(

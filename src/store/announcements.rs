@@ -367,11 +367,12 @@ pub async fn cancel(db: &Db, id: &str) -> Result<Option<u64>> {
             Some(_) => {
                 let n = sqlx::query(
                     "UPDATE deliveries SET status = 'cancelled', last_error = 'cancelled by staff', updated_at = $2 \
-                     WHERE announcement_id = $1 AND status IN ('pending', 'retrying')")
+                     WHERE announcement_id = $1 AND (status IN ('pending', 'retrying') \
+                         OR (kind = 'expand' AND status = 'in_flight'))")
                     .bind(id).bind(now).execute(&mut *tx).await?.rows_affected();
                 sqlx::query(
                     "UPDATE announcements SET status = 'cancelled', updated_at = $2 \
-                     WHERE id = $1 AND status IN ('scheduled', 'queued', 'awaiting_confirmation')")
+                     WHERE id = $1 AND status IN ('scheduled', 'queued', 'sending', 'awaiting_confirmation')")
                     .bind(id).bind(now).execute(&mut *tx).await?;
                 Some(n)
             }
@@ -395,6 +396,8 @@ pub struct AttemptRow {
     pub outcome: String,
     pub status_code: Option<i32>,
     pub error: Option<String>,
+    /// What the platform said besides the id (a soft bounce, the message ids).
+    pub note: Option<String>,
     pub remote_id: Option<String>,
     pub worker: String,
     pub started_at: String,
@@ -414,7 +417,7 @@ pub struct AttemptFilter {
 pub async fn attempts(db: &Db, f: &AttemptFilter) -> Result<Vec<AttemptRow>> {
     let mut sql = String::from(
         "SELECT t.id, t.delivery_id, t.announcement_id, t.channel, t.attempt, t.outcome, t.status_code, \
-             t.error, t.remote_id, t.worker, t.started_at, t.finished_at, a.exercise \
+             t.error, t.note, t.remote_id, t.worker, t.started_at, t.finished_at, a.exercise \
          FROM delivery_attempts t JOIN announcements a ON a.id = t.announcement_id WHERE 1 = 1",
     );
     let mut n = 0;
@@ -452,6 +455,7 @@ pub async fn attempts(db: &Db, f: &AttemptFilter) -> Result<Vec<AttemptRow>> {
             outcome: r.try_get("outcome")?,
             status_code: r.try_get("status_code")?,
             error: r.try_get("error")?,
+            note: r.try_get("note")?,
             remote_id: r.try_get("remote_id")?,
             worker: r.try_get("worker")?,
             started_at: crate::time::rfc3339_jst(r.try_get("started_at")?),

@@ -54,13 +54,13 @@ pub async fn record_error(db: &Db, channel: &str, error: &str) -> Result<()> {
     Ok(())
 }
 
-pub async fn record_success(db: &Db, channel: &str) -> Result<()> {
-    let now = now_ms();
+/// Records the time of the channel's last successful delivery; a success ends `degraded`.
+pub async fn record_success(db: &Db, channel: &str, at_ms: i64) -> Result<()> {
     with_pool!(db, p => sqlx::query(
         "INSERT INTO channel_states (channel, state, since, last_success_at) VALUES ($1, 'ok', $2, $2) \
          ON CONFLICT (channel) DO UPDATE SET last_success_at = $2, \
              state = CASE WHEN channel_states.state = 'degraded' THEN 'ok' ELSE channel_states.state END")
-        .bind(channel).bind(now).execute(p).await?.rows_affected());
+        .bind(channel).bind(at_ms).execute(p).await?.rows_affected());
     Ok(())
 }
 

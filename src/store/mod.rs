@@ -15,7 +15,6 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::Row;
 
 /// Runs `$body` with `$p` bound to whichever pool this is. The body is compiled once per
 /// dialect, so one statement text serves both.
@@ -176,7 +175,11 @@ impl Db {
 
     /// Readiness: the database answers and every embedded migration is applied.
     pub async fn ready(&self) -> Result<()> {
-        let expected = SQLITE_MIGRATIONS.len() as i64;
+        let expected = if self.is_postgres() {
+            POSTGRES_MIGRATIONS.len()
+        } else {
+            SQLITE_MIGRATIONS.len()
+        } as i64;
         let applied: i64 = with_pool!(self, p => sqlx::query_scalar(
             "SELECT COUNT(*) FROM _sqlx_migrations WHERE success = TRUE").fetch_one(p).await?);
         if applied < expected {
@@ -198,6 +201,22 @@ fn lock_sqlite_file(db: &std::path::Path) -> Result<Option<std::sync::Arc<std::f
     if db.as_os_str().is_empty() || db.to_string_lossy().contains(":memory:") {
         return Ok(None);
     }
+    // The same file reached through a symlink or another relative path takes the same lock.
+    let db = match (db.parent(), db.file_name()) {
+        (Some(dir), Some(name)) => {
+            let dir = if dir.as_os_str().is_empty() {
+                std::path::Path::new(".")
+            } else {
+                dir
+            };
+            std::fs::canonicalize(dir)
+                .map(|d| d.join(name))
+                .unwrap_or_else(|_| db.to_path_buf())
+        }
+        _ => db.to_path_buf(),
+    };
+    let db = std::fs::canonicalize(&db).unwrap_or(db);
+    let db = db.as_path();
     let path = std::path::PathBuf::from(format!("{}.lock", db.display()));
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -253,16 +272,6 @@ pub(crate) use write_tx;
 
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
-}
-
-/// A row decoded into plain values, shared by both dialects.
-pub fn get<'r, T, R>(row: &'r R, col: &str) -> Result<T>
-where
-    R: Row,
-    T: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'a> &'a str: sqlx::ColumnIndex<R>,
-{
-    Ok(row.try_get(col)?)
 }
 
 pub mod announcements;

@@ -105,7 +105,7 @@ pub async fn import(db: &Db, rows: &[NewSubscriber]) -> Result<(u64, u64)> {
             let topics = serde_json::to_string(&s.topics).unwrap_or_else(|_| "[]".into());
             let n = sqlx::query(
                 "INSERT INTO subscribers (email, lang, topics, token, status, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, 'active', $5, $5) ON CONFLICT (email) DO NOTHING")
+                 VALUES ($1, $2, $3, $4, 'active', $5, $5) ON CONFLICT DO NOTHING")
                 .bind(&s.email).bind(&s.lang).bind(&topics).bind(new_token()).bind(now)
                 .execute(&mut *tx).await?.rows_affected();
             if n == 1 { created += 1 } else { existing += 1 }

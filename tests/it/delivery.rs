@@ -493,3 +493,51 @@ async fn disaster_lane_overtakes_a_backlog(backend: Backend) {
     );
 }
 on_both!(disaster_lane_overtakes_a_backlog);
+
+/// Cancelling while an email fan-out runs stops it: nothing is claimed after the answer
+/// except what was already on the wire.
+async fn cancel_stops_a_running_fan_out(backend: Backend) {
+    let smtp = FakeSmtp::start(FakeSmtpOptions::default()).await;
+    smtp.set_data_delay(Duration::from_millis(20));
+    let config = email_config(smtp.port()).replace("concurrency = 8", "concurrency = 2");
+    let d = Daemon::builder(backend).config(&config).start().await;
+    d.add_subscribers(400, "resident").await;
+    let id = d
+        .submit(json!({"title": "お知らせ", "body": "本文", "channels": ["email"]}))
+        .await;
+    while smtp.message_count() < 5 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (s, v) = d
+        .post(
+            &format!("/api/v1/announcements/{id}/cancel"),
+            STAFF,
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["status"], "cancelled");
+    let at_cancel = smtp.message_count();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = smtp.message_count();
+    assert!(
+        after <= at_cancel + 2,
+        "only the copies on the wire may finish: {at_cancel} → {after}"
+    );
+    let v = d.announcement(&id).await;
+    assert_eq!(v["status"], "cancelled", "{v}");
+    let mail = channel(&v, "email");
+    assert!(mail["sent"].as_i64().unwrap() < 400, "{mail}");
+    let (_, chans) = d.get("/api/v1/channels").await;
+    let email = chans
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "email")
+        .unwrap();
+    assert_eq!(
+        email["queue"]["normal"], 0,
+        "nothing of it is left queued: {email}"
+    );
+}
+on_both!(cancel_stops_a_running_fan_out);

@@ -190,6 +190,18 @@ async fn refusals_name_the_field_and_store_nothing(backend: Backend) {
         )
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{p}");
+    let r = d
+        .http
+        .post(format!("{}/api/v1/announcements", d.base))
+        .json(&notice())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["www-authenticate"],
+        "Bearer",
+        "401 says which scheme"
+    );
     let (s, _) = d
         .request(
             reqwest::Method::POST,
@@ -286,6 +298,18 @@ async fn subscriber_refusals_store_nothing(backend: Backend) {
         )
         .await;
     assert_eq!(s, StatusCode::CONFLICT, "{p}");
+    let (s, p) = d
+        .post(
+            "/api/v1/subscribers",
+            ADMIN,
+            json!({"email": "Taro@Example.JP"}),
+        )
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::CONFLICT,
+        "one subscription per address whatever its case: {p}"
+    );
     // A CSV with one bad row refuses the whole file, naming the line.
     let csv =
         "email,lang,topics\nhanako@example.jp,ja,防災\nbroken address,ja,\njiro@example.jp,en,\n";
