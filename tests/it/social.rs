@@ -325,6 +325,15 @@ on_both!(line_webhook_checks_the_signature);
 async fn retry_after_is_honoured(backend: Backend) {
     let f = fakes().await;
     let d = daemon(backend, &f).await;
+    // The start-up healthcheck (a HEAD) must not take the scripted answer meant for the post.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !f.hook.requests().iter().any(|r| r.method == "HEAD") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no healthcheck reached the webhook"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     f.hook.script(noroshi_channel_core::fake::ScriptedResponse {
         status: 429,
         headers: vec![("retry-after".into(), "2".into())],
