@@ -71,6 +71,13 @@ pub async fn list(
             }
             None => (serde_json::Value::Null, serde_json::Value::Null, 0),
         };
+        let mut platform = platform;
+        if name == "line" && runtime.is_some() {
+            // Friends as LINE's webhook has reported them (follow minus unfollow events).
+            platform["webhook_followers"] = store::channels::line_follower_count(&state.db)
+                .await?
+                .into();
+        }
         let warnings_present = platform
             .get("warnings")
             .and_then(|w| w.as_array())

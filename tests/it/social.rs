@@ -306,6 +306,45 @@ async fn line_webhook_checks_the_signature(backend: Backend) {
         }
     };
     assert_eq!(post(good.clone()).await, StatusCode::OK);
+    let followers = |chans: serde_json::Value| {
+        chans
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "line")
+            .unwrap()["platform"]["webhook_followers"]
+            .clone()
+    };
+    assert_eq!(
+        followers(d.get("/api/v1/channels").await.1),
+        1,
+        "the follow event was recorded"
+    );
+    assert_eq!(
+        post(good.clone()).await,
+        StatusCode::OK,
+        "a redelivery is harmless"
+    );
+    assert_eq!(followers(d.get("/api/v1/channels").await.1), 1);
+    let unfollow = r#"{"destination":"U1","events":[{"type":"unfollow","timestamp":1625665243000,"source":{"type":"user","userId":"Ufc729a925b3abef00000000000000000"},"mode":"active","webhookEventId":"01FZ74ASS536FW97EX38NKCZQL","deliveryContext":{"isRedelivery":false}}]}"#;
+    let r = d
+        .http
+        .post(format!("{}/webhooks/line", d.base))
+        .header(
+            "x-line-signature",
+            noroshi_line::sign("it-line-secret", unfollow.as_bytes()),
+        )
+        .header("content-type", "application/json")
+        .body(unfollow)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        followers(d.get("/api/v1/channels").await.1),
+        0,
+        "the unfollow was recorded"
+    );
     assert_eq!(
         post(noroshi_line::sign("other-secret", body.as_bytes())).await,
         StatusCode::UNAUTHORIZED
