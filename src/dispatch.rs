@@ -542,8 +542,22 @@ impl Dispatcher {
         Ok(info)
     }
 
-    /// One attempt of one claimed delivery, start to recorded outcome.
+    /// One attempt, logged under the request id of the API call that accepted the
+    /// announcement, so an operator can follow one request to every delivery attempt.
     async fn attempt(&self, c: &ChannelRuntime, d: Claimed) {
+        use tracing::Instrument;
+        let request_id = self
+            .announcement_info(&d.announcement_id)
+            .await
+            .ok()
+            .and_then(|i| i.request_id.clone())
+            .unwrap_or_default();
+        let span = tracing::info_span!("attempt", request_id = %request_id);
+        self.attempt_inner(c, d).instrument(span).await
+    }
+
+    /// One attempt of one claimed delivery, start to recorded outcome.
+    async fn attempt_inner(&self, c: &ChannelRuntime, d: Claimed) {
         let started = now_ms();
         if d.kind == queue::KIND_EXPAND {
             match queue::expand_batch(&self.db, &d, &self.owner, self.settings.expand_batch).await {

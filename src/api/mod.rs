@@ -144,6 +144,10 @@ pub fn router(state: SharedState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route(
+            "/metrics",
+            get(|| async { Problem::not_implemented("/metrics (Prometheus)") }),
+        )
+        .route(
             "/unsubscribe",
             get(subscribers::unsubscribe_page).post(subscribers::unsubscribe_post),
         )

@@ -541,3 +541,37 @@ async fn cancel_stops_a_running_fan_out(backend: Backend) {
     );
 }
 on_both!(cancel_stops_a_running_fan_out);
+
+/// SIGTERM in the middle of a fan-out: the daemon stops taking work, exits cleanly, and what
+/// it had not finished is taken up by the next start.
+async fn sigterm_stops_cleanly_and_loses_nothing(backend: Backend) {
+    let smtp = FakeSmtp::start(FakeSmtpOptions::default()).await;
+    smtp.set_data_delay(Duration::from_millis(5));
+    let mut d = Daemon::builder(backend)
+        .config(&email_config(smtp.port()))
+        .start()
+        .await;
+    d.add_subscribers(300, "resident").await;
+    let id = d
+        .submit(json!({"title": "お知らせ", "body": "本文", "channels": ["email"]}))
+        .await;
+    while smtp.message_count() < 30 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let status = d.terminate().await;
+    assert!(
+        status.success(),
+        "clean exit on SIGTERM: {status}\n{}",
+        d.logs()
+    );
+    assert!(d.logs().contains("Stopping"), "{}", d.logs());
+    d.start_again().await;
+    d.wait_status(&id, &["sent"], Duration::from_secs(60)).await;
+    let unique: HashSet<String> = smtp
+        .messages()
+        .iter()
+        .map(|m| m.rcpt_to[0].clone())
+        .collect();
+    assert_eq!(unique.len(), 300);
+}
+on_both!(sigterm_stops_cleanly_and_loses_nothing);

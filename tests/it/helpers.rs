@@ -266,6 +266,33 @@ impl Daemon {
         }
     }
 
+    /// SIGTERM, then waits (up to 30 s) for the process to exit by itself.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let pid = child.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "noroshi did not stop within 30 s of SIGTERM:\n{}",
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Starts the daemon again after `terminate` or `kill9`.
+    pub async fn start_again(&mut self) {
+        self.spawn().await;
+    }
+
     pub async fn restart(&mut self) {
         self.kill9();
         self.spawn().await;
