@@ -575,3 +575,54 @@ async fn sigterm_stops_cleanly_and_loses_nothing(backend: Backend) {
     assert_eq!(unique.len(), 300);
 }
 on_both!(sigterm_stops_cleanly_and_loses_nothing);
+
+/// Two daemons on one PostgreSQL share the queue: the second wakes on the first's
+/// `NOTIFY` (its poll is a minute), both send, and nobody gets the message twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_one_postgres_queue() {
+    if postgres_url().is_none() {
+        eprintln!("SKIPPED: PostgreSQL suite (set NOROSHI_TEST_POSTGRES_URL to run it)");
+        return;
+    }
+    let smtp = FakeSmtp::start(FakeSmtpOptions::default()).await;
+    smtp.set_data_delay(Duration::from_millis(10));
+    let tmp = tempfile::tempdir().unwrap();
+    let url = fresh_database(Backend::Postgres, tmp.path()).await;
+    let config = format!(
+        "{}\n",
+        email_config(smtp.port()).replace("concurrency = 8", "concurrency = 2")
+    );
+    let slow_poll = |b: DaemonBuilder| {
+        b.config(&config)
+            .database(&url)
+            .env("NOROSHI__QUEUE__POLL_INTERVAL_MS", "60000")
+    };
+    let a = slow_poll(Daemon::builder(Backend::Postgres)).start().await;
+    let b = slow_poll(Daemon::builder(Backend::Postgres)).start().await;
+    a.add_subscribers(200, "resident").await;
+    let id = a
+        .submit(json!({"title": "お知らせ", "body": "本文", "channels": ["email"]}))
+        .await;
+    a.wait_status(&id, &["sent"], Duration::from_secs(60)).await;
+    let messages = smtp.messages();
+    let unique: HashSet<String> = messages.iter().map(|m| m.rcpt_to[0].clone()).collect();
+    assert_eq!(unique.len(), 200);
+    assert_eq!(messages.len(), 200, "no copy was sent twice");
+    let mut workers = HashSet::new();
+    let mut cursor: Option<i64> = None;
+    loop {
+        let path = match cursor {
+            Some(c) => format!("/api/v1/deliveries?announcement_id={id}&limit=200&cursor={c}"),
+            None => format!("/api/v1/deliveries?announcement_id={id}&limit=200"),
+        };
+        let (_, log) = b.get(&path).await;
+        for item in log["items"].as_array().unwrap() {
+            workers.insert(item["worker"].as_str().unwrap().to_string());
+        }
+        match log["next_cursor"].as_i64() {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(workers.len(), 2, "both instances sent: {workers:?}");
+}

@@ -97,6 +97,7 @@ pub struct DaemonBuilder {
     backend: Backend,
     extra_toml: String,
     env: Vec<(String, String)>,
+    database: Option<String>,
 }
 
 impl DaemonBuilder {
@@ -104,6 +105,11 @@ impl DaemonBuilder {
     pub fn config(mut self, toml: &str) -> Self {
         self.extra_toml.push_str(toml);
         self.extra_toml.push('\n');
+        self
+    }
+    /// Use this database instead of a fresh one (several instances on one PostgreSQL).
+    pub fn database(mut self, url: &str) -> Self {
+        self.database = Some(url.to_string());
         self
     }
     pub fn env(mut self, k: &str, v: &str) -> Self {
@@ -124,7 +130,10 @@ impl DaemonBuilder {
             std::fs::write(dir.path().join(name), content).unwrap();
         }
         let port = free_port();
-        let db = fresh_database(self.backend, dir.path()).await;
+        let db = match self.database {
+            Some(url) => url,
+            None => fresh_database(self.backend, dir.path()).await,
+        };
         let base = format!("http://127.0.0.1:{port}");
         let data = dir.path().join("data");
         let config = format!(
@@ -212,6 +221,7 @@ impl Daemon {
             backend,
             extra_toml: String::new(),
             env: Vec::new(),
+            database: None,
         }
     }
 
