@@ -163,6 +163,11 @@ pub fn router(state: SharedState) -> Router {
         app = app.merge(site);
     }
     app.layer(DefaultBodyLimit::max(limit))
+        // A client that stalls mid-request does not hold a connection for ever.
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            std::time::Duration::from_secs(30),
+        ))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
