@@ -5,7 +5,9 @@
 //!   ([`noroshi_x::render::count_with`]) with the config each section names (SOURCE.md,
 //!   CHANNELS.md §2.5): v2 for `WeightedTweetsCounterTest`, v3 for the emoji and
 //!   directional-marker counters.
-//! * The legacy `tweets` validity section is the 140-character v1 rule set (`config/v1.json`).
+//! * The legacy `tweets` validity section is the 140-character v1 rule set (`config/v1.json`),
+//!   checked through Noroshi's counter (`count_with(.., v1).valid`) and through the crate's
+//!   `Validator::is_valid_tweet` (two allow-listed crate bugs, see [`KNOWN_CRATE_BUGS`]).
 //! * `usernames`, `lists`, `hashtags`, `urls`, `urls_without_protocol` use the twitter-text
 //!   `Validator`.
 //! * `extract.yml` and `tlds.yml` use the twitter-text `Extractor` (URLs without a protocol
@@ -54,14 +56,16 @@ const KNOWN_CRATE_BUGS: &[KnownBug] = &[
         section: "tweets",
         check: CRATE_IS_VALID_TWEET,
         description: "Invalid Tweet: 141 characters",
-        reason: "Validator::is_valid_tweet does not weigh URLs at 23 (parse without URL extraction)",
+        reason:
+            "Validator::is_valid_tweet does not weigh URLs at 23 (parse without URL extraction)",
     },
     KnownBug {
         file: "validate.yml",
         section: "tweets",
         check: CRATE_IS_VALID_TWEET,
         description: "Invalid Tweet: 141 characters (due to newline)",
-        reason: "Validator::is_valid_tweet does not weigh URLs at 23 (parse without URL extraction)",
+        reason:
+            "Validator::is_valid_tweet does not weigh URLs at 23 (parse without URL extraction)",
     },
 ];
 
@@ -196,7 +200,9 @@ type Check = (&'static str, fn(&Ctx, &str) -> Value);
 
 const URL_LIST: &[Check] = &[
     ("extract_urls", |c, t| strings(c.extractor.extract_urls(t))),
-    ("weighting path (parse, v3)", |c, t| weighting_urls(t, &c.v3, false)),
+    ("weighting path (parse, v3)", |c, t| {
+        weighting_urls(t, &c.v3, false)
+    }),
     ("noroshi url_spans", |_, t| noroshi_url_spans(t)),
 ];
 
@@ -204,7 +210,9 @@ const URL_INDEXED: &[Check] = &[
     ("extract_urls_with_indices", |c, t| {
         with_indices("url", &c.extractor.extract_urls_with_indices(t))
     }),
-    ("weighting path (parse, v3)", |c, t| weighting_urls(t, &c.v3, true)),
+    ("weighting path (parse, v3)", |c, t| {
+        weighting_urls(t, &c.v3, true)
+    }),
 ];
 
 /// Every section of every file, and how it is run. A section in a file but not here, or
@@ -213,74 +221,142 @@ const PLAN: &[(&str, &str, &[Check])] = &[
     // validate.yml
     // The legacy 140-character rule: validity as Noroshi computes it (URLs weigh 23), and
     // the crate's own `Validator`, which has a known bug here (see KNOWN_CRATE_BUGS).
-    ("validate.yml", "tweets", &[
-        ("noroshi count_with v1 (valid)", |c, t| {
-            Value::Bool(render::count_with(t, &c.v1).valid)
-        }),
-        (CRATE_IS_VALID_TWEET, |c, t| Value::Bool(c.legacy.is_valid_tweet(t))),
-    ]),
-    ("validate.yml", "usernames", &[("is_valid_username", |c, t| {
-        Value::Bool(c.validator.is_valid_username(t))
-    })]),
-    ("validate.yml", "lists", &[("is_valid_list", |c, t| {
-        Value::Bool(c.validator.is_valid_list(t))
-    })]),
-    ("validate.yml", "hashtags", &[("is_valid_hashtag", |c, t| {
-        Value::Bool(c.validator.is_valid_hashtag(t))
-    })]),
-    ("validate.yml", "urls", &[("is_valid_url", |c, t| {
-        Value::Bool(c.validator.is_valid_url(t))
-    })]),
-    ("validate.yml", "urls_without_protocol", &[("is_valid_url_without_protocol", |c, t| {
-        Value::Bool(c.validator.is_valid_url_without_protocol(t))
-    })]),
-    ("validate.yml", "WeightedTweetsCounterTest", &[("noroshi count_with v2", |c, t| {
-        counted(t, &c.v2)
-    })]),
-    ("validate.yml", "WeightedTweetsWithDiscountedEmojiCounterTest", &[(
-        "noroshi count_with v3",
-        |c, t| counted(t, &c.v3),
-    )]),
-    ("validate.yml", "UnicodeDirectionalMarkerCounterTest", &[("noroshi count_with v3", |c, t| {
-        counted(t, &c.v3)
-    })]),
+    (
+        "validate.yml",
+        "tweets",
+        &[
+            ("noroshi count_with v1 (valid)", |c, t| {
+                Value::Bool(render::count_with(t, &c.v1).valid)
+            }),
+            (CRATE_IS_VALID_TWEET, |c, t| {
+                Value::Bool(c.legacy.is_valid_tweet(t))
+            }),
+        ],
+    ),
+    (
+        "validate.yml",
+        "usernames",
+        &[("is_valid_username", |c, t| {
+            Value::Bool(c.validator.is_valid_username(t))
+        })],
+    ),
+    (
+        "validate.yml",
+        "lists",
+        &[("is_valid_list", |c, t| {
+            Value::Bool(c.validator.is_valid_list(t))
+        })],
+    ),
+    (
+        "validate.yml",
+        "hashtags",
+        &[("is_valid_hashtag", |c, t| {
+            Value::Bool(c.validator.is_valid_hashtag(t))
+        })],
+    ),
+    (
+        "validate.yml",
+        "urls",
+        &[("is_valid_url", |c, t| {
+            Value::Bool(c.validator.is_valid_url(t))
+        })],
+    ),
+    (
+        "validate.yml",
+        "urls_without_protocol",
+        &[("is_valid_url_without_protocol", |c, t| {
+            Value::Bool(c.validator.is_valid_url_without_protocol(t))
+        })],
+    ),
+    (
+        "validate.yml",
+        "WeightedTweetsCounterTest",
+        &[("noroshi count_with v2", |c, t| counted(t, &c.v2))],
+    ),
+    (
+        "validate.yml",
+        "WeightedTweetsWithDiscountedEmojiCounterTest",
+        &[("noroshi count_with v3", |c, t| counted(t, &c.v3))],
+    ),
+    (
+        "validate.yml",
+        "UnicodeDirectionalMarkerCounterTest",
+        &[("noroshi count_with v3", |c, t| counted(t, &c.v3))],
+    ),
     // extract.yml
-    ("extract.yml", "mentions", &[("extract_mentioned_screennames", |c, t| {
-        strings(c.extractor.extract_mentioned_screennames(t))
-    })]),
-    ("extract.yml", "mentions_with_indices", &[(
-        "extract_mentioned_screennames_with_indices",
-        |c, t| with_indices("screen_name", &c.extractor.extract_mentioned_screennames_with_indices(t)),
-    )]),
-    ("extract.yml", "mentions_or_lists_with_indices", &[(
-        "extract_mentions_or_lists_with_indices",
-        |c, t| mentions_or_lists(&c.extractor.extract_mentions_or_lists_with_indices(t)),
-    )]),
-    ("extract.yml", "replies", &[("extract_reply_username", |c, t| {
-        match c.extractor.extract_reply_username(t) {
-            Some(e) => s(e.get_value()),
-            None => Value::Null,
-        }
-    })]),
+    (
+        "extract.yml",
+        "mentions",
+        &[("extract_mentioned_screennames", |c, t| {
+            strings(c.extractor.extract_mentioned_screennames(t))
+        })],
+    ),
+    (
+        "extract.yml",
+        "mentions_with_indices",
+        &[("extract_mentioned_screennames_with_indices", |c, t| {
+            with_indices(
+                "screen_name",
+                &c.extractor.extract_mentioned_screennames_with_indices(t),
+            )
+        })],
+    ),
+    (
+        "extract.yml",
+        "mentions_or_lists_with_indices",
+        &[("extract_mentions_or_lists_with_indices", |c, t| {
+            mentions_or_lists(&c.extractor.extract_mentions_or_lists_with_indices(t))
+        })],
+    ),
+    (
+        "extract.yml",
+        "replies",
+        &[("extract_reply_username", |c, t| {
+            match c.extractor.extract_reply_username(t) {
+                Some(e) => s(e.get_value()),
+                None => Value::Null,
+            }
+        })],
+    ),
     ("extract.yml", "urls", URL_LIST),
     ("extract.yml", "urls_with_indices", URL_INDEXED),
     ("extract.yml", "urls_with_directional_markers", URL_INDEXED),
     ("extract.yml", "tco_urls_with_params", URL_LIST),
-    ("extract.yml", "hashtags", &[("extract_hashtags", |c, t| {
-        strings(c.extractor.extract_hashtags(t))
-    })]),
-    ("extract.yml", "hashtags_from_astral", &[("extract_hashtags", |c, t| {
-        strings(c.extractor.extract_hashtags(t))
-    })]),
-    ("extract.yml", "hashtags_with_indices", &[("extract_hashtags_with_indices", |c, t| {
-        with_indices("hashtag", &c.extractor.extract_hashtags_with_indices(t))
-    })]),
-    ("extract.yml", "cashtags", &[("extract_cashtags", |c, t| {
-        strings(c.extractor.extract_cashtags(t))
-    })]),
-    ("extract.yml", "cashtags_with_indices", &[("extract_cashtags_with_indices", |c, t| {
-        with_indices("cashtag", &c.extractor.extract_cashtags_with_indices(t))
-    })]),
+    (
+        "extract.yml",
+        "hashtags",
+        &[("extract_hashtags", |c, t| {
+            strings(c.extractor.extract_hashtags(t))
+        })],
+    ),
+    (
+        "extract.yml",
+        "hashtags_from_astral",
+        &[("extract_hashtags", |c, t| {
+            strings(c.extractor.extract_hashtags(t))
+        })],
+    ),
+    (
+        "extract.yml",
+        "hashtags_with_indices",
+        &[("extract_hashtags_with_indices", |c, t| {
+            with_indices("hashtag", &c.extractor.extract_hashtags_with_indices(t))
+        })],
+    ),
+    (
+        "extract.yml",
+        "cashtags",
+        &[("extract_cashtags", |c, t| {
+            strings(c.extractor.extract_cashtags(t))
+        })],
+    ),
+    (
+        "extract.yml",
+        "cashtags_with_indices",
+        &[("extract_cashtags_with_indices", |c, t| {
+            with_indices("cashtag", &c.extractor.extract_cashtags_with_indices(t))
+        })],
+    ),
     // tlds.yml: every TLD must be recognised in a URL (it decides what weighs 23).
     ("tlds.yml", "country", URL_LIST),
     ("tlds.yml", "generic", URL_LIST),
@@ -313,10 +389,11 @@ fn whole_twitter_text_conformance_suite() {
     assert!(ctx.extractor.get_extract_url_without_protocol());
     let mut unplanned: Vec<(&str, &str)> = PLAN.iter().map(|(f, s, _)| (*f, *s)).collect();
 
+    // (file, its parsed YAML, how many cases it holds in the snapshot of SOURCE.md).
     let suites = [
-        ("validate.yml", load("validate.yml")),
-        ("extract.yml", load("extract.yml")),
-        ("tlds.yml", load("tlds.yml")),
+        ("validate.yml", load("validate.yml"), 97),
+        ("extract.yml", load("extract.yml"), 238),
+        ("tlds.yml", load("tlds.yml"), 1574),
     ];
 
     let mut failures: Vec<String> = Vec::new();
@@ -325,7 +402,8 @@ fn whole_twitter_text_conformance_suite() {
     let mut tallies: Vec<(String, Tally)> = Vec::new();
     let mut cases_total = 0;
 
-    for (file, suite) in &suites {
+    for (file, suite, want_cases) in &suites {
+        let mut file_cases = 0;
         let sections = suite["tests"]
             .as_mapping()
             .unwrap_or_else(|| panic!("{file}: no `tests` mapping"));
@@ -345,6 +423,7 @@ fn whole_twitter_text_conformance_suite() {
                 problems.push(format!("{file}/{section}: no cases"));
             }
             cases_total += cases.len();
+            file_cases += cases.len();
             unplanned.retain(|p| *p != (*file, section));
             for (label, check) in checks {
                 let mut tally = Tally {
@@ -397,6 +476,9 @@ fn whole_twitter_text_conformance_suite() {
                 }
                 tallies.push((format!("{file}/{section} [{label}]"), tally));
             }
+        }
+        if file_cases != *want_cases {
+            problems.push(format!("{file}: {file_cases} cases, expected {want_cases}"));
         }
     }
     for (file, section) in unplanned {
