@@ -134,6 +134,8 @@ pub struct Dispatcher {
     announcements: Mutex<HashMap<String, Arc<AnnouncementInfo>>>,
     /// Deliveries a live task of this process holds: the only leases the heartbeat renews.
     live: Mutex<HashSet<i64>>,
+    /// Fingerprints of the rotated credentials already saved, per channel.
+    saved_credentials: Mutex<HashMap<String, String>>,
 }
 
 /// Marks a claimed delivery as held by a live task; dropping it (even in a panic) lets the
@@ -260,6 +262,7 @@ impl Dispatcher {
             renderings: Mutex::new(HashMap::new()),
             announcements: Mutex::new(HashMap::new()),
             live: Mutex::new(HashSet::new()),
+            saved_credentials: Mutex::new(HashMap::new()),
         })
     }
 
@@ -398,6 +401,34 @@ impl Dispatcher {
         }
     }
 
+    /// Keeps credentials a platform rotated (X's OAuth 2.0 refresh token) in the database,
+    /// so the next start uses them instead of the configured ones, which no longer work.
+    async fn save_rotated_credentials(&self) {
+        use noroshi_channel_core::ExposeSecret;
+        use sha2::Digest;
+        for c in &self.channels {
+            let Some(creds) = c.channel.rotated_credentials() else {
+                continue;
+            };
+            let digest = hex::encode(sha2::Sha256::digest(creds.expose_secret().as_bytes()));
+            if self.saved_credentials.lock().unwrap().get(&c.name) == Some(&digest) {
+                continue;
+            }
+            match store::channels::save_credentials(&self.db, &c.name, creds.expose_secret()).await
+            {
+                Ok(()) => {
+                    tracing::info!(channel = %c.name, "Saved credentials the platform rotated");
+                    self.saved_credentials
+                        .lock()
+                        .unwrap()
+                        .insert(c.name.clone(), digest);
+                }
+                Err(e) => tracing::error!(channel = %c.name, error = %e,
+                    "Could not save rotated credentials; a restart would use the configured ones"),
+            }
+        }
+    }
+
     /// Paused flags follow the database, so a resume (or a pause) on one instance reaches
     /// every instance.
     async fn sync_paused(&self) {
@@ -443,6 +474,7 @@ impl Dispatcher {
             }
             self.sync_paused().await;
             self.flush_successes().await;
+            self.save_rotated_credentials().await;
             // Keep the caches small: a few recent announcements are all that is hot.
             let mut r = self.renderings.lock().unwrap();
             if r.len() > 256 {

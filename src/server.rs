@@ -162,6 +162,13 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         )
     })?;
     let channels: Vec<_> = registered.iter().map(|r| r.channel.clone()).collect();
+    for (name, saved) in store::channels::saved_credentials(&db).await? {
+        if let Some(c) = channels.iter().find(|c| c.name() == name) {
+            if c.restore_credentials(&noroshi_channel_core::SecretString::from(saved)) {
+                tracing::info!(channel = %name, "Using the credentials the platform rotated last time");
+            }
+        }
+    }
     if !db.is_postgres() {
         // One process owns a SQLite file: whatever is in flight belongs to a run that died.
         let n = queue::reclaim(&db, queue::Reclaim::All).await?;

@@ -117,6 +117,14 @@ CREATE TABLE api_tokens (
     created_at      BIGINT NOT NULL
 );
 
+-- Credentials a platform issued in place of configured ones (X's rotated OAuth 2.0
+-- refresh token), kept so a restart does not log the city out. Opaque to the daemon.
+CREATE TABLE channel_credentials (
+    channel         TEXT PRIMARY KEY,
+    credentials     TEXT NOT NULL,
+    updated_at      BIGINT NOT NULL
+);
+
 -- LINE friends as the webhook reports them (follow / unfollow).
 CREATE TABLE line_followers (
     user_id         TEXT PRIMARY KEY,

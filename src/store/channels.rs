@@ -92,3 +92,20 @@ pub async fn line_follower_count(db: &Db) -> Result<i64> {
     Ok(with_pool!(db, p => sqlx::query_scalar(
         "SELECT COUNT(*) FROM line_followers WHERE following = TRUE").fetch_one(p).await?))
 }
+
+/// Saves a channel's rotated credentials (see `Channel::rotated_credentials`).
+pub async fn save_credentials(db: &Db, channel: &str, credentials: &str) -> Result<()> {
+    with_pool!(db, p => sqlx::query(
+        "INSERT INTO channel_credentials (channel, credentials, updated_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (channel) DO UPDATE SET credentials = $2, updated_at = $3")
+        .bind(channel).bind(credentials).bind(now_ms()).execute(p).await?.rows_affected());
+    Ok(())
+}
+
+/// Every channel's saved credentials: (channel, credentials).
+pub async fn saved_credentials(db: &Db) -> Result<Vec<(String, String)>> {
+    with_pool!(db, p => {
+        let rows = sqlx::query("SELECT channel, credentials FROM channel_credentials").fetch_all(p).await?;
+        rows.iter().map(|r| Ok((r.try_get("channel")?, r.try_get("credentials")?))).collect()
+    })
+}

@@ -405,3 +405,86 @@ async fn retry_after_is_honoured(backend: Backend) {
     assert_eq!(f.hook.received().len(), 1);
 }
 on_both!(retry_after_is_honoured);
+
+/// X rotates the OAuth 2.0 refresh token on every refresh; the daemon keeps the new pair, so
+/// a restart does not log the city out with the configured (now dead) token.
+async fn x_rotated_oauth2_tokens_survive_a_restart(backend: Backend) {
+    let x = noroshi_x::fake::start().await;
+    let creds = noroshi_x::fake::FakeCredentials::default();
+    let config = format!(
+        r#"
+[channels.website]
+enabled = false
+
+[channels.x]
+enabled = true
+api_base = "{base}"
+upload_base = "{base}"
+auth = "oauth2"
+oauth2_client_id = "{client}"
+oauth2_client_secret_env = "IT_X_CLIENT_SECRET"
+oauth2_access_token_env = "IT_X_ACCESS"
+oauth2_refresh_token_env = "IT_X_REFRESH"
+"#,
+        base = x.base_url(),
+        client = creds.oauth2_client_id,
+    );
+    let mut d = Daemon::builder(backend)
+        .config(&config)
+        .env(
+            "IT_X_CLIENT_SECRET",
+            creds.oauth2_client_secret.as_deref().unwrap(),
+        )
+        .env("IT_X_ACCESS", &creds.oauth2_access_token)
+        .env("IT_X_REFRESH", &creds.oauth2_refresh_token)
+        .start()
+        .await;
+    x.x.expire_access_token();
+    let id = d
+        .submit(json!({"title": "お知らせ", "body": "一件目"}))
+        .await;
+    d.wait_status(&id, &["sent"], Duration::from_secs(30)).await;
+    let (access, refresh) = x.x.oauth2_tokens();
+    assert_ne!(
+        refresh, creds.oauth2_refresh_token,
+        "the fake rotated the refresh token"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !d.logs().contains("Saved credentials the platform rotated") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not saved:\n{}",
+            d.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    d.restart().await;
+    assert!(
+        d.logs()
+            .contains("Using the credentials the platform rotated last time"),
+        "{}",
+        d.logs()
+    );
+    let id = d
+        .submit(json!({"title": "お知らせ", "body": "二件目"}))
+        .await;
+    d.wait_status(&id, &["sent"], Duration::from_secs(30)).await;
+    assert_eq!(x.x.posts().len(), 2);
+    let (_, chans) = d.get("/api/v1/channels").await;
+    let xs = chans
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "x")
+        .unwrap();
+    assert_ne!(xs["state"], "paused", "{xs}");
+    let logs = d.logs();
+    for secret in [
+        access.as_str(),
+        refresh.as_str(),
+        creds.oauth2_refresh_token.as_str(),
+    ] {
+        assert!(!logs.contains(secret), "a token leaked into the log");
+    }
+}
+on_both!(x_rotated_oauth2_tokens_survive_a_restart);

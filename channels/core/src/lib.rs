@@ -74,4 +74,19 @@ pub trait Channel: Send + Sync + 'static {
     fn status(&self) -> AdapterStatus {
         AdapterStatus::default()
     }
+
+    /// Credentials the platform issued in place of configured ones (a rotated OAuth 2.0
+    /// refresh token), opaque to the daemon, which keeps them in its database and hands
+    /// them back through [`Channel::restore_credentials`] at the next start. `None` while
+    /// nothing has rotated. Cheap; no I/O.
+    fn rotated_credentials(&self) -> Option<SecretString> {
+        None
+    }
+
+    /// Takes back what [`Channel::rotated_credentials`] returned before a restart. An
+    /// adapter ignores them when the operator has configured new credentials since.
+    /// Returns whether they were taken.
+    fn restore_credentials(&self, _saved: &SecretString) -> bool {
+        false
+    }
 }

@@ -76,6 +76,9 @@ pub struct XChannel {
     long_text: LongText,
     exercise_target: Option<String>,
     state: Mutex<State>,
+    /// SHA-256 (hex) of the configured OAuth 2.0 refresh token: a saved rotated pair is
+    /// only restored while the configuration still names the token it replaced.
+    configured_refresh: Option<String>,
     /// Serialises OAuth 2.0 refreshes: two concurrent refreshes with a rotating token
     /// would log the city out (the loser presents a dead refresh token).
     refresh_lock: tokio::sync::Mutex<()>,
@@ -171,6 +174,10 @@ impl XChannel {
             long_text: config.long_text,
             exercise_target: config.exercise_target.clone(),
             state: Mutex::new(state),
+            configured_refresh: config
+                .oauth2_refresh_token
+                .as_ref()
+                .map(|t| fingerprint(t.expose_secret())),
             refresh_lock: tokio::sync::Mutex::new(()),
         })
     }
@@ -899,13 +906,57 @@ impl Channel for XChannel {
                 warnings.push(format!("X budget exhausted: {}{until}", b.name));
             }
         }
-        if let Some(t) = state.oauth2.as_ref().and_then(|t| t.rotated_at) {
-            warnings.push(format!(
-                "OAuth 2.0 refresh token rotated at {}: the configured oauth2_refresh_token \
-                 no longer works after a restart; persist the new pair",
-                t.to_rfc3339()
-            ));
-        }
         AdapterStatus { budgets, warnings }
     }
+
+    fn rotated_credentials(&self) -> Option<SecretString> {
+        let state = self.state.lock().unwrap();
+        let t = state.oauth2.as_ref()?;
+        let rotated_at = t.rotated_at?;
+        let saved = serde_json::json!({
+            "access_token": t.access_token.expose_secret(),
+            "refresh_token": t.refresh_token.as_ref().map(|r| r.expose_secret().to_string()),
+            "rotated_at": rotated_at.to_rfc3339(),
+            "expires_at": t.expires_at.map(|e| e.to_rfc3339()),
+            "replaces": self.configured_refresh,
+        });
+        Some(SecretString::from(saved.to_string()))
+    }
+
+    fn restore_credentials(&self, saved: &SecretString) -> bool {
+        let Ok(v) = serde_json::from_str::<Value>(saved.expose_secret()) else {
+            return false;
+        };
+        // New credentials in the config win over a pair saved for the old ones.
+        if v["replaces"].as_str() != self.configured_refresh.as_deref() {
+            return false;
+        }
+        let Some(access) = v["access_token"].as_str() else {
+            return false;
+        };
+        let parse = |k: &str| {
+            v[k].as_str()
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc))
+        };
+        let mut state = self.state.lock().unwrap();
+        if state.oauth2.is_none() {
+            return false;
+        }
+        state.oauth2 = Some(OAuth2Tokens {
+            access_token: SecretString::from(access.to_string()),
+            refresh_token: v["refresh_token"]
+                .as_str()
+                .map(|r| SecretString::from(r.to_string())),
+            rotated_at: parse("rotated_at"),
+            expires_at: parse("expires_at"),
+        });
+        true
+    }
+}
+
+/// A stable, non-reversible name for a secret (SHA-256, hex).
+fn fingerprint(secret: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(secret.as_bytes()))
 }

@@ -451,7 +451,12 @@ async fn oauth2_refreshes_on_401_and_rotates() {
         tokens.refresh_token.unwrap().expose_secret(),
         "fake-oauth2-refresh-1"
     );
-    assert!(ch.status().warnings.iter().any(|w| w.contains("rotated")));
+    // The rotated pair is offered to the daemon for safe keeping…
+    let saved = ch
+        .rotated_credentials()
+        .expect("rotated credentials to keep");
+    assert!(saved.expose_secret().contains("fake-oauth2-refresh-1"));
+    assert!(!format!("{saved:?}").contains("fake-oauth2-refresh-1"));
 
     // A second instance still holding the rotated-away refresh token is logged out: auth.
     let stale = channel(&config);
@@ -468,6 +473,18 @@ async fn oauth2_refreshes_on_401_and_rotates() {
     ] {
         assert!(!e.to_string().contains(s));
     }
+    // …and a restarted adapter given it back works again.
+    let restarted = channel(&config);
+    assert!(restarted.restore_credentials(&saved));
+    post(&restarted, "再起動後", "d4", 1)
+        .await
+        .expect("the kept pair works");
+    // Credentials saved for another configured token are not taken.
+    let mut other = config.clone();
+    other.oauth2_refresh_token = Some(noroshi_channel_core::SecretString::from(
+        "a-new-configured-token".to_string(),
+    ));
+    assert!(!channel(&other).restore_credentials(&saved));
 }
 
 fn png(len: usize) -> Vec<u8> {
