@@ -404,3 +404,111 @@ impl ChannelPlan {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use noroshi_channel_core::BuildEnv;
+
+    fn website() -> Arc<dyn Channel> {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = noroshi_website::Config {
+            output_dir: dir.path().join("site"),
+            ..Default::default()
+        };
+        let env = BuildEnv {
+            http: reqwest::Client::new(),
+            data_dir: dir.path().to_path_buf(),
+            public_base_url: "http://127.0.0.1:8080/".into(),
+        };
+        noroshi_website::build(&cfg, &env).unwrap()
+    }
+
+    fn submission(json: serde_json::Value) -> Submission {
+        serde_json::from_value(json).unwrap()
+    }
+
+    fn plan_of(s: &Submission, can_send_disaster: bool) -> ApiResult<Plan> {
+        let channels = vec![website()];
+        let known = vec!["website".to_string(), "line".to_string()];
+        let ctx = AcceptContext {
+            channels: &channels,
+            known: &known,
+            website_base_url: Some("https://city.example.jp/site/"),
+            exercise_marker: "【訓練】",
+            can_send_disaster,
+        };
+        plan(s, &ctx, "0193-test".into(), "desk", None, None, Utc::now())
+    }
+
+    #[test]
+    fn the_same_body_in_any_key_order_hashes_the_same() {
+        let a = submission(serde_json::json!({"title": "t", "body": "b", "tags": ["x"]}));
+        let b: Submission =
+            serde_json::from_str(r#"{ "tags":["x"],  "body":"b","title":"t" }"#).unwrap();
+        assert_eq!(request_hash(&a), request_hash(&b));
+        let c = submission(serde_json::json!({"title": "t", "body": "b2", "tags": ["x"]}));
+        assert_ne!(request_hash(&a), request_hash(&c));
+    }
+
+    #[test]
+    fn refusals_name_their_field() {
+        let cases = [
+            (serde_json::json!({"title": " ", "body": "b"}), "title"),
+            (
+                serde_json::json!({"title": "t", "body": "b", "channels": ["line"]}),
+                "channels[0]",
+            ),
+            (
+                serde_json::json!({"title": "t", "body": "b", "link": "ftp://x"}),
+                "link",
+            ),
+            (
+                serde_json::json!({"title": "t", "body": "b", "lang": "ja_JP"}),
+                "lang",
+            ),
+            (
+                serde_json::json!({"title": "t", "body": "b", "overrides": {"line": {"text": "x"}}}),
+                "overrides.line",
+            ),
+        ];
+        for (json, field) in cases {
+            let p = plan_of(&submission(json.clone()), false)
+                .err()
+                .expect("refused");
+            assert_eq!(p.field.as_deref(), Some(field), "{json}");
+            assert_eq!(p.status, 422);
+        }
+        let p = plan_of(
+            &submission(serde_json::json!({"title": "t", "body": "b", "priority": "disaster"})),
+            false,
+        )
+        .err()
+        .unwrap();
+        assert_eq!((p.status, p.field.as_deref()), (403, Some("priority")));
+        assert!(plan_of(
+            &submission(serde_json::json!({"title": "t", "body": "b", "priority": "disaster"})),
+            true
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn a_drill_is_marked_and_a_past_schedule_means_now() {
+        let s = submission(serde_json::json!({
+            "title": "避難訓練", "body": "本文", "exercise": true, "scheduled_at": "2020-01-01T09:00:00+09:00"
+        }));
+        let plan = plan_of(&s, false).unwrap();
+        assert_eq!(plan.announcement.status, "queued");
+        assert!(plan.announcement.scheduled_at.is_none());
+        assert!(
+            plan.channels[0].preview.text.contains("【訓練】"),
+            "{}",
+            plan.channels[0].preview.text
+        );
+        let s = submission(
+            serde_json::json!({"title": "t", "body": "b", "scheduled_at": "2999-01-01T09:00:00+09:00"}),
+        );
+        assert_eq!(plan_of(&s, false).unwrap().announcement.status, "scheduled");
+    }
+}

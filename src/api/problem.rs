@@ -162,3 +162,36 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
         Problem::invalid(field, message)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        title: String,
+        inner: Option<Inner>,
+    }
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        n: u8,
+    }
+
+    #[test]
+    fn json_errors_name_the_field() {
+        let p = parse_json::<Body>(br#"{"inner": {"n": 1}}"#).unwrap_err();
+        assert_eq!((p.status, p.field.as_deref()), (422, Some("title")));
+        let p = parse_json::<Body>(br#"{"title": "t", "inner": {"n": 300}}"#).unwrap_err();
+        assert_eq!(p.field.as_deref(), Some("inner.n"));
+        let p = parse_json::<Body>(br#"{"title": "t", "extra": 1}"#).unwrap_err();
+        assert_eq!(p.field.as_deref(), Some("extra"));
+        let p = parse_json::<Body>(br#"{"title": "#).unwrap_err();
+        assert_eq!(p.status, 400);
+        let p = parse_json::<Body>(b"").unwrap_err();
+        assert_eq!(p.status, 400);
+    }
+}
