@@ -63,6 +63,12 @@ mod tokio_util_shim {
     }
 }
 
+type RecorderItem = (
+    queue::Finished,
+    tokio::sync::oneshot::Sender<Result<bool, String>>,
+);
+type RecorderRx = tokio::sync::mpsc::Receiver<RecorderItem>;
+
 /// The stored units of one announcement on one channel.
 type Units = Arc<Vec<serde_json::Value>>;
 
@@ -136,6 +142,9 @@ pub struct Dispatcher {
     live: Mutex<HashSet<i64>>,
     /// Fingerprints of the rotated credentials already saved, per channel.
     saved_credentials: Mutex<HashMap<String, String>>,
+    /// Outcomes on their way to the database, committed in batches by `run_recorder`.
+    recorder: tokio::sync::mpsc::Sender<RecorderItem>,
+    recorder_rx: Mutex<Option<RecorderRx>>,
 }
 
 /// Marks a claimed delivery as held by a live task; dropping it (even in a panic) lets the
@@ -253,6 +262,7 @@ impl Dispatcher {
             std::process::id(),
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
+        let (recorder, recorder_rx) = tokio::sync::mpsc::channel(4096);
         Arc::new(Dispatcher {
             db,
             channels,
@@ -263,6 +273,8 @@ impl Dispatcher {
             announcements: Mutex::new(HashMap::new()),
             live: Mutex::new(HashSet::new()),
             saved_credentials: Mutex::new(HashMap::new()),
+            recorder,
+            recorder_rx: Mutex::new(Some(recorder_rx)),
         })
     }
 
@@ -359,6 +371,10 @@ impl Dispatcher {
         }
         let d = self.clone();
         tasks.push(tokio::spawn(async move { d.heartbeat().await }));
+        if let Some(rx) = self.recorder_rx.lock().unwrap().take() {
+            let d = self.clone();
+            tasks.push(tokio::spawn(async move { d.run_recorder(rx).await }));
+        }
         if let crate::store::Pool::Postgres(pool) = &self.db.pool {
             let (d, pool) = (self.clone(), pool.clone());
             tasks.push(tokio::spawn(async move { d.listen_for_work(pool).await }));
@@ -727,12 +743,67 @@ impl Dispatcher {
                 tracing::info!(channel = %c.name, delivery = d.id, reason = %reason, "Delivery skipped");
             }
         }
-        match queue::finish(&self.db, &d, &self.owner, started, &outcome).await {
+        let id = d.id;
+        match self.record(d, started, outcome).await {
             Ok(true) => {}
-            Ok(false) => tracing::warn!(channel = %c.name, delivery = d.id,
+            Ok(false) => tracing::warn!(channel = %c.name, delivery = id,
                 "Lease was lost before the outcome was recorded; another worker owns this delivery now"),
-            Err(e) => tracing::error!(channel = %c.name, delivery = d.id, error = %e,
+            Err(e) => tracing::error!(channel = %c.name, delivery = id, error = %e,
                 "Could not record a delivery outcome; the lease will expire and the delivery will be reconciled"),
+        }
+    }
+
+    /// Hands an outcome to the recorder and waits until it is committed, so the worker's
+    /// slot (and the lease renewal) lasts until the outcome is durable.
+    async fn record(&self, d: Claimed, started_at: i64, outcome: Outcome) -> Result<bool, String> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let item = queue::Finished {
+            delivery: d,
+            started_at,
+            outcome,
+        };
+        if let Err(tokio::sync::mpsc::error::SendError((item, _))) =
+            self.recorder.send((item, reply)).await
+        {
+            // The recorder is gone (shutting down): record this one directly.
+            return queue::finish_batch(&self.db, &self.owner, std::slice::from_ref(&item))
+                .await
+                .map(|r| r[0])
+                .map_err(|e| e.to_string());
+        }
+        answer
+            .await
+            .map_err(|_| "the recorder stopped".to_string())?
+    }
+
+    /// Commits outcomes in batches: whatever has arrived while the previous batch was being
+    /// written goes into the next transaction. Under load this turns a commit (an fsync on
+    /// SQLite) per delivery into one per batch; when idle a batch is a single outcome and
+    /// nothing waits.
+    async fn run_recorder(self: Arc<Self>, mut rx: RecorderRx) {
+        const MAX_BATCH: usize = 256;
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+            let (items, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+            match queue::finish_batch(&self.db, &self.owner, &items).await {
+                Ok(results) => {
+                    for (reply, ok) in replies.into_iter().zip(results) {
+                        let _ = reply.send(Ok(ok));
+                    }
+                }
+                Err(e) => {
+                    let e = e.to_string();
+                    for reply in replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+            }
         }
     }
 

@@ -132,88 +132,94 @@ pub enum Outcome {
     Cancelled { reason: String },
 }
 
-/// Records the attempt in the delivery log and moves the delivery to its next state, in one
-/// transaction, fenced on the lease. Returns false when the lease had been lost (another
-/// worker owns the delivery now); nothing is written then.
-pub async fn finish(
-    db: &Db,
-    d: &Claimed,
-    owner: &str,
-    started_at: i64,
-    outcome: &Outcome,
-) -> Result<bool> {
+/// One finished attempt, for [`finish_batch`].
+pub struct Finished {
+    pub delivery: Claimed,
+    pub started_at: i64,
+    pub outcome: Outcome,
+}
+
+/// Records a batch of finished attempts: for each, the attempt in the delivery log and the
+/// delivery's next state, fenced on its claim (owner and attempt number), all in one
+/// transaction — one commit (one fsync on SQLite) for many deliveries. Returns, per item,
+/// false when its lease had been lost (another worker owns it now; nothing is written).
+///
+/// A crash before the commit loses only the record of these attempts, not the deliveries:
+/// their leases expire and they are sent again (at least once).
+pub async fn finish_batch(db: &Db, owner: &str, items: &[Finished]) -> Result<Vec<bool>> {
     let now = now_ms();
-    let (attempt_outcome, error, note, status_code, remote_id): (
-        &str,
-        Option<&str>,
-        Option<&str>,
-        Option<i32>,
-        Option<&str>,
-    ) = match outcome {
-        Outcome::Sent {
-            remote_id,
-            how,
-            note,
-        } => (how, None, note.as_deref(), None, remote_id.as_deref()),
-        Outcome::Retry {
-            class,
-            error,
-            status_code,
-            ..
-        } => (class, Some(error.as_str()), None, *status_code, None),
-        Outcome::Failed {
-            class,
-            error,
-            status_code,
-        } => (class, Some(error.as_str()), None, *status_code, None),
-        Outcome::Cancelled { reason } => ("cancelled", Some(reason.as_str()), None, None, None),
-    };
-    let updated = write_tx!(db, tx => {
-        let update = match outcome {
-            Outcome::Sent { remote_id, .. } => sqlx::query(
-                "UPDATE deliveries SET status = 'sent', remote_id = $3, sent_at = $4, last_error = NULL, \
-                     uncertain = FALSE, lease_owner = NULL, lease_until = NULL, updated_at = $4 \
-                 WHERE id = $1 AND lease_owner = $2 AND status = 'in_flight' AND attempts = $5")
-                .bind(d.id).bind(owner).bind(remote_id.clone()).bind(now).bind(d.attempts)
-                .execute(&mut *tx).await?,
-            Outcome::Retry { run_after, error, refund, uncertain, .. } => sqlx::query(
-                "UPDATE deliveries SET status = 'retrying', run_after = $3, last_error = $4, \
-                     attempts = attempts - $5, uncertain = $6, lease_owner = NULL, lease_until = NULL, updated_at = $7 \
-                 WHERE id = $1 AND lease_owner = $2 AND status = 'in_flight' AND attempts = $8")
-                .bind(d.id).bind(owner).bind(*run_after).bind(error)
-                .bind(if *refund { 1i32 } else { 0i32 }).bind(*uncertain).bind(now).bind(d.attempts)
-                .execute(&mut *tx).await?,
-            Outcome::Failed { error, .. } => sqlx::query(
-                "UPDATE deliveries SET status = 'failed', last_error = $3, lease_owner = NULL, \
-                     lease_until = NULL, updated_at = $4 \
-                 WHERE id = $1 AND lease_owner = $2 AND status = 'in_flight' AND attempts = $5")
-                .bind(d.id).bind(owner).bind(error).bind(now).bind(d.attempts)
-                .execute(&mut *tx).await?,
-            Outcome::Cancelled { reason } => sqlx::query(
-                "UPDATE deliveries SET status = 'cancelled', last_error = $3, lease_owner = NULL, \
-                     lease_until = NULL, updated_at = $4 \
-                 WHERE id = $1 AND lease_owner = $2 AND status = 'in_flight' AND attempts = $5")
-                .bind(d.id).bind(owner).bind(reason).bind(now).bind(d.attempts)
-                .execute(&mut *tx).await?,
-        };
-        if update.rows_affected() == 1 {
-            sqlx::query(
-                "INSERT INTO delivery_attempts (delivery_id, announcement_id, channel, attempt, outcome, \
-                     status_code, error, note, remote_id, worker, started_at, finished_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $12, $8, $9, $10, $11)")
-                .bind(d.id).bind(&d.announcement_id).bind(&d.channel).bind(d.attempts)
-                .bind(attempt_outcome).bind(status_code).bind(error).bind(remote_id)
-                .bind(owner).bind(started_at).bind(now).bind(note)
-                .execute(&mut *tx).await?;
-            true
-        } else {
-            false
+    let results = write_tx!(db, tx => {
+        let mut results = Vec::with_capacity(items.len());
+        for item in items {
+            let d = &item.delivery;
+            let outcome = &item.outcome;
+            let (attempt_outcome, error, note, status_code, remote_id): (
+                &str,
+                Option<&str>,
+                Option<&str>,
+                Option<i32>,
+                Option<&str>,
+            ) = match outcome {
+                Outcome::Sent { remote_id, how, note } => (how, None, note.as_deref(), None, remote_id.as_deref()),
+                Outcome::Retry { class, error, status_code, .. } => (class, Some(error.as_str()), None, *status_code, None),
+                Outcome::Failed { class, error, status_code } => (class, Some(error.as_str()), None, *status_code, None),
+                Outcome::Cancelled { reason } => ("cancelled", Some(reason.as_str()), None, None, None),
+            };
+            let update = match outcome {
+                Outcome::Sent { remote_id, .. } => sqlx::query(
+                    "UPDATE deliveries SET status = 'sent', remote_id = $3, sent_at = $4, last_error = NULL, \
+                         uncertain = FALSE, lease_owner = NULL, lease_until = NULL, updated_at = $4 \
+                     WHERE id = $1 AND lease_owner = $2 AND status = 'in_flight' AND attempts = $5")
+                    .bind(d.id).bind(owner).bind(remote_id.clone()).bind(now).bind(d.attempts)
+                    .execute(&mut *tx).await?,
+                Outcome::Retry { run_after, error, refund, uncertain, .. } => sqlx::query(
+                    "UPDATE deliveries SET status = 'retrying', run_after = $3, last_error = $4, \
+                         attempts = attempts - $5, uncertain = $6, lease_owner = NULL, lease_until = NULL, updated_at = $7 \
+                     WHERE id = $1 AND lease_owner = $2 AND status = 'in_flight' AND attempts = $8")
+                    .bind(d.id).bind(owner).bind(*run_after).bind(error)
+                    .bind(if *refund { 1i32 } else { 0i32 }).bind(*uncertain).bind(now).bind(d.attempts)
+                    .execute(&mut *tx).await?,
+                Outcome::Failed { error, .. } => sqlx::query(
+                    "UPDATE deliveries SET status = 'failed', last_error = $3, lease_owner = NULL, \
+                         lease_until = NULL, updated_at = $4 \
+                     WHERE id = $1 AND lease_owner = $2 AND status = 'in_flight' AND attempts = $5")
+                    .bind(d.id).bind(owner).bind(error).bind(now).bind(d.attempts)
+                    .execute(&mut *tx).await?,
+                Outcome::Cancelled { reason } => sqlx::query(
+                    "UPDATE deliveries SET status = 'cancelled', last_error = $3, lease_owner = NULL, \
+                         lease_until = NULL, updated_at = $4 \
+                     WHERE id = $1 AND lease_owner = $2 AND status = 'in_flight' AND attempts = $5")
+                    .bind(d.id).bind(owner).bind(reason).bind(now).bind(d.attempts)
+                    .execute(&mut *tx).await?,
+            };
+            let fenced = update.rows_affected() == 1;
+            if fenced {
+                sqlx::query(
+                    "INSERT INTO delivery_attempts (delivery_id, announcement_id, channel, attempt, outcome, \
+                         status_code, error, note, remote_id, worker, started_at, finished_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $12, $8, $9, $10, $11)")
+                    .bind(d.id).bind(&d.announcement_id).bind(&d.channel).bind(d.attempts)
+                    .bind(attempt_outcome).bind(status_code).bind(error).bind(remote_id)
+                    .bind(owner).bind(item.started_at).bind(now).bind(note)
+                    .execute(&mut *tx).await?;
+            }
+            results.push(fenced);
         }
+        results
     });
-    if updated && !matches!(outcome, Outcome::Retry { .. }) {
-        refresh_announcement_status(db, &d.announcement_id).await?;
+    // Roll up each announcement that may have finished, once per batch.
+    let mut done: Vec<&str> = items
+        .iter()
+        .zip(&results)
+        .filter(|(i, ok)| **ok && !matches!(i.outcome, Outcome::Retry { .. }))
+        .map(|(i, _)| i.delivery.announcement_id.as_str())
+        .collect();
+    done.sort_unstable();
+    done.dedup();
+    for id in done {
+        refresh_announcement_status(db, id).await?;
     }
-    Ok(updated)
+    Ok(results)
 }
 
 /// Puts a claimed delivery back untouched (its channel was paused meanwhile, or the
