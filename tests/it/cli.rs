@@ -147,14 +147,8 @@ async fn send_wait_exits_non_zero_when_a_channel_fails() {
         .start()
         .await;
     let csv = "email,lang,topics\nbounce-a@example.jp,ja,\n";
-    d.http
-        .post(format!("{}/api/v1/subscribers/import", d.base))
-        .bearer_auth(ADMIN)
-        .header("content-type", "text/csv")
-        .body(csv)
-        .send()
-        .await
-        .unwrap();
+    let (s, _) = d.import("text/csv", csv).await;
+    assert_eq!(s, reqwest::StatusCode::OK);
     let base = d.base.clone();
     let out = tokio::task::spawn_blocking(move || {
         noroshi()

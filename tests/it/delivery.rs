@@ -11,6 +11,23 @@ use serde_json::json;
 use crate::helpers::*;
 use crate::on_both;
 
+/// A daemon whose email channel sends to a fake SMTP server that takes `delay_ms` per
+/// message, with `concurrency` workers, and `subscribers` subscribers.
+async fn email_fan_out(
+    backend: Backend,
+    subscribers: usize,
+    delay_ms: u64,
+    concurrency: usize,
+) -> (FakeSmtp, Daemon) {
+    let smtp = FakeSmtp::start(FakeSmtpOptions::default()).await;
+    smtp.set_data_delay(Duration::from_millis(delay_ms));
+    let config = email_config(smtp.port())
+        .replace("concurrency = 8", &format!("concurrency = {concurrency}"));
+    let d = Daemon::builder(backend).config(&config).start().await;
+    d.add_subscribers(subscribers, "resident").await;
+    (smtp, d)
+}
+
 async fn website_and_email_end_to_end(backend: Backend) {
     let smtp = FakeSmtp::start(FakeSmtpOptions::default()).await;
     let d = Daemon::builder(backend)
@@ -219,16 +236,8 @@ async fn retries_then_per_recipient_failure(backend: Backend) {
     ] {
         csv.push_str(&format!("{a},ja,\n"));
     }
-    let r = d
-        .http
-        .post(format!("{}/api/v1/subscribers/import", d.base))
-        .bearer_auth(ADMIN)
-        .header("content-type", "text/csv")
-        .body(csv)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    let (s, v) = d.import("text/csv", &csv).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
     // tempfail-* answers 451 every time: retried up to max_attempts (4), then failed.
     let id = d
         .submit(json!({"title": "お知らせ", "body": "本文", "channels": ["email"]}))
@@ -414,13 +423,7 @@ on_both!(cancelled_scheduled_announcement_never_goes_out);
 /// SIGKILL the daemon in the middle of a fan-out to 1,000 subscribers; after a restart
 /// every subscriber has the message.
 async fn crash_during_fan_out_loses_nothing(backend: Backend) {
-    let smtp = FakeSmtp::start(FakeSmtpOptions::default()).await;
-    smtp.set_data_delay(Duration::from_millis(3));
-    let mut d = Daemon::builder(backend)
-        .config(&email_config(smtp.port()))
-        .start()
-        .await;
-    d.add_subscribers(1000, "citizen").await;
+    let (smtp, mut d) = email_fan_out(backend, 1000, 3, 8).await;
     let id = d.submit(json!({"title": "断水のお知らせ", "body": "明日9時から断水します。", "channels": ["email", "website"]})).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while smtp.message_count() < 150 {
@@ -457,11 +460,7 @@ on_both!(crash_during_fan_out_loses_nothing);
 
 /// A disaster alert does not wait behind a normal backlog on the same channel.
 async fn disaster_lane_overtakes_a_backlog(backend: Backend) {
-    let smtp = FakeSmtp::start(FakeSmtpOptions::default()).await;
-    smtp.set_data_delay(Duration::from_millis(40));
-    let config = email_config(smtp.port()).replace("concurrency = 8", "concurrency = 2");
-    let d = Daemon::builder(backend).config(&config).start().await;
-    d.add_subscribers(200, "resident").await;
+    let (smtp, d) = email_fan_out(backend, 200, 40, 2).await;
     let normal = d
         .submit(json!({"title": "イベントのお知らせ", "body": "本文", "channels": ["email"]}))
         .await;
@@ -497,11 +496,7 @@ on_both!(disaster_lane_overtakes_a_backlog);
 /// Cancelling while an email fan-out runs stops it: nothing is claimed after the answer
 /// except what was already on the wire.
 async fn cancel_stops_a_running_fan_out(backend: Backend) {
-    let smtp = FakeSmtp::start(FakeSmtpOptions::default()).await;
-    smtp.set_data_delay(Duration::from_millis(20));
-    let config = email_config(smtp.port()).replace("concurrency = 8", "concurrency = 2");
-    let d = Daemon::builder(backend).config(&config).start().await;
-    d.add_subscribers(400, "resident").await;
+    let (smtp, d) = email_fan_out(backend, 400, 20, 2).await;
     let id = d
         .submit(json!({"title": "お知らせ", "body": "本文", "channels": ["email"]}))
         .await;
@@ -545,13 +540,7 @@ on_both!(cancel_stops_a_running_fan_out);
 /// SIGTERM in the middle of a fan-out: the daemon stops taking work, exits cleanly, and what
 /// it had not finished is taken up by the next start.
 async fn sigterm_stops_cleanly_and_loses_nothing(backend: Backend) {
-    let smtp = FakeSmtp::start(FakeSmtpOptions::default()).await;
-    smtp.set_data_delay(Duration::from_millis(5));
-    let mut d = Daemon::builder(backend)
-        .config(&email_config(smtp.port()))
-        .start()
-        .await;
-    d.add_subscribers(300, "resident").await;
+    let (smtp, mut d) = email_fan_out(backend, 300, 5, 8).await;
     let id = d
         .submit(json!({"title": "お知らせ", "body": "本文", "channels": ["email"]}))
         .await;

@@ -381,26 +381,28 @@ impl Daemon {
         v["items"].as_array().map(|a| a.len()).unwrap_or(0)
     }
 
+    /// `POST /api/v1/subscribers/import` as an admin, with this body and content type.
+    pub async fn import(&self, content_type: &str, body: &str) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .post(format!("{}/api/v1/subscribers/import", self.base))
+            .bearer_auth(ADMIN)
+            .header("content-type", content_type)
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
     pub async fn add_subscribers(&self, n: usize, prefix: &str) {
         let mut csv = String::from("email,lang,topics\n");
         for i in 0..n {
             csv.push_str(&format!("{prefix}{i}@example.jp,ja,\n"));
         }
-        let resp = self
-            .http
-            .post(format!("{}/api/v1/subscribers/import", self.base))
-            .bearer_auth(ADMIN)
-            .header("content-type", "text/csv")
-            .body(csv)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            resp.status(),
-            StatusCode::OK,
-            "{}",
-            resp.text().await.unwrap()
-        );
+        let (status, v) = self.import("text/csv", &csv).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
     }
 }
 

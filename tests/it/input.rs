@@ -313,17 +313,8 @@ async fn subscriber_refusals_store_nothing(backend: Backend) {
     // A CSV with one bad row refuses the whole file, naming the line.
     let csv =
         "email,lang,topics\nhanako@example.jp,ja,防災\nbroken address,ja,\njiro@example.jp,en,\n";
-    let r = d
-        .http
-        .post(format!("{}/api/v1/subscribers/import", d.base))
-        .bearer_auth(ADMIN)
-        .header("content-type", "text/csv")
-        .body(csv)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    let p: Value = r.json().await.unwrap();
+    let (s, p) = d.import("text/csv", csv).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(p["field"].as_str().unwrap().starts_with("line 3"), "{p}");
     let (_, list) = d.get("/api/v1/subscribers").await;
     assert_eq!(
@@ -333,31 +324,14 @@ async fn subscriber_refusals_store_nothing(backend: Backend) {
     );
     // The good file: new rows created, existing left alone.
     let csv = "email,lang,topics\nhanako@example.jp,ja,防災;子育て\ntaro@example.jp,ja,\n";
-    let r = d
-        .http
-        .post(format!("{}/api/v1/subscribers/import", d.base))
-        .bearer_auth(ADMIN)
-        .header("content-type", "text/csv")
-        .body(csv)
-        .send()
-        .await
-        .unwrap();
-    let v: Value = r.json().await.unwrap();
+    let (_, v) = d.import("text/csv", csv).await;
     assert_eq!(
         (v["created"].as_u64(), v["existing"].as_u64()),
         (Some(1), Some(1)),
         "{v}"
     );
-    let r = d
-        .http
-        .post(format!("{}/api/v1/subscribers/import", d.base))
-        .bearer_auth(ADMIN)
-        .header("content-type", "application/json")
-        .body("[]")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let (s, _) = d.import("application/json", "[]").await;
+    assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     // Delete.
     let (_, list) = d.get("/api/v1/subscribers").await;
     let id = list["items"]
