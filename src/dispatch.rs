@@ -386,11 +386,21 @@ impl Dispatcher {
     pub async fn shutdown(&self, grace: Duration) {
         self.stop.cancel();
         let deadline = tokio::time::Instant::now() + grace;
+        let mut last_renewal = tokio::time::Instant::now();
         while self.channels.iter().any(|c| c.in_flight() > 0)
             && tokio::time::Instant::now() < deadline
         {
+            // The heartbeat has stopped; keep the leases of attempts still running alive,
+            // so no other instance takes them over and sends them again meanwhile.
+            if last_renewal.elapsed() > Duration::from_secs(1) {
+                let live: Vec<i64> = self.live.lock().unwrap().iter().copied().collect();
+                let _ = queue::extend_leases(&self.db, &self.owner, &live, self.settings.lease_ms)
+                    .await;
+                last_renewal = tokio::time::Instant::now();
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        self.save_rotated_credentials().await;
         // Whatever is still leased goes back to the queue now rather than when its lease
         // expires, so another instance (or the next start) takes it over at once.
         match queue::reclaim(&self.db, queue::Reclaim::OwnedBy(&self.owner)).await {
@@ -445,6 +455,35 @@ impl Dispatcher {
         }
     }
 
+    /// Another instance may have refreshed (and so rotated) a channel's credentials: take
+    /// what it saved, or this instance would present a refresh token that no longer works.
+    async fn load_saved_credentials(&self) {
+        use noroshi_channel_core::{ExposeSecret, SecretString};
+        use sha2::Digest;
+        let Ok(saved) = store::channels::saved_credentials(&self.db).await else {
+            return;
+        };
+        for (name, creds) in saved {
+            let Some(c) = self.channel(&name) else {
+                continue;
+            };
+            let digest = hex::encode(sha2::Sha256::digest(creds.as_bytes()));
+            let known = self.saved_credentials.lock().unwrap().get(&name) == Some(&digest);
+            let ours = c
+                .channel
+                .rotated_credentials()
+                .map(|r| hex::encode(sha2::Sha256::digest(r.expose_secret().as_bytes())))
+                == Some(digest.clone());
+            if known || ours {
+                continue;
+            }
+            if c.channel.restore_credentials(&SecretString::from(creds)) {
+                tracing::info!(channel = %name, "Took the credentials another instance saved");
+            }
+            self.saved_credentials.lock().unwrap().insert(name, digest);
+        }
+    }
+
     /// Paused flags follow the database, so a resume (or a pause) on one instance reaches
     /// every instance.
     async fn sync_paused(&self) {
@@ -491,6 +530,7 @@ impl Dispatcher {
             self.sync_paused().await;
             self.flush_successes().await;
             self.save_rotated_credentials().await;
+            self.load_saved_credentials().await;
             // Keep the caches small: a few recent announcements are all that is hot.
             let mut r = self.renderings.lock().unwrap();
             if r.len() > 256 {
@@ -760,7 +800,7 @@ impl Dispatcher {
         let item = queue::Finished {
             delivery: d,
             started_at,
-            outcome,
+            outcome: outcome.sanitized(),
         };
         if let Err(tokio::sync::mpsc::error::SendError((item, _))) =
             self.recorder.send((item, reply)).await
@@ -798,9 +838,16 @@ impl Dispatcher {
                     }
                 }
                 Err(e) => {
-                    let e = e.to_string();
-                    for reply in replies {
-                        let _ = reply.send(Err(e.clone()));
+                    // One item (or a passing database error) must not cost the others their
+                    // record: write them one by one, each in its own transaction.
+                    tracing::warn!(error = %e, items = items.len(), "Recording a batch failed; recording one by one");
+                    for (item, reply) in items.iter().zip(replies) {
+                        let one =
+                            queue::finish_batch(&self.db, &self.owner, std::slice::from_ref(item))
+                                .await
+                                .map(|r| r[0])
+                                .map_err(|e| e.to_string());
+                        let _ = reply.send(one);
                     }
                 }
             }

@@ -132,6 +132,63 @@ pub enum Outcome {
     Cancelled { reason: String },
 }
 
+impl Outcome {
+    /// Platform text fit for storage: no NUL (PostgreSQL refuses it in text) and bounded
+    /// length, so one odd response can never make an outcome unrecordable.
+    pub fn sanitized(self) -> Outcome {
+        fn clean(s: String) -> String {
+            let s = if s.contains('\0') {
+                s.replace('\0', "")
+            } else {
+                s
+            };
+            if s.chars().count() > 2000 {
+                s.chars().take(2000).collect::<String>() + "…"
+            } else {
+                s
+            }
+        }
+        match self {
+            Outcome::Sent {
+                remote_id,
+                note,
+                how,
+            } => Outcome::Sent {
+                remote_id: remote_id.map(clean),
+                note: note.map(clean),
+                how,
+            },
+            Outcome::Retry {
+                run_after,
+                class,
+                error,
+                status_code,
+                refund,
+                uncertain,
+            } => Outcome::Retry {
+                run_after,
+                class,
+                error: clean(error),
+                status_code,
+                refund,
+                uncertain,
+            },
+            Outcome::Failed {
+                class,
+                error,
+                status_code,
+            } => Outcome::Failed {
+                class,
+                error: clean(error),
+                status_code,
+            },
+            Outcome::Cancelled { reason } => Outcome::Cancelled {
+                reason: clean(reason),
+            },
+        }
+    }
+}
+
 /// One finished attempt, for [`finish_batch`].
 pub struct Finished {
     pub delivery: Claimed,
@@ -148,9 +205,13 @@ pub struct Finished {
 /// their leases expire and they are sent again (at least once).
 pub async fn finish_batch(db: &Db, owner: &str, items: &[Finished]) -> Result<Vec<bool>> {
     let now = now_ms();
+    // Rows are locked in id order, the order every other multi-row writer uses.
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by_key(|&i| items[i].delivery.id);
     let results = write_tx!(db, tx => {
-        let mut results = Vec::with_capacity(items.len());
-        for item in items {
+        let mut results = vec![false; items.len()];
+        for &index in &order {
+            let item = &items[index];
             let d = &item.delivery;
             let outcome = &item.outcome;
             let (attempt_outcome, error, note, status_code, remote_id): (
@@ -193,6 +254,7 @@ pub async fn finish_batch(db: &Db, owner: &str, items: &[Finished]) -> Result<Ve
                     .execute(&mut *tx).await?,
             };
             let fenced = update.rows_affected() == 1;
+            results[index] = fenced;
             if fenced {
                 sqlx::query(
                     "INSERT INTO delivery_attempts (delivery_id, announcement_id, channel, attempt, outcome, \
@@ -203,7 +265,6 @@ pub async fn finish_batch(db: &Db, owner: &str, items: &[Finished]) -> Result<Ve
                     .bind(owner).bind(item.started_at).bind(now).bind(note)
                     .execute(&mut *tx).await?;
             }
-            results.push(fenced);
         }
         results
     });
@@ -217,7 +278,10 @@ pub async fn finish_batch(db: &Db, owner: &str, items: &[Finished]) -> Result<Ve
     done.sort_unstable();
     done.dedup();
     for id in done {
-        refresh_announcement_status(db, id).await?;
+        // The outcomes are committed; a failed roll-up is repaired by the sweep.
+        if let Err(e) = refresh_announcement_status(db, id).await {
+            tracing::warn!(announcement = %id, error = %e, "Could not roll up the announcement's status");
+        }
     }
     Ok(results)
 }
@@ -328,8 +392,17 @@ pub async fn extend_leases(db: &Db, owner: &str, ids: &[i64], lease_ms: i64) -> 
         .map(|i| i.to_string())
         .collect::<Vec<_>>()
         .join(",");
+    // On PostgreSQL, rows the recorder is finishing right now are locked: skip them rather
+    // than wait (two transactions locking the same rows in different orders deadlock), and
+    // they need no renewal anyway.
+    let skip = if db.is_postgres() {
+        " FOR UPDATE SKIP LOCKED"
+    } else {
+        ""
+    };
     let sql = format!(
-        "UPDATE deliveries SET lease_until = $2 WHERE lease_owner = $1 AND status = 'in_flight' AND id IN ({list})"
+        "UPDATE deliveries SET lease_until = $2 WHERE id IN (SELECT id FROM deliveries \
+         WHERE lease_owner = $1 AND status = 'in_flight' AND id IN ({list}){skip})"
     );
     let now = now_ms();
     Ok(
@@ -418,17 +491,15 @@ pub async fn refresh_announcement_status(db: &Db, announcement_id: &str) -> Resu
             .sum::<i64>()
     };
     let (sent, failed, cancelled) = (count("sent"), count("failed"), count("cancelled"));
-    let new_status = if failed == 0 && sent > 0 {
+    // `cancelled` is only ever set by staff cancelling (see `cancel`); copies skipped
+    // because their subscriber left are not failures.
+    let _ = cancelled;
+    let new_status = if failed == 0 {
         "sent"
-    } else if failed > 0 && sent > 0 {
+    } else if sent > 0 {
         "partially_failed"
-    } else if failed > 0 {
-        "failed"
-    } else if cancelled > 0 {
-        "cancelled"
     } else {
-        // No send rows at all (an email fan-out with no subscribers): nothing failed.
-        "sent"
+        "failed"
     };
     with_pool!(db, p => sqlx::query(
         "UPDATE announcements SET status = $2, updated_at = $3 WHERE id = $1 AND status <> 'cancelled'")

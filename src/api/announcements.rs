@@ -491,7 +491,7 @@ pub async fn list(
 
 /// Cancel what has not been sent yet.
 #[utoipa::path(post, path = "/api/v1/announcements/{id}/cancel", params(("id" = String, Path)),
-    responses((status = 200, body = AnnouncementView), (status = 404, body = Problem)),
+    responses((status = 200, body = AnnouncementView), (status = 404, body = Problem), (status = 409, description = "Nothing left to cancel", body = Problem)),
     security(("bearer" = [])))]
 pub async fn cancel(
     State(state): State<SharedState>,
@@ -499,10 +499,18 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> ApiResult<Json<AnnouncementView>> {
     let caller = state.tokens.require(&headers, Role::Staff)?;
-    let n = store::cancel(&state.db, &id)
-        .await?
-        .ok_or_else(|| Problem::not_found("announcement"))?;
-    tracing::info!(announcement = %id, by = %caller.name, cancelled = n, "Announcement cancelled");
+    match store::cancel(&state.db, &id).await? {
+        store::Cancelled::NotFound => return Err(Problem::not_found("announcement")),
+        store::Cancelled::NothingLeft => {
+            return Err(Problem::conflict(
+                "nothing left to cancel: every delivery is sent, failed or already on the wire",
+            ))
+        }
+        store::Cancelled::Already => {}
+        store::Cancelled::Stopped(n) => {
+            tracing::info!(announcement = %id, by = %caller.name, cancelled = n, "Announcement cancelled")
+        }
+    }
     let row = store::get(&state.db, &id)
         .await?
         .ok_or_else(|| Problem::not_found("announcement"))?;

@@ -357,30 +357,44 @@ pub async fn summarize(db: &Db, id: &str) -> Result<Vec<ChannelSummary>> {
 
 /// Cancels every delivery not yet started. Returns the number cancelled, or None when the
 /// announcement does not exist. In-flight attempts finish (they are already on the wire).
-pub async fn cancel(db: &Db, id: &str) -> Result<Option<u64>> {
+/// What a cancel did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Cancelled {
+    NotFound,
+    /// It was cancelled before: nothing to do.
+    Already,
+    /// Everything was sent, failed or is on the wire: nothing left to cancel.
+    NothingLeft,
+    /// This many deliveries will not go out.
+    Stopped(u64),
+}
+
+/// Cancels every delivery not yet started, and marks the announcement `cancelled` when
+/// that stopped anything. In-flight attempts finish (they are already on the wire).
+pub async fn cancel(db: &Db, id: &str) -> Result<Cancelled> {
     let now = now_ms();
     let out = write_tx!(db, tx => {
-        let exists: Option<String> = sqlx::query_scalar("SELECT status FROM announcements WHERE id = $1")
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM announcements WHERE id = $1")
             .bind(id).fetch_optional(&mut *tx).await?;
-        match exists {
-            None => None,
+        match status.as_deref() {
+            None => Cancelled::NotFound,
+            Some("cancelled") => Cancelled::Already,
             Some(_) => {
                 let n = sqlx::query(
                     "UPDATE deliveries SET status = 'cancelled', last_error = 'cancelled by staff', updated_at = $2 \
                      WHERE announcement_id = $1 AND (status IN ('pending', 'retrying') \
                          OR (kind = 'expand' AND status = 'in_flight'))")
                     .bind(id).bind(now).execute(&mut *tx).await?.rows_affected();
-                sqlx::query(
-                    "UPDATE announcements SET status = 'cancelled', updated_at = $2 \
-                     WHERE id = $1 AND status IN ('scheduled', 'queued', 'sending', 'awaiting_confirmation')")
-                    .bind(id).bind(now).execute(&mut *tx).await?;
-                Some(n)
+                if n == 0 {
+                    Cancelled::NothingLeft
+                } else {
+                    sqlx::query("UPDATE announcements SET status = 'cancelled', updated_at = $2 WHERE id = $1")
+                        .bind(id).bind(now).execute(&mut *tx).await?;
+                    Cancelled::Stopped(n)
+                }
             }
         }
     });
-    if out.is_some() {
-        crate::queue::refresh_announcement_status(db, id).await?;
-    }
     Ok(out)
 }
 
@@ -470,7 +484,8 @@ pub async fn retry_failed(db: &Db, id: &str, channel: Option<&str>) -> Result<u6
     let now = now_ms();
     let n = with_pool!(db, p => sqlx::query(
         "UPDATE deliveries SET status = 'retrying', attempts = 0, run_after = $2, updated_at = $2 \
-         WHERE announcement_id = $1 AND status = 'failed' AND ($3 IS NULL OR channel = $3)")
+         WHERE announcement_id = $1 AND status = 'failed' AND ($3 IS NULL OR channel = $3) \
+           AND NOT EXISTS (SELECT 1 FROM announcements a WHERE a.id = $1 AND a.status = 'cancelled')")
         .bind(id).bind(now).bind(channel).execute(p).await?.rows_affected());
     if n > 0 {
         with_pool!(db, p => sqlx::query(

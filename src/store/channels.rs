@@ -59,7 +59,8 @@ pub async fn record_success(db: &Db, channel: &str, at_ms: i64) -> Result<()> {
     with_pool!(db, p => sqlx::query(
         "INSERT INTO channel_states (channel, state, since, last_success_at) VALUES ($1, 'ok', $2, $2) \
          ON CONFLICT (channel) DO UPDATE SET last_success_at = $2, \
-             state = CASE WHEN channel_states.state = 'degraded' THEN 'ok' ELSE channel_states.state END")
+             state = CASE WHEN channel_states.state = 'degraded' AND $2 > channel_states.since \
+                 THEN 'ok' ELSE channel_states.state END")
         .bind(channel).bind(at_ms).execute(p).await?.rows_affected());
     Ok(())
 }

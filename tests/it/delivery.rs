@@ -417,6 +417,16 @@ async fn cancelled_scheduled_announcement_never_goes_out(backend: Backend) {
     body["scheduled_at"] = json!((chrono::Utc::now() + chrono::Duration::seconds(1)).to_rfc3339());
     let id = d.submit(body).await;
     d.wait_status(&id, &["sent"], Duration::from_secs(20)).await;
+    // Nothing is left to cancel once everything went out: the status stays true.
+    let (s, p) = d
+        .post(
+            &format!("/api/v1/announcements/{id}/cancel"),
+            STAFF,
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{p}");
+    assert_eq!(d.announcement(&id).await["status"], "sent");
 }
 on_both!(cancelled_scheduled_announcement_never_goes_out);
 
