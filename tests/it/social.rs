@@ -488,3 +488,40 @@ oauth2_refresh_token_env = "IT_X_REFRESH"
     }
 }
 on_both!(x_rotated_oauth2_tokens_survive_a_restart);
+
+/// A platform answer with a NUL byte (PostgreSQL refuses it in text) is still recorded: the
+/// delivery fails visibly instead of blocking the recorder.
+async fn odd_platform_text_is_still_recorded(backend: Backend) {
+    let f = fakes().await;
+    let d = daemon(backend, &f).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !f.hook.requests().iter().any(|r| r.method == "HEAD") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no healthcheck reached the webhook"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    f.hook.script(noroshi_channel_core::fake::ScriptedResponse {
+        status: 400,
+        body: "{\"error\":\"bad\u{0}request\"}".into(),
+        ..Default::default()
+    });
+    let id = d
+        .submit(
+            json!({"title": "お知らせ", "body": "本文", "channels": ["webhook.cms", "website"]}),
+        )
+        .await;
+    let v = d
+        .wait_status(&id, &["partially_failed"], Duration::from_secs(30))
+        .await;
+    let hook = channel(&v, "webhook.cms");
+    assert_eq!(hook["failed"], 1, "{hook}");
+    assert!(
+        hook["last_error"].as_str().unwrap().contains("bad"),
+        "{hook}"
+    );
+    assert!(!hook["last_error"].as_str().unwrap().contains('\u{0}'));
+    assert_eq!(channel(&v, "website")["status"], "sent");
+}
+on_both!(odd_platform_text_is_still_recorded);
