@@ -416,13 +416,12 @@ impl Dispatcher {
     async fn flush_successes(&self) {
         for c in &self.channels {
             let last = c.last_success_ms.load(Ordering::SeqCst);
-            if last > c.flushed_success_ms.load(Ordering::SeqCst) {
-                if store::channels::record_success(&self.db, &c.name, last)
+            if last > c.flushed_success_ms.load(Ordering::SeqCst)
+                && store::channels::record_success(&self.db, &c.name, last)
                     .await
                     .is_ok()
-                {
-                    c.flushed_success_ms.store(last, Ordering::SeqCst);
-                }
+            {
+                c.flushed_success_ms.store(last, Ordering::SeqCst);
             }
         }
     }
