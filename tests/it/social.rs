@@ -525,3 +525,75 @@ async fn odd_platform_text_is_still_recorded(backend: Backend) {
     assert_eq!(channel(&v, "website")["status"], "sent");
 }
 on_both!(odd_platform_text_is_still_recorded);
+
+/// What an adapter sees coming reaches the channel view before it bites: a Page token that
+/// expires in three days (from the start-up healthcheck), a LINE quota running low (from the
+/// check before sending).
+async fn coming_trouble_shows_in_the_channel_state(backend: Backend) {
+    let f = fakes().await;
+    f.facebook
+        .set_token_expires_at((chrono::Utc::now() + chrono::Duration::days(3)).timestamp());
+    f.line.set_monthly_limit(Some(1000));
+    f.line.set_usage(950);
+    let d = daemon(backend, &f).await;
+    let state_of = |chans: &serde_json::Value, name: &str| {
+        chans
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, chans) = d.get("/api/v1/channels").await;
+        let fb = state_of(&chans, "facebook");
+        if fb["state"] == "degraded" {
+            assert!(fb["reason"].as_str().unwrap().contains("expires"), "{fb}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{fb}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The month's quota cannot carry a broadcast to every friend: the delivery waits for
+    // the next month (not failed, not retried in a storm) and the channel says why.
+    let id = d
+        .submit(json!({"title": "お知らせ", "body": "本文", "channels": ["line"]}))
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let line = loop {
+        let (_, chans) = d.get("/api/v1/channels").await;
+        let line = state_of(&chans, "line");
+        if line["state"] == "degraded" {
+            break line;
+        }
+        assert!(std::time::Instant::now() < deadline, "{line}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(line["reason"].as_str().unwrap().contains("quota"), "{line}");
+    let budgets = line["platform"]["budgets"].as_array().unwrap();
+    assert!(
+        budgets
+            .iter()
+            .any(|b| b["name"].as_str().unwrap().contains("monthly")),
+        "{line}"
+    );
+    let v = d.announcement(&id).await;
+    let l = channel(&v, "line");
+    assert_eq!(
+        (l["status"].as_str(), l["failed"].as_i64()),
+        (Some("retrying"), Some(0)),
+        "{l}"
+    );
+    let (_, log) = d
+        .get(&format!("/api/v1/deliveries?announcement_id={id}"))
+        .await;
+    assert_eq!(
+        log["items"].as_array().unwrap().len(),
+        1,
+        "one attempt, then a wait: {log}"
+    );
+    assert!(f.line.accepted().is_empty());
+}
+on_both!(coming_trouble_shows_in_the_channel_state);
