@@ -396,3 +396,65 @@ async fn openapi_and_health(backend: Backend) {
     assert_eq!(s, StatusCode::NOT_IMPLEMENTED, "{p}");
 }
 on_both!(openapi_and_health);
+
+async fn listing_filters_and_pages_newest_first(backend: Backend) {
+    let smtp = noroshi_email::fake::FakeSmtp::start(Default::default()).await;
+    let d = Daemon::builder(backend)
+        .config(&email_config(smtp.port()))
+        .start()
+        .await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let (s, v) = d
+            .post(
+                "/api/v1/announcements",
+                if i == 3 { DISASTER } else { STAFF },
+                json!({
+                    "title": format!("お知らせ {i}"), "body": "本文",
+                    "priority": if i == 3 { "disaster" } else { "normal" },
+                    "channels": if i % 2 == 0 { json!(["website"]) } else { json!(["website", "email"]) },
+                }),
+            )
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+        ids.push(v["id"].as_str().unwrap().to_string());
+    }
+    for id in &ids {
+        d.wait_status(id, &["sent"], std::time::Duration::from_secs(30))
+            .await;
+    }
+    // Pages of two, newest first, until the cursor runs out.
+    let mut seen = Vec::new();
+    let mut path = "/api/v1/announcements?limit=2".to_string();
+    loop {
+        let (s, page) = d
+            .request(reqwest::Method::GET, &path, Some(VIEWER), None)
+            .await;
+        assert_eq!(s, StatusCode::OK, "{page}");
+        for item in page["items"].as_array().unwrap() {
+            seen.push(item["id"].as_str().unwrap().to_string());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => path = format!("/api/v1/announcements?limit=2&cursor={c}"),
+            None => break,
+        }
+    }
+    let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
+    assert_eq!(seen, newest_first);
+    let count = |path: &'static str| {
+        let d = &d;
+        async move {
+            let (_, v) = d.get(path).await;
+            v["items"].as_array().unwrap().len()
+        }
+    };
+    assert_eq!(count("/api/v1/announcements?priority=disaster").await, 1);
+    assert_eq!(count("/api/v1/announcements?channel=email").await, 2);
+    assert_eq!(count("/api/v1/announcements?status=sent").await, 5);
+    assert_eq!(count("/api/v1/announcements?status=failed").await, 0);
+    let since = chrono::Utc::now().to_rfc3339();
+    let path = format!("/api/v1/announcements?since={}", since.replace('+', "%2B"));
+    let (_, v) = d.get(&path).await;
+    assert_eq!(v["items"].as_array().unwrap().len(), 0, "{v}");
+}
+on_both!(listing_filters_and_pages_newest_first);
