@@ -182,39 +182,48 @@ async fn send_wait_exits_non_zero_when_a_channel_fails() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_start_creates_an_admin_token_once() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let spawn = || {
+    // Each start binds a free port itself and says which in its log (stdout, to a file).
+    let spawn = |run: &str| {
+        let out = std::fs::File::create(dir.path().join(format!("{run}.out"))).unwrap();
         noroshi()
             .arg("serve")
             .current_dir(dir.path())
-            .env("NOROSHI__SERVER__BIND", format!("127.0.0.1:{port}"))
-            .stdout(std::process::Stdio::piped())
+            .env("NOROSHI__SERVER__BIND", "127.0.0.1:0")
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::from(out))
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap()
     };
     let http = reqwest::Client::new();
-    let wait_ready = || async {
-        for _ in 0..400 {
-            if http
-                .get(format!("http://127.0.0.1:{port}/readyz"))
-                .send()
-                .await
-                .map(|r| r.status().is_success())
-                .unwrap_or(false)
-            {
-                return;
+    let wait_ready = |run: &'static str| {
+        let (http, path) = (&http, dir.path().join(format!("{run}.out")));
+        async move {
+            for _ in 0..400 {
+                let out = std::fs::read_to_string(&path).unwrap_or_default();
+                if let Some(addr) = out
+                    .split("Noroshi is listening bind=")
+                    .nth(1)
+                    .and_then(|r| r.split_whitespace().next())
+                {
+                    let base = format!("http://{addr}");
+                    if http
+                        .get(format!("{base}/readyz"))
+                        .send()
+                        .await
+                        .map(|r| r.status().is_success())
+                        .unwrap_or(false)
+                    {
+                        return (base, out);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            panic!("not ready");
         }
-        panic!("not ready");
     };
-    let mut child = spawn();
-    wait_ready().await;
+    let mut child = spawn("first");
+    let (base, first_out) = wait_ready("first").await;
     let token_path = dir.path().join("data/admin.token");
     let token = std::fs::read_to_string(&token_path)
         .unwrap()
@@ -228,8 +237,9 @@ async fn first_start_creates_an_admin_token_once() {
             0o600
         );
     }
+    assert!(first_out.contains(&token), "printed once on the console");
     let r = http
-        .post(format!("http://127.0.0.1:{port}/api/v1/announcements"))
+        .post(format!("{base}/api/v1/announcements"))
         .bearer_auth(&token)
         .json(&notice())
         .send()
@@ -237,27 +247,24 @@ async fn first_start_creates_an_admin_token_once() {
         .unwrap();
     assert_eq!(r.status(), reqwest::StatusCode::ACCEPTED);
     child.kill().unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains(&token),
-        "printed once on the console"
-    );
+    child.wait().unwrap();
     // Only the hash is stored.
     let db = std::fs::read(dir.path().join("data/noroshi.db")).unwrap();
     assert!(!String::from_utf8_lossy(&db).contains(&token));
     // The second start prints no new token and the first still works.
-    let mut child = spawn();
-    wait_ready().await;
+    let mut child = spawn("second");
+    let (base, second_out) = wait_ready("second").await;
     let r = http
-        .get(format!("http://127.0.0.1:{port}/api/v1/announcements"))
+        .get(format!("{base}/api/v1/announcements"))
         .bearer_auth(&token)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), reqwest::StatusCode::OK);
     child.kill().unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("admin token was created"));
+    child.wait().unwrap();
+    assert!(!second_out.contains("admin token was created"));
+    assert!(!second_out.contains(&token));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -73,14 +73,6 @@ pub async fn fresh_database(backend: Backend, dir: &Path) -> String {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A running daemon and everything needed to restart it.
 pub struct Daemon {
     child: Option<Child>,
@@ -129,17 +121,18 @@ impl DaemonBuilder {
         if let Some((name, content)) = file {
             std::fs::write(dir.path().join(name), content).unwrap();
         }
-        let port = free_port();
         let db = match self.database {
             Some(url) => url,
             None => fresh_database(self.backend, dir.path()).await,
         };
-        let base = format!("http://127.0.0.1:{port}");
+        // Port 0: the daemon binds a free port itself (no race with other tests picking
+        // ports) and the harness reads it from the start-up log line.
+        let base = String::new();
         let data = dir.path().join("data");
         let config = format!(
             r#"
 [server]
-bind = "127.0.0.1:{port}"
+bind = "127.0.0.1:0"
 public_url = "https://noroshi.city.example.jp/"
 data_dir = "{data}"
 
@@ -248,12 +241,28 @@ impl Daemon {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
+        let log_offset = self.logs().len();
         self.child = Some(cmd.spawn().expect("spawn noroshi"));
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("noroshi exited at start ({status}):\n{}", self.logs());
             }
+            let logs = self.logs();
+            let this_run = logs.get(log_offset..).unwrap_or("");
+            let Some(addr) = this_run
+                .split("Noroshi is listening bind=")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+            else {
+                assert!(
+                    Instant::now() < deadline,
+                    "noroshi did not start listening:\n{logs}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            };
+            self.base = format!("http://{addr}");
             if let Ok(r) = self.http.get(format!("{}/readyz", self.base)).send().await {
                 if r.status().is_success() {
                     return;
