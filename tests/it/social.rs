@@ -579,13 +579,18 @@ async fn coming_trouble_shows_in_the_channel_state(backend: Backend) {
             .any(|b| b["name"].as_str().unwrap().contains("monthly")),
         "{line}"
     );
-    let v = d.announcement(&id).await;
-    let l = channel(&v, "line");
-    assert_eq!(
-        (l["status"].as_str(), l["failed"].as_i64()),
-        (Some("retrying"), Some(0)),
-        "{l}"
-    );
+    // The outcome is recorded a moment after the channel's state changes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let v = d.announcement(&id).await;
+        let l = channel(&v, "line").clone();
+        if l["status"] == "retrying" {
+            assert_eq!(l["failed"], 0, "{l}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{l}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let (_, log) = d
         .get(&format!("/api/v1/deliveries?announcement_id={id}"))
         .await;
