@@ -145,6 +145,15 @@ struct Job {
 impl Job {
     fn publish(&self, unit: &PageUnit) -> io::Result<Published> {
         fs::create_dir_all(self.dir.join("a"))?;
+        // Several daemons may share one output directory (instances on one PostgreSQL with a
+        // shared volume): the entry index is read, changed and written under an exclusive
+        // lock on `.lock`, which the OS releases if the process dies.
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.dir.join(".lock"))?;
+        lock.lock()?;
         let mut index = EntryIndex::load(&self.dir)?;
         let before = index.get(&unit.id).cloned();
         let entry = index.upsert(unit, self.now);

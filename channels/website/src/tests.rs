@@ -861,6 +861,7 @@ async fn redelivery_is_idempotent() {
         names,
         [
             ENTRIES_FILE.to_string(),
+            ".lock".to_string(),
             format!("a/{}.html", uuid(0)),
             format!("a/{}.html", uuid(1)),
             "feed.atom".into(),
@@ -1007,6 +1008,30 @@ async fn fifty_deliveries_at_once_produce_fifty_entries() {
     let files = files_under(dir.path());
     assert_eq!(files.iter().filter(|f| f.starts_with("a/")).count(), 50);
     assert!(files.iter().all(|f| !f.contains(TEMP_PREFIX)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_publishers_sharing_a_directory_lose_no_entry() {
+    // Two adapters on one directory stand for two daemons on a shared volume: their
+    // in-process locks know nothing of each other, only the lock file orders them.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.feed_entries = 100;
+    let sites = [Arc::new(Website::new(&cfg)), Arc::new(Website::new(&cfg))];
+    let mut tasks = Vec::new();
+    for n in 0..40 {
+        let site = sites[n % 2].clone();
+        tasks.push(tokio::spawn(async move {
+            let a = announcement(n as u32, &format!("共有{n}"), &format!("本文{n}"));
+            site.deliver(&unit_of(&site, &a), &ctx(&a.id)).await
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().expect("delivered");
+    }
+    assert_eq!(EntryIndex::load(dir.path()).unwrap().entries.len(), 40);
+    let atom = parse_xml(&read(dir.path(), "feed.atom"));
+    assert_eq!(atom.all("entry").len(), 40);
 }
 
 // ---------------------------------------------------------------------------------------
