@@ -820,7 +820,7 @@ impl Dispatcher {
     /// SQLite) per delivery into one per batch; when idle a batch is a single outcome and
     /// nothing waits.
     async fn run_recorder(self: Arc<Self>, mut rx: RecorderRx) {
-        const MAX_BATCH: usize = 256;
+        const MAX_BATCH: usize = 128;
         while let Some(first) = rx.recv().await {
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {

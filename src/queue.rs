@@ -15,7 +15,7 @@
 //!   million subscribers is expanded into rows `expand_batch` at a time by an `expand`
 //!   delivery that moves its cursor in the same transaction as the rows it inserts.
 
-use crate::store::{now_ms, with_pool, write_tx, Db, Result};
+use crate::store::{now_ms, with_pool, write_pool, write_tx, Db, Result};
 use sqlx::Row;
 
 pub const KIND_EXPAND: &str = "expand";
@@ -64,7 +64,7 @@ pub async fn claim(
          RETURNING id, announcement_id, channel, kind, unit_index, subscriber_id, lane, attempts, \
              idempotency_key, uncertain, expand_cursor"
     );
-    let rows = with_pool!(db, p => {
+    let rows = write_pool!(db, p => {
         let rows = sqlx::query(&sql)
             .bind(owner)
             .bind(now + lease_ms)
@@ -97,7 +97,7 @@ pub async fn claim(
 /// A `queued` or `scheduled` announcement becomes `sending` when its first delivery is
 /// claimed.
 pub async fn mark_sending(db: &Db, announcement_id: &str) -> Result<()> {
-    with_pool!(db, p => sqlx::query(
+    write_pool!(db, p => sqlx::query(
         "UPDATE announcements SET status = 'sending', updated_at = $2 \
          WHERE id = $1 AND status IN ('queued', 'scheduled')")
         .bind(announcement_id).bind(now_ms()).execute(p).await?.rows_affected());
@@ -289,7 +289,7 @@ pub async fn finish_batch(db: &Db, owner: &str, items: &[Finished]) -> Result<Ve
 /// Puts a claimed delivery back untouched (its channel was paused meanwhile, or the
 /// daemon is shutting down): no attempt is recorded or counted.
 pub async fn release(db: &Db, d: &Claimed, owner: &str, run_after: i64) -> Result<()> {
-    with_pool!(db, p => sqlx::query(
+    write_pool!(db, p => sqlx::query(
         "UPDATE deliveries SET status = CASE WHEN attempts <= 1 THEN 'pending' ELSE 'retrying' END, \
              attempts = attempts - 1, run_after = $3, lease_owner = NULL, lease_until = NULL, updated_at = $4 \
          WHERE id = $1 AND lease_owner = $2 AND status = 'in_flight' AND attempts = $5")
@@ -406,7 +406,7 @@ pub async fn extend_leases(db: &Db, owner: &str, ids: &[i64], lease_ms: i64) -> 
     );
     let now = now_ms();
     Ok(
-        with_pool!(db, p => sqlx::query(&sql).bind(owner).bind(now + lease_ms).execute(p).await?.rows_affected()),
+        write_pool!(db, p => sqlx::query(&sql).bind(owner).bind(now + lease_ms).execute(p).await?.rows_affected()),
     )
 }
 
@@ -437,7 +437,7 @@ pub async fn reclaim(db: &Db, which: Reclaim<'_>) -> Result<u64> {
              lease_owner = NULL, lease_until = NULL, updated_at = $1 \
          WHERE status = 'in_flight' AND {filter}"
     );
-    Ok(with_pool!(db, p => {
+    Ok(write_pool!(db, p => {
         let q = sqlx::query(&sql).bind(now);
         let q = match owner { Some(o) => q.bind(o), None => q };
         q.execute(p).await?.rows_affected()
@@ -449,7 +449,7 @@ pub async fn reclaim(db: &Db, which: Reclaim<'_>) -> Result<u64> {
 /// announcement that an expansion inserted while the cancel ran.
 pub async fn sweep(db: &Db) -> Result<()> {
     let now = now_ms();
-    with_pool!(db, p => sqlx::query(
+    write_pool!(db, p => sqlx::query(
         "UPDATE deliveries SET status = 'cancelled', last_error = 'cancelled by staff', updated_at = $1 \
          WHERE status IN ('pending', 'retrying') AND announcement_id IN \
              (SELECT id FROM announcements WHERE status = 'cancelled')")
@@ -501,7 +501,7 @@ pub async fn refresh_announcement_status(db: &Db, announcement_id: &str) -> Resu
     } else {
         "failed"
     };
-    with_pool!(db, p => sqlx::query(
+    write_pool!(db, p => sqlx::query(
         "UPDATE announcements SET status = $2, updated_at = $3 WHERE id = $1 AND status <> 'cancelled'")
         .bind(announcement_id).bind(new_status).bind(now_ms()).execute(p).await?.rows_affected());
     Ok(())

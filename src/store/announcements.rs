@@ -482,13 +482,13 @@ pub async fn attempts(db: &Db, f: &AttemptFilter) -> Result<Vec<AttemptRow>> {
 /// Resets failed deliveries of an announcement for another round (admin retry).
 pub async fn retry_failed(db: &Db, id: &str, channel: Option<&str>) -> Result<u64> {
     let now = now_ms();
-    let n = with_pool!(db, p => sqlx::query(
+    let n = write_pool!(db, p => sqlx::query(
         "UPDATE deliveries SET status = 'retrying', attempts = 0, run_after = $2, updated_at = $2 \
          WHERE announcement_id = $1 AND status = 'failed' AND ($3 IS NULL OR channel = $3) \
            AND NOT EXISTS (SELECT 1 FROM announcements a WHERE a.id = $1 AND a.status = 'cancelled')")
         .bind(id).bind(now).bind(channel).execute(p).await?.rows_affected());
     if n > 0 {
-        with_pool!(db, p => sqlx::query(
+        write_pool!(db, p => sqlx::query(
             "UPDATE announcements SET status = 'sending', updated_at = $2 WHERE id = $1")
             .bind(id).bind(now).execute(p).await?.rows_affected());
     }

@@ -37,7 +37,7 @@ pub async fn all(db: &Db) -> Result<Vec<ChannelState>> {
 /// Sets the channel's state (`paused` with a reason, or `ok`/`degraded`).
 pub async fn set_state(db: &Db, channel: &str, state: &str, reason: Option<&str>) -> Result<()> {
     let now = now_ms();
-    with_pool!(db, p => sqlx::query(
+    write_pool!(db, p => sqlx::query(
         "INSERT INTO channel_states (channel, state, reason, since) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (channel) DO UPDATE SET state = $2, reason = $3, \
              since = CASE WHEN channel_states.state = $2 THEN channel_states.since ELSE $4 END")
@@ -47,7 +47,7 @@ pub async fn set_state(db: &Db, channel: &str, state: &str, reason: Option<&str>
 
 pub async fn record_error(db: &Db, channel: &str, error: &str) -> Result<()> {
     let now = now_ms();
-    with_pool!(db, p => sqlx::query(
+    write_pool!(db, p => sqlx::query(
         "INSERT INTO channel_states (channel, state, since, last_error, last_error_at) VALUES ($1, 'ok', $2, $3, $2) \
          ON CONFLICT (channel) DO UPDATE SET last_error = $3, last_error_at = $2")
         .bind(channel).bind(now).bind(error).execute(p).await?.rows_affected());
@@ -56,7 +56,7 @@ pub async fn record_error(db: &Db, channel: &str, error: &str) -> Result<()> {
 
 /// Records the time of the channel's last successful delivery; a success ends `degraded`.
 pub async fn record_success(db: &Db, channel: &str, at_ms: i64) -> Result<()> {
-    with_pool!(db, p => sqlx::query(
+    write_pool!(db, p => sqlx::query(
         "INSERT INTO channel_states (channel, state, since, last_success_at) VALUES ($1, 'ok', $2, $2) \
          ON CONFLICT (channel) DO UPDATE SET last_success_at = $2, \
              state = CASE WHEN channel_states.state = 'degraded' AND $2 > channel_states.since \
@@ -74,7 +74,7 @@ pub async fn api_tokens(db: &Db) -> Result<Vec<(String, String, String)>> {
 }
 
 pub async fn insert_api_token(db: &Db, name: &str, role: &str, sha256_hex: &str) -> Result<()> {
-    with_pool!(db, p => sqlx::query(
+    write_pool!(db, p => sqlx::query(
         "INSERT INTO api_tokens (name, role, token_sha256, created_at) VALUES ($1, $2, $3, $4)")
         .bind(name).bind(role).bind(sha256_hex).bind(now_ms()).execute(p).await?.rows_affected());
     Ok(())
@@ -82,7 +82,7 @@ pub async fn insert_api_token(db: &Db, name: &str, role: &str, sha256_hex: &str)
 
 /// Records a LINE follow (true) or unfollow (false) event.
 pub async fn set_line_follower(db: &Db, user_id: &str, following: bool) -> Result<()> {
-    with_pool!(db, p => sqlx::query(
+    write_pool!(db, p => sqlx::query(
         "INSERT INTO line_followers (user_id, following, updated_at) VALUES ($1, $2, $3) \
          ON CONFLICT (user_id) DO UPDATE SET following = $2, updated_at = $3")
         .bind(user_id).bind(following).bind(now_ms()).execute(p).await?.rows_affected());
@@ -96,7 +96,7 @@ pub async fn line_follower_count(db: &Db) -> Result<i64> {
 
 /// Saves a channel's rotated credentials (see `Channel::rotated_credentials`).
 pub async fn save_credentials(db: &Db, channel: &str, credentials: &str) -> Result<()> {
-    with_pool!(db, p => sqlx::query(
+    write_pool!(db, p => sqlx::query(
         "INSERT INTO channel_credentials (channel, credentials, updated_at) VALUES ($1, $2, $3) \
          ON CONFLICT (channel) DO UPDATE SET credentials = $2, updated_at = $3")
         .bind(channel).bind(credentials).bind(now_ms()).execute(p).await?.rows_affected());

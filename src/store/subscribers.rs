@@ -50,7 +50,7 @@ macro_rules! subscriber_from {
 pub async fn create(db: &Db, s: &NewSubscriber) -> Result<Subscriber> {
     let now = now_ms();
     let topics = serde_json::to_string(&s.topics).unwrap_or_else(|_| "[]".into());
-    let id: i64 = with_pool!(db, p => sqlx::query_scalar(
+    let id: i64 = write_pool!(db, p => sqlx::query_scalar(
         "INSERT INTO subscribers (email, lang, topics, token, status, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, 'active', $5, $5) RETURNING id")
         .bind(&s.email).bind(&s.lang).bind(&topics).bind(new_token()).bind(now)
@@ -89,7 +89,7 @@ pub async fn list(
 /// already queued for them are skipped at send time.
 pub async fn delete(db: &Db, id: i64) -> Result<bool> {
     Ok(
-        with_pool!(db, p => sqlx::query("DELETE FROM subscribers WHERE id = $1")
+        write_pool!(db, p => sqlx::query("DELETE FROM subscribers WHERE id = $1")
         .bind(id).execute(p).await?.rows_affected())
             == 1,
     )
@@ -136,7 +136,7 @@ pub async fn by_token(db: &Db, token: &str) -> Result<Option<(String, String)>> 
 /// One-click unsubscribe: idempotent; false when the token is unknown.
 pub async fn unsubscribe(db: &Db, token: &str) -> Result<bool> {
     let now = now_ms();
-    let n = with_pool!(db, p => sqlx::query(
+    let n = write_pool!(db, p => sqlx::query(
         "UPDATE subscribers SET status = 'unsubscribed', updated_at = $2 WHERE token = $1")
         .bind(token).bind(now).execute(p).await?.rows_affected());
     Ok(n == 1)
