@@ -625,3 +625,44 @@ async fn two_instances_share_one_postgres_queue() {
     }
     assert_eq!(workers.len(), 2, "both instances sent: {workers:?}");
 }
+
+/// Two daemons on one PostgreSQL; one is SIGKILLed in the middle of a fan-out. Its leases
+/// expire and the other finishes the work: every subscriber gets the message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_instance_leaves_its_work_to_the_other() {
+    if postgres_url().is_none() {
+        eprintln!("SKIPPED: PostgreSQL suite (set NOROSHI_TEST_POSTGRES_URL to run it)");
+        return;
+    }
+    let smtp = FakeSmtp::start(FakeSmtpOptions::default()).await;
+    smtp.set_data_delay(Duration::from_millis(5));
+    let tmp = tempfile::tempdir().unwrap();
+    let url = fresh_database(Backend::Postgres, tmp.path()).await;
+    let config = email_config(smtp.port());
+    let mut a = Daemon::builder(Backend::Postgres)
+        .config(&config)
+        .database(&url)
+        .start()
+        .await;
+    let b = Daemon::builder(Backend::Postgres)
+        .config(&config)
+        .database(&url)
+        .start()
+        .await;
+    a.add_subscribers(600, "resident").await;
+    let id = a
+        .submit(json!({"title": "断水のお知らせ", "body": "明日9時から断水します。", "channels": ["email"]}))
+        .await;
+    while smtp.message_count() < 100 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    a.kill9();
+    b.wait_status(&id, &["sent"], Duration::from_secs(90)).await;
+    let messages = smtp.messages();
+    let unique: HashSet<String> = messages.iter().map(|m| m.rcpt_to[0].clone()).collect();
+    assert_eq!(unique.len(), 600, "every subscriber received the message");
+    eprintln!(
+        "instance kill: {} duplicate(s) (copies in flight at the kill)",
+        messages.len() - unique.len()
+    );
+}
