@@ -30,7 +30,7 @@ enum Command {
     CheckConfig(ConfigArg),
     /// Submit an announcement through the HTTP API.
     Send(SendArgs),
-    /// Show an announcement's per-channel delivery state.
+    /// Show an announcement's per-channel delivery state, or, without an id, every channel's.
     Status(StatusArgs),
 }
 
@@ -96,8 +96,8 @@ struct SendArgs {
 struct StatusArgs {
     #[command(flatten)]
     client: ClientArgs,
-    /// Announcement id.
-    id: String,
+    /// Announcement id; without one, the state of every channel.
+    id: Option<String>,
     /// Print the API's JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -379,6 +379,55 @@ async fn send(a: SendArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Every channel: enabled, state, why, what waits. Exits 1 when a channel is paused, so a
+/// monitoring script can run `noroshi status` as a check.
+async fn channel_status(client: &Client, json: bool) -> anyhow::Result<ExitCode> {
+    let channels = client
+        .call(
+            client
+                .http
+                .get(format!("{}/api/v1/channels", client.server)),
+        )
+        .await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&channels)?);
+    }
+    let mut paused = false;
+    for c in channels.as_array().cloned().unwrap_or_default() {
+        let state = c["state"].as_str().unwrap_or("");
+        paused |= c["enabled"] == true && state == "paused";
+        if json {
+            continue;
+        }
+        let queue = &c["queue"];
+        let waiting = ["disaster", "urgent", "normal"]
+            .iter()
+            .map(|l| queue[*l].as_i64().unwrap_or(0))
+            .sum::<i64>();
+        let why = c["reason"]
+            .as_str()
+            .or_else(|| c["last_error"].as_str())
+            .unwrap_or("");
+        println!(
+            "  {:<14} {:<9} {:<9} {:>6} waiting  {}",
+            c["name"].as_str().unwrap_or(""),
+            if c["enabled"] == true {
+                "enabled"
+            } else {
+                "disabled"
+            },
+            state,
+            waiting,
+            why
+        );
+    }
+    Ok(if paused {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
 fn progress_lines(view: &serde_json::Value) -> Vec<String> {
     view["deliveries"]
         .as_array()
@@ -405,7 +454,10 @@ fn progress_lines(view: &serde_json::Value) -> Vec<String> {
 
 async fn status(a: StatusArgs) -> anyhow::Result<ExitCode> {
     let client = Client::new(&a.client)?;
-    let view = client.get_announcement(&a.id).await?;
+    let Some(id) = &a.id else {
+        return channel_status(&client, a.json).await;
+    };
+    let view = client.get_announcement(id).await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&view)?);
     } else {

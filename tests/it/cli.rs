@@ -121,6 +121,30 @@ async fn send_wait_follows_progress_and_fails_loudly() {
     .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("sent"));
+    // Without an id: every channel's state.
+    let base = d.base.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        noroshi()
+            .args(["status", "--server", &base, "--token", VIEWER])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("website") && l.contains("enabled") && l.contains("ok")),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("line") && l.contains("disabled")),
+        "{stdout}"
+    );
 
     // A refusal: exit code ≠ 0 and the server's message.
     let base = d.base.clone();

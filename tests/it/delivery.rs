@@ -337,6 +337,24 @@ async fn auth_failure_pauses_the_channel_until_resumed(backend: Backend) {
         email["reason"].as_str().unwrap().contains("535"),
         "the reason names the refusal: {email}"
     );
+    // `noroshi status` shows it and exits 1, for a monitoring check.
+    let base = d.base.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_noroshi"))
+            .args(["status", "--server", &base, "--token", VIEWER])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("email") && l.contains("paused")),
+        "{stdout}"
+    );
     tokio::time::sleep(Duration::from_millis(800)).await;
     let v = d.announcement(&id).await;
     assert_eq!(
