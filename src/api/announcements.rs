@@ -366,6 +366,17 @@ async fn view(state: &SharedState, row: store::AnnouncementRow) -> ApiResult<Ann
     })
 }
 
+async fn row_of(state: &SharedState, id: &str) -> ApiResult<store::AnnouncementRow> {
+    store::get(&state.db, id)
+        .await?
+        .ok_or_else(|| Problem::not_found("announcement"))
+}
+
+async fn view_of(state: &SharedState, id: &str) -> ApiResult<Json<AnnouncementView>> {
+    let row = row_of(state, id).await?;
+    Ok(Json(view(state, row).await?))
+}
+
 /// The announcement and every channel's delivery state.
 #[utoipa::path(get, path = "/api/v1/announcements/{id}", params(("id" = String, Path)),
     responses((status = 200, body = AnnouncementView), (status = 404, body = Problem)),
@@ -376,10 +387,7 @@ pub async fn get_one(
     Path(id): Path<String>,
 ) -> ApiResult<Json<AnnouncementView>> {
     state.tokens.require(&headers, Role::Viewer)?;
-    let row = store::get(&state.db, &id)
-        .await?
-        .ok_or_else(|| Problem::not_found("announcement"))?;
-    Ok(Json(view(&state, row).await?))
+    view_of(&state, &id).await
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -511,10 +519,7 @@ pub async fn cancel(
             tracing::info!(announcement = %id, by = %caller.name, cancelled = n, "Announcement cancelled")
         }
     }
-    let row = store::get(&state.db, &id)
-        .await?
-        .ok_or_else(|| Problem::not_found("announcement"))?;
-    Ok(Json(view(&state, row).await?))
+    view_of(&state, &id).await
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -536,19 +541,14 @@ pub async fn retry(
 ) -> ApiResult<Json<AnnouncementView>> {
     let Query(q) = query.map_err(|e| Problem::invalid("query", e.body_text()))?;
     let caller = state.tokens.require(&headers, Role::Admin)?;
-    let row = store::get(&state.db, &id)
-        .await?
-        .ok_or_else(|| Problem::not_found("announcement"))?;
+    let row = row_of(&state, &id).await?;
     let n = store::retry_failed(&state.db, &id, q.channel.as_deref()).await?;
     tracing::info!(announcement = %id, by = %caller.name, deliveries = n, "Failed deliveries queued again");
     let priority = noroshi_channel_core::Priority::parse(&row.priority).unwrap_or_default();
     for c in &state.channels {
         state.dispatcher.wake(c.name(), priority);
     }
-    let row = store::get(&state.db, &id)
-        .await?
-        .ok_or_else(|| Problem::not_found("announcement"))?;
-    Ok(Json(view(&state, row).await?))
+    view_of(&state, &id).await
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
