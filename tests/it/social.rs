@@ -360,11 +360,9 @@ async fn line_webhook_checks_the_signature(backend: Backend) {
 }
 on_both!(line_webhook_checks_the_signature);
 
-/// A platform's `Retry-After` is honoured, and a rate-limit wait is not a failed attempt.
-async fn retry_after_is_honoured(backend: Backend) {
-    let f = fakes().await;
-    let d = daemon(backend, &f).await;
-    // The start-up healthcheck (a HEAD) must not take the scripted answer meant for the post.
+/// Waits for the daemon's start-up healthcheck (a HEAD) to reach the webhook receiver, so
+/// it cannot take a scripted answer meant for a post.
+async fn webhook_checked(f: &Fakes) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !f.hook.requests().iter().any(|r| r.method == "HEAD") {
         assert!(
@@ -373,6 +371,13 @@ async fn retry_after_is_honoured(backend: Backend) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A platform's `Retry-After` is honoured, and a rate-limit wait is not a failed attempt.
+async fn retry_after_is_honoured(backend: Backend) {
+    let f = fakes().await;
+    let d = daemon(backend, &f).await;
+    webhook_checked(&f).await;
     f.hook.script(noroshi_channel_core::fake::ScriptedResponse {
         status: 429,
         headers: vec![("retry-after".into(), "2".into())],
@@ -494,14 +499,7 @@ on_both!(x_rotated_oauth2_tokens_survive_a_restart);
 async fn odd_platform_text_is_still_recorded(backend: Backend) {
     let f = fakes().await;
     let d = daemon(backend, &f).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !f.hook.requests().iter().any(|r| r.method == "HEAD") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no healthcheck reached the webhook"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    webhook_checked(&f).await;
     f.hook.script(noroshi_channel_core::fake::ScriptedResponse {
         status: 400,
         body: "{\"error\":\"bad\u{0}request\"}".into(),
