@@ -427,14 +427,17 @@ impl XChannel {
         } else {
             "/2/users/me"
         };
+        let v = self.get_json(self.api_url(q)?, "GET /2/users/me").await?;
+        if let Some(id) = v["data"]["id"].as_str() {
+            self.state.lock().unwrap().user_id = Some(id.to_string());
+        }
+        Ok(v)
+    }
+
+    /// One signed `GET`; a non-2xx answer becomes its classified error.
+    pub(crate) async fn get_json(&self, url: Url, what: &str) -> Result<Value, DeliveryError> {
         let reply = self
-            .call(
-                Method::GET,
-                self.api_url(q)?,
-                ReqBody::Empty,
-                Call::Read,
-                "GET /2/users/me",
-            )
+            .call(Method::GET, url, ReqBody::Empty, Call::Read, what)
             .await?;
         if !reply.ok() {
             return Err(classify(
@@ -445,11 +448,7 @@ impl XChannel {
                 Utc::now(),
             ));
         }
-        let v = reply.json();
-        if let Some(id) = v["data"]["id"].as_str() {
-            self.state.lock().unwrap().user_id = Some(id.to_string());
-        }
-        Ok(v)
+        Ok(reply.json())
     }
 
     pub(crate) async fn own_user_id(&self) -> Result<String, DeliveryError> {
@@ -482,25 +481,7 @@ impl XChannel {
             q.append_pair("max_results", &max_results.clamp(5, 100).to_string());
             q.append_pair("tweet.fields", "created_at,text");
         }
-        let reply = self
-            .call(
-                Method::GET,
-                url,
-                ReqBody::Empty,
-                Call::Read,
-                "GET /2/users/:id/tweets",
-            )
-            .await?;
-        if !reply.ok() {
-            return Err(classify(
-                Call::Read,
-                reply.status,
-                &reply.headers,
-                &reply.body,
-                Utc::now(),
-            ));
-        }
-        let v = reply.json();
+        let v = self.get_json(url, "GET /2/users/:id/tweets").await?;
         Ok(v["data"]
             .as_array()
             .map(|a| {

@@ -2,10 +2,8 @@
 
 use chrono::Utc;
 use noroshi_channel_core::{DeliveryError, ReachSample};
-use reqwest::Method;
 
-use crate::client::{ReqBody, XChannel};
-use crate::error::{classify, Call};
+use crate::client::XChannel;
 
 /// How many recent own posts `fetch_reach` reads views for (one `GET /2/tweets` call).
 pub const RECENT_POSTS_FOR_REACH: u32 = 20;
@@ -38,25 +36,7 @@ impl XChannel {
             url.query_pairs_mut()
                 .append_pair("ids", &chunk.join(","))
                 .append_pair("tweet.fields", "public_metrics");
-            let reply = self
-                .call(
-                    Method::GET,
-                    url,
-                    ReqBody::Empty,
-                    Call::Read,
-                    "GET /2/tweets",
-                )
-                .await?;
-            if !(200..300).contains(&reply.status) {
-                return Err(classify(
-                    Call::Read,
-                    reply.status,
-                    &reply.headers,
-                    &reply.body,
-                    Utc::now(),
-                ));
-            }
-            let v: serde_json::Value = serde_json::from_str(&reply.body).unwrap_or_default();
+            let v = self.get_json(url, "GET /2/tweets").await?;
             for t in v["data"].as_array().into_iter().flatten() {
                 if let (Some(id), Some(n)) = (
                     t["id"].as_str(),
