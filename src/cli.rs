@@ -164,7 +164,7 @@ fn check_config(a: ConfigArg) -> anyhow::Result<ExitCode> {
     crate::server::install_crypto_provider();
     // Build the channels too (still no network I/O): catches what validation alone cannot.
     let env = noroshi_channel_core::BuildEnv {
-        http: crate::server::http_client()?,
+        http: crate::server::http_client(&loaded.config)?,
         data_dir: loaded.config.server.data_dir.clone(),
         public_base_url: loaded.config.server.public_base_url(),
     };

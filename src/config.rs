@@ -46,6 +46,10 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Largest request body accepted, in bytes (larger: `413`).
     pub body_limit_bytes: usize,
+    /// The longest one request to a platform (LINE, X, Graph, a webhook, an image fetch)
+    /// may take, in milliseconds. A send that times out after it left is uncertain and is
+    /// checked before any resend.
+    pub platform_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -55,6 +59,7 @@ impl Default for ServerConfig {
             public_url: None,
             data_dir: PathBuf::from("data"),
             body_limit_bytes: 1024 * 1024,
+            platform_timeout_ms: 20_000,
         }
     }
 }
@@ -501,6 +506,12 @@ pub fn validate(loaded: &Loaded) -> Vec<Problem> {
     }
     if c.server.body_limit_bytes < 1024 {
         push("server.body_limit_bytes", "must be at least 1024".into());
+    }
+    if !(100..=300_000).contains(&c.server.platform_timeout_ms) {
+        push(
+            "server.platform_timeout_ms",
+            "must be between 100 and 300000 (5 minutes)".into(),
+        );
     }
     if !(c.database.url.starts_with("sqlite:")
         || c.database.url.starts_with("postgres://")

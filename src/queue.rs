@@ -36,6 +36,8 @@ pub struct Claimed {
     /// The previous attempt may have been applied: reconcile before sending again.
     pub uncertain: bool,
     pub expand_cursor: i64,
+    /// When the first attempt started (ms), this one if it is the first.
+    pub first_attempt_at: i64,
 }
 
 /// Claims up to `limit` due deliveries of `channel` in lane `min_lane` or higher.
@@ -55,14 +57,14 @@ pub async fn claim(
     };
     let sql = format!(
         "UPDATE deliveries SET status = 'in_flight', lease_owner = $1, lease_until = $2, \
-             attempts = attempts + 1, updated_at = $3 \
+             attempts = attempts + 1, first_attempt_at = COALESCE(first_attempt_at, $3), updated_at = $3 \
          WHERE id IN (SELECT id FROM deliveries \
              WHERE channel = $4 AND status IN ('pending', 'retrying') AND run_after <= $3 AND lane >= $5 \
                AND NOT EXISTS (SELECT 1 FROM announcements a \
                    WHERE a.id = deliveries.announcement_id AND a.status = 'cancelled') \
              ORDER BY lane DESC, run_after, id LIMIT $6{lock}) \
          RETURNING id, announcement_id, channel, kind, unit_index, subscriber_id, lane, attempts, \
-             idempotency_key, uncertain, expand_cursor"
+             idempotency_key, uncertain, expand_cursor, first_attempt_at"
     );
     let rows = write_pool!(db, p => {
         let rows = sqlx::query(&sql)
@@ -86,6 +88,7 @@ pub async fn claim(
             idempotency_key: r.try_get("idempotency_key")?,
             uncertain: r.try_get("uncertain")?,
             expand_cursor: r.try_get("expand_cursor")?,
+            first_attempt_at: r.try_get::<Option<i64>, _>("first_attempt_at")?.unwrap_or(now),
         })).collect::<Result<Vec<_>>>()?
     });
     let mut rows = rows;

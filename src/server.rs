@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use noroshi_channel_core::{BuildEnv, ErrorClass, HTTP_REQUEST_TIMEOUT};
+use noroshi_channel_core::{BuildEnv, ErrorClass};
 
 use crate::api::auth::{self, Role, Tokens};
 use crate::api::{AppState, SharedState};
@@ -65,11 +65,12 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// The shared HTTP client: rustls (ring), timeouts, no redirects to other hosts' surprise.
-pub fn http_client() -> anyhow::Result<reqwest::Client> {
+pub fn http_client(config: &Config) -> anyhow::Result<reqwest::Client> {
+    let timeout = Duration::from_millis(config.server.platform_timeout_ms);
     Ok(reqwest::Client::builder()
         .user_agent(concat!("noroshi/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(10))
-        .timeout(HTTP_REQUEST_TIMEOUT)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .timeout(timeout)
         .redirect(reqwest::redirect::Policy::none())
         .build()?)
 }
@@ -151,7 +152,7 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
     let tokens = load_tokens(&config, &db).await?;
     let public_base_url = config.server.public_base_url();
     let env = BuildEnv {
-        http: http_client()?,
+        http: http_client(&config)?,
         data_dir: config.server.data_dir.clone(),
         public_base_url: public_base_url.clone(),
     };

@@ -497,9 +497,10 @@ pub async fn list(
     Ok(Json(AnnouncementPage { items, next_cursor }))
 }
 
-/// Cancel what has not been sent yet.
+/// Cancel what has not been sent yet (staff; a disaster announcement needs the disaster or
+/// admin role).
 #[utoipa::path(post, path = "/api/v1/announcements/{id}/cancel", params(("id" = String, Path)),
-    responses((status = 200, body = AnnouncementView), (status = 404, body = Problem), (status = 409, description = "Nothing left to cancel", body = Problem)),
+    responses((status = 200, body = AnnouncementView), (status = 403, description = "A disaster announcement, and the token is not disaster or admin", body = Problem), (status = 404, body = Problem), (status = 409, description = "Nothing left to cancel", body = Problem)),
     security(("bearer" = [])))]
 pub async fn cancel(
     State(state): State<SharedState>,
@@ -507,6 +508,15 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> ApiResult<Json<AnnouncementView>> {
     let caller = state.tokens.require(&headers, Role::Staff)?;
+    // A disaster alert is the disaster desk's: staff cannot stop one (A.8).
+    let row = row_of(&state, &id).await?;
+    if row.priority == "disaster" && caller.role < Role::Disaster {
+        return Err(Problem::forbidden(format!(
+            "cancelling a disaster announcement needs the disaster or admin role; token `{}` has {}",
+            caller.name,
+            caller.role.as_str()
+        )));
+    }
     match store::cancel(&state.db, &id).await? {
         store::Cancelled::NotFound => return Err(Problem::not_found("announcement")),
         store::Cancelled::NothingLeft => {

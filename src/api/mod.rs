@@ -173,19 +173,48 @@ pub fn router(state: SharedState) -> Router {
             HeaderValue::from_static("nosniff"),
         ))
         .layer(axum::middleware::map_response(problem_for_plain_errors))
+        .layer(axum::middleware::from_fn(refuse_control_characters))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
 }
 
+/// A path or query whose decoded form holds a control character (`%00`, `%0A`) is
+/// refused before any handler sees it: no such value is ever a valid id, token or filter,
+/// and PostgreSQL refuses NUL in text.
+async fn refuse_control_characters(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let uri = request.uri();
+    let bad = |s: &str| percent_encoding::percent_decode_str(s).any(|b| b < 0x20 || b == 0x7f);
+    if bad(uri.path()) || uri.query().is_some_and(bad) {
+        return Problem::bad_request(
+            "the path or query contains a control character (such as %00); remove it",
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// Whether a `/site/` path names something that is not a page of the site: a dot-file or
+/// dot-folder (the adapter's `.entries.json`, `.lock`, `.noroshi-tmp-*`), `.` or `..`, or a
+/// temporary or backup file, however the path is spelled (`%2E`, `./`).
+pub fn hidden_site_path(path: &str) -> bool {
+    let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    decoded.split(['/', '\\']).any(|seg| {
+        let seg = seg.to_ascii_lowercase();
+        seg.starts_with('.')
+            || seg.ends_with('~')
+            || [".tmp", ".temp", ".swp", ".bak", ".lock", ".part"]
+                .iter()
+                .any(|ext| seg.ends_with(ext))
+    })
+}
+
 /// The adapter's state files (`.entries.json`, temporary files) are not part of the site.
 async fn hide_dotfiles(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    if request
-        .uri()
-        .path()
-        .split('/')
-        .any(|seg| seg.starts_with('.'))
-    {
+    if hidden_site_path(request.uri().path()) {
         return Problem::not_found("page").into_response();
     }
     next.run(request).await

@@ -123,10 +123,67 @@ impl IntoResponse for Problem {
     }
 }
 
-/// Parses a JSON body, naming the field serde stopped at.
+/// A control character no text field may hold: NUL and the other C0 controls except tab,
+/// line feed and carriage return, DEL, and the C1 controls. PostgreSQL refuses NUL in text
+/// and platforms refuse the others later, so they are refused before anything is stored.
+pub fn control_character(text: &str) -> Option<char> {
+    text.chars()
+        .find(|&c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+}
+
+/// Refuses a text field holding a control character, naming the field and the character.
+pub fn check_text(field: &str, text: &str) -> ApiResult<()> {
+    match control_character(text) {
+        None => Ok(()),
+        Some(c) => Err(Problem::invalid(
+            field,
+            format!(
+                "contains the control character U+{:04X}; remove it (tabs and line breaks are fine)",
+                c as u32
+            ),
+        )),
+    }
+}
+
+/// The first string (or key) in a JSON document holding a control character, by the path
+/// `serde_path_to_error` would give (`tags[0]`, `overrides.website.text`).
+fn find_control(value: &serde_json::Value, path: &str) -> Option<(String, char)> {
+    use serde_json::Value;
+    let join = |key: &str| {
+        if path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match value {
+        Value::String(s) => control_character(s).map(|c| (path.to_string(), c)),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| find_control(v, &format!("{path}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            let field = join(k);
+            match control_character(k) {
+                Some(c) => Some((field, c)),
+                None => find_control(v, &field),
+            }
+        }),
+        _ => None,
+    }
+}
+
+/// Parses a JSON body, naming the field serde stopped at. Text with a control character
+/// is refused first, naming its field, whatever the body is for.
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
     if body.is_empty() {
         return Err(Problem::bad_request("the request body is empty; send JSON"));
+    }
+    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) {
+        if let Some((field, c)) = find_control(&value, "") {
+            let field = if field.is_empty() { ".".into() } else { field };
+            return Err(check_text(&field, &c.to_string()).unwrap_err());
+        }
     }
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
@@ -193,5 +250,18 @@ mod tests {
         assert_eq!(p.status, 400);
         let p = parse_json::<Body>(b"").unwrap_err();
         assert_eq!(p.status, 400);
+    }
+
+    #[test]
+    fn control_characters_are_named_by_their_field() {
+        let p = parse_json::<serde_json::Value>(br#"{"a": {"b": ["ok", "x\u0000"]}}"#).unwrap_err();
+        assert_eq!((p.status, p.field.as_deref()), (422, Some("a.b[1]")));
+        assert!(p.detail.contains("U+0000"), "{}", p.detail);
+        let p = parse_json::<serde_json::Value>(br#"{"k\u0007": 1}"#).unwrap_err();
+        assert_eq!(p.field.as_deref(), Some("k\u{7}"));
+        assert!(parse_json::<serde_json::Value>(br#"{"t": "a\tb\nc\r\nd"}"#).is_ok());
+        assert_eq!(control_character("a\u{85}b"), Some('\u{85}'));
+        assert_eq!(control_character("a\u{7f}"), Some('\u{7f}'));
+        assert_eq!(control_character("防災 情報\n"), None);
     }
 }

@@ -30,11 +30,14 @@ fn check(
     lang: &str,
     topics: &[String],
 ) -> ApiResult<NewSubscriber> {
+    super::problem::check_text(&format!("{field_prefix}email"), email)?;
+    super::problem::check_text(&format!("{field_prefix}lang"), lang)?;
     let email = email.trim();
     noroshi_email::validate_address(email)
         .map_err(|e| Problem::invalid(format!("{field_prefix}email"), e))?;
     crate::accept::check_lang(&format!("{field_prefix}lang"), lang)?;
     for (i, t) in topics.iter().enumerate() {
+        super::problem::check_text(&format!("{field_prefix}topics[{i}]"), t)?;
         if t.trim().is_empty() || t.chars().count() > 64 {
             return Err(Problem::invalid(
                 format!("{field_prefix}topics[{i}]"),

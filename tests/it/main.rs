@@ -5,5 +5,6 @@ mod helpers;
 
 mod cli;
 mod delivery;
+mod hardening;
 mod input;
 mod social;

@@ -173,6 +173,10 @@ pub struct DeliveryContext {
     pub exercise: bool,
     /// The API request that accepted the announcement, for log correlation.
     pub request_id: Option<String>,
+    /// When this delivery's first attempt started (kept by the daemon across restarts):
+    /// how far back a reconcile must look, and how old a retry key is. On a first attempt,
+    /// this attempt's start; `None` only when the caller does not know.
+    pub first_attempt_at: Option<DateTime<Utc>>,
 }
 
 /// A successful attempt.

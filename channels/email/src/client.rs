@@ -173,6 +173,7 @@ impl EmailChannel {
         &self,
         payload: &EmailPayload,
         recipient: &Recipient,
+        announcement_id: &str,
         delivery_id: &str,
     ) -> Result<(Address, Address, Vec<u8>), DeliveryError> {
         let rcpt = smtp_address(&recipient.address)
@@ -216,7 +217,13 @@ impl EmailChannel {
             // `<addr>` as in CHANNELS.md §4.2: some parsers misread a bare quoted local part.
             .raw_header(header("To", format!("<{rcpt}>")))
             .subject(payload.subject.clone())
-            .message_id(Some(format!("<{id}@{}>", self.message_id_domain)))
+            // The announcement's UUID makes it unique beyond this database: delivery ids
+            // start again after a reinstall or on a second database with the same domain.
+            .message_id(Some(format!(
+                "<{}.{id}@{}>",
+                id_token(announcement_id),
+                self.message_id_domain
+            )))
             .date_now()
             .raw_header(header("List-Id", self.list_id.clone()))
             .raw_header(header("List-Unsubscribe", list_unsubscribe));
@@ -470,7 +477,8 @@ impl Channel for EmailChannel {
         let recipient = unit.recipient.as_ref().ok_or_else(|| {
             DeliveryError::permanent("an email delivery needs a recipient (subscriber)")
         })?;
-        let (sender, rcpt, message) = self.compose(&payload, recipient, &ctx.delivery_id)?;
+        let (sender, rcpt, message) =
+            self.compose(&payload, recipient, &ctx.announcement_id, &ctx.delivery_id)?;
         let queue_id = self
             .pool
             .send(sender, rcpt, &message)
@@ -486,7 +494,7 @@ impl Channel for EmailChannel {
 
     // `reconcile` keeps the default (`Ok(None)`): SMTP cannot be asked whether a message
     // was queued. A resend after an Uncertain attempt carries the same Message-ID (built
-    // from the delivery id), which lets receiving systems and mail clients drop the copy.
+    // from the announcement and delivery ids), which lets receiving systems and mail clients drop the copy.
 
     async fn healthcheck(&self) -> Result<(), DeliveryError> {
         // A fresh connection, not a pooled one: walks TLS and AUTH like the first send.

@@ -244,13 +244,22 @@ fn compose_builds_headers_and_verp_sender() {
         unsubscribe_url: "https://city.example.jp/unsubscribe?t=TOKEN1".into(),
         unsubscribe_token: "TOKEN1".into(),
     };
-    let (sender, rcpt, raw) = channel.compose(&payload, &recipient, "0193-abc").unwrap();
+    let (sender, rcpt, raw) = channel
+        .compose(
+            &payload,
+            &recipient,
+            "01935f7e-8a2b-7c3d-9e4f-a1b2c3d4e5f6",
+            "0193-abc",
+        )
+        .unwrap();
     assert_eq!(sender.to_string(), "bounce+0193-abc@example.jp");
     assert_eq!(rcpt.to_string(), "\"taro..yamada.\"@docomo.ne.jp");
     // Unfold (RFC 5322 §2.2.3) before matching whole header values.
     let raw = String::from_utf8(raw).unwrap().replace("\r\n ", " ");
     assert!(
-        raw.contains("Message-ID: <0193-abc@example.jp>\r\n"),
+        // Globally unique: the announcement's UUID with the delivery id, so a reinstall or a
+        // second database with the same domain never repeats one (receivers drop repeats).
+        raw.contains("Message-ID: <01935f7e-8a2b-7c3d-9e4f-a1b2c3d4e5f6.0193-abc@example.jp>\r\n"),
         "{raw}"
     );
     assert!(raw.contains(
@@ -267,7 +276,7 @@ fn compose_builds_headers_and_verp_sender() {
         address: "taro yamada@example.jp".into(),
         ..recipient
     };
-    let err = channel.compose(&payload, &bad, "x").unwrap_err();
+    let err = channel.compose(&payload, &bad, "a", "x").unwrap_err();
     assert_eq!(err.class, ErrorClass::Permanent);
     assert!(err.message.contains("recipient address refused"));
 }

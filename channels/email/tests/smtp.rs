@@ -78,6 +78,7 @@ fn ctx(delivery_id: &str) -> DeliveryContext {
         priority: Priority::Normal,
         exercise: false,
         request_id: None,
+        first_attempt_at: None,
     }
 }
 
@@ -227,7 +228,7 @@ async fn japanese_message_is_well_formed_on_the_wire() {
     );
     assert_eq!(
         raw_header(&text, "Message-ID").unwrap(),
-        "<0193c2f4-d-1@example.jp>"
+        "<a-1.0193c2f4-d-1@example.jp>"
     );
     let list_id = raw_header(&text, "List-Id").unwrap();
     assert!(
@@ -241,7 +242,7 @@ async fn japanese_message_is_well_formed_on_the_wire() {
     let parsed = MessageParser::default().parse(raw).expect("parses");
     assert_eq!(parsed.subject(), Some(LONG_TITLE));
     assert!(parsed.date().is_some(), "Date present");
-    assert_eq!(parsed.message_id(), Some("0193c2f4-d-1@example.jp"));
+    assert_eq!(parsed.message_id(), Some("a-1.0193c2f4-d-1@example.jp"));
     let ct = parsed.content_type().unwrap();
     assert_eq!(ct.ctype(), "multipart");
     assert_eq!(ct.subtype(), Some("alternative"));

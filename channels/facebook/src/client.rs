@@ -457,15 +457,22 @@ impl Channel for FacebookChannel {
         let payload: PostPayload = serde_json::from_value(unit.payload.clone()).map_err(|e| {
             DeliveryError::permanent(format!("the stored unit is not a Facebook post: {e}"))
         })?;
+        // Over the delivery's whole age: from its first attempt (the daemon keeps that across
+        // restarts), else this process's memory of it, else a fixed look-back.
         let now = self.now();
-        let attempted = self
+        let remembered = self
             .observed
             .lock()
             .unwrap()
             .attempts
             .get(&ctx.delivery_id)
-            .copied()
-            .unwrap_or(now - RECONCILE_FALLBACK);
+            .copied();
+        let attempted = match (ctx.first_attempt_at, remembered) {
+            (Some(first), Some(seen)) => first.min(seen),
+            (Some(first), None) => first,
+            (None, Some(seen)) => seen,
+            (None, None) => now - RECONCILE_FALLBACK,
+        };
         let since = attempted - chrono::Duration::seconds(60);
         Ok(self.find_post(&payload, since).await?.map(|id| Receipt {
             remote_id: Some(id),

@@ -110,6 +110,7 @@ fn ctx(attempt: u32) -> DeliveryContext {
         priority: Priority::Normal,
         exercise: false,
         request_id: None,
+        first_attempt_at: None,
     }
 }
 

@@ -87,6 +87,7 @@ fn ctx(priority: Priority) -> DeliveryContext {
         priority,
         exercise: false,
         request_id: None,
+        first_attempt_at: None,
     }
 }
 

@@ -90,6 +90,7 @@ fn ctx() -> DeliveryContext {
         priority: Priority::Normal,
         exercise: false,
         request_id: None,
+        first_attempt_at: None,
     }
 }
 

@@ -69,6 +69,7 @@ fn ctx(id: &str) -> DeliveryContext {
         priority: Priority::Normal,
         exercise: false,
         request_id: None,
+        first_attempt_at: None,
     }
 }
 

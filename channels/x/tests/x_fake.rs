@@ -54,6 +54,7 @@ fn ctx(delivery_id: &str, attempt: u32) -> DeliveryContext {
         priority: Priority::Disaster,
         exercise: false,
         request_id: None,
+        first_attempt_at: None,
     }
 }
 

@@ -1,0 +1,310 @@
+//! Dispatch: per-channel worker loops that claim deliveries, pass the rate gate, call the
+//! adapter once, and record the outcome.
+//!
+//! Each channel has two loops and two pools of permits:
+//! - the general loop claims any lane (highest first) with `concurrency` permits;
+//! - the disaster loop claims only the disaster lane, with `reserved` permits of its own
+//!   plus any free general permit. However deep the normal backlog, a disaster delivery
+//!   never waits for a normal attempt to finish.
+//!
+//! The rate gate works the same way: normal and urgent work must pass a limiter set to
+//! `(1 - reserve) × rate` and then the channel's full-rate limiter; disaster work passes only
+//! the full-rate limiter. Normal traffic can therefore never use the share kept for
+//! disaster traffic.
+//!
+//! Loops sleep until woken (the API wakes them when it inserts work) or until the fallback
+//! poll interval passes (work inserted by another instance, retries coming due).
+
+use std::collections::{HashMap, HashSet};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use noroshi_channel_core::{
+    Audience, Channel, DeliveryContext, DeliveryError, DeliveryUnit, Priority, Recipient,
+};
+use rand::Rng;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_util_shim::CancellationToken;
+
+mod gate;
+mod outcome;
+mod recorder;
+mod upkeep;
+mod wake;
+mod worker;
+
+pub use gate::RateGate;
+
+use crate::config::QueueConfig;
+use crate::queue::{self, Claimed, Outcome};
+use crate::registry::Registered;
+use crate::store::{self, now_ms, Db};
+
+/// A minimal cancellation token (tokio-util's, without the dependency).
+mod tokio_util_shim {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use tokio::sync::Notify;
+
+    #[derive(Clone, Default)]
+    pub struct CancellationToken(Arc<(AtomicBool, Notify)>);
+    impl CancellationToken {
+        pub fn cancel(&self) {
+            self.0 .0.store(true, Ordering::SeqCst);
+            self.0 .1.notify_waiters();
+        }
+        pub fn is_cancelled(&self) -> bool {
+            self.0 .0.load(Ordering::SeqCst)
+        }
+        pub async fn cancelled(&self) {
+            loop {
+                let notified = self.0 .1.notified();
+                if self.is_cancelled() {
+                    return;
+                }
+                notified.await;
+            }
+        }
+    }
+}
+
+type RecorderItem = (
+    queue::Finished,
+    tokio::sync::oneshot::Sender<Result<bool, String>>,
+);
+type RecorderRx = tokio::sync::mpsc::Receiver<RecorderItem>;
+
+/// The stored units of one announcement on one channel.
+type Units = Arc<Vec<serde_json::Value>>;
+
+/// One channel's runtime: its adapter, pools, rate gate and wake-ups.
+pub struct ChannelRuntime {
+    pub channel: Arc<dyn Channel>,
+    pub name: String,
+    pub audience: Audience,
+    wake_general: Notify,
+    wake_disaster: Notify,
+    general: Arc<Semaphore>,
+    reserved: Arc<Semaphore>,
+    pub concurrency: usize,
+    pub reserved_workers: usize,
+    gate: RateGate,
+    pub rate_per_second: f64,
+    pub disaster_reserve: f64,
+    max_attempts: i32,
+    paused: AtomicBool,
+    in_flight: AtomicUsize,
+    /// The last successful delivery (ms), kept here and written to the database by the
+    /// heartbeat: one write per tick instead of one per delivery.
+    last_success_ms: AtomicI64,
+    flushed_success_ms: AtomicI64,
+}
+
+impl ChannelRuntime {
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::SeqCst)
+    }
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+}
+
+/// Settings the dispatcher needs beside the channels.
+#[derive(Clone)]
+pub struct DispatchSettings {
+    pub lease_ms: i64,
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    pub poll: Duration,
+    pub expand_batch: i64,
+    pub public_base_url: String,
+}
+
+impl DispatchSettings {
+    pub fn from_config(q: &QueueConfig, public_base_url: String) -> Self {
+        DispatchSettings {
+            lease_ms: (q.lease_secs * 1000) as i64,
+            retry_base_ms: q.retry_base_ms,
+            retry_max_ms: q.retry_max_secs * 1000,
+            poll: Duration::from_millis(q.poll_interval_ms),
+            expand_batch: q.expand_batch as i64,
+            public_base_url,
+        }
+    }
+}
+
+pub struct Dispatcher {
+    pub db: Db,
+    pub channels: Vec<Arc<ChannelRuntime>>,
+    pub owner: String,
+    settings: DispatchSettings,
+    stop: CancellationToken,
+    /// Renderings by (announcement, channel): units are read once per announcement, not
+    /// once per email copy.
+    renderings: Mutex<HashMap<(String, String), Units>>,
+    announcements: Mutex<HashMap<String, Arc<AnnouncementInfo>>>,
+    /// Deliveries a live task of this process holds: the only leases the heartbeat renews.
+    live: Mutex<HashSet<i64>>,
+    /// Fingerprints of the rotated credentials already saved, per channel.
+    saved_credentials: Mutex<HashMap<String, String>>,
+    /// Outcomes on their way to the database, committed in batches by `run_recorder`.
+    recorder: tokio::sync::mpsc::Sender<RecorderItem>,
+    recorder_rx: Mutex<Option<RecorderRx>>,
+}
+
+/// Marks a claimed delivery as held by a live task; dropping it (even in a panic) lets the
+/// heartbeat stop renewing the lease and frees the channel's slot.
+struct LiveGuard {
+    dispatcher: Arc<Dispatcher>,
+    channel: Arc<ChannelRuntime>,
+    id: i64,
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.dispatcher.live.lock().unwrap().remove(&self.id);
+        self.channel.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+struct AnnouncementInfo {
+    exercise: bool,
+    request_id: Option<String>,
+    /// Whether this process already moved the announcement to `sending`.
+    marked_sending: AtomicBool,
+}
+
+impl Dispatcher {
+    pub fn new(
+        db: Db,
+        registered: Vec<Registered>,
+        queue_cfg: &QueueConfig,
+        settings: DispatchSettings,
+        paused: &[String],
+    ) -> Arc<Dispatcher> {
+        let channels = registered
+            .into_iter()
+            .map(|r| {
+                let limits = r.channel.limits();
+                let d = r.delivery;
+                let concurrency = d.concurrency.unwrap_or(limits.concurrency).max(1);
+                let reserve = d
+                    .disaster_reserve
+                    .unwrap_or(queue_cfg.disaster_reserve)
+                    .clamp(0.0, 0.9);
+                let reserved_workers = ((concurrency as f64 * reserve).ceil() as usize).max(1);
+                let rate = d.rate_per_second.unwrap_or(limits.rate_per_second);
+                let burst = d.burst.unwrap_or(limits.burst).max(1);
+                let name = r.channel.name().to_string();
+                Arc::new(ChannelRuntime {
+                    audience: r.channel.audience(),
+                    paused: AtomicBool::new(paused.contains(&name)),
+                    name,
+                    channel: r.channel,
+                    wake_general: Notify::new(),
+                    wake_disaster: Notify::new(),
+                    general: Arc::new(Semaphore::new(concurrency)),
+                    reserved: Arc::new(Semaphore::new(reserved_workers)),
+                    concurrency,
+                    reserved_workers,
+                    gate: RateGate::new(rate, burst, reserve),
+                    rate_per_second: rate,
+                    disaster_reserve: reserve,
+                    max_attempts: d.max_attempts.unwrap_or(queue_cfg.max_attempts).max(1) as i32,
+                    in_flight: AtomicUsize::new(0),
+                    last_success_ms: AtomicI64::new(0),
+                    flushed_success_ms: AtomicI64::new(0),
+                })
+            })
+            .collect();
+        let owner = format!(
+            "{}-{}",
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let (recorder, recorder_rx) = tokio::sync::mpsc::channel(4096);
+        Arc::new(Dispatcher {
+            db,
+            channels,
+            owner,
+            settings,
+            stop: CancellationToken::default(),
+            renderings: Mutex::new(HashMap::new()),
+            announcements: Mutex::new(HashMap::new()),
+            live: Mutex::new(HashSet::new()),
+            saved_credentials: Mutex::new(HashMap::new()),
+            recorder,
+            recorder_rx: Mutex::new(Some(recorder_rx)),
+        })
+    }
+
+    pub fn channel(&self, name: &str) -> Option<&Arc<ChannelRuntime>> {
+        self.channels.iter().find(|c| c.name == name)
+    }
+
+    pub fn set_paused(&self, channel: &str, paused: bool) {
+        if let Some(c) = self.channel(channel) {
+            c.paused.store(paused, Ordering::SeqCst);
+            if !paused {
+                c.wake_disaster.notify_one();
+                c.wake_general.notify_one();
+            }
+        }
+    }
+
+    /// Starts every loop: two per channel, the lease heartbeat and the reclaimer.
+    pub fn start(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = Vec::new();
+        for c in &self.channels {
+            let (d, c1) = (self.clone(), c.clone());
+            tasks.push(tokio::spawn(async move { d.run_loop(c1, false).await }));
+            let (d, c2) = (self.clone(), c.clone());
+            tasks.push(tokio::spawn(async move { d.run_loop(c2, true).await }));
+        }
+        let d = self.clone();
+        tasks.push(tokio::spawn(async move { d.heartbeat().await }));
+        if let Some(rx) = self.recorder_rx.lock().unwrap().take() {
+            let d = self.clone();
+            tasks.push(tokio::spawn(async move { d.run_recorder(rx).await }));
+        }
+        if let crate::store::Pool::Postgres(pool) = &self.db.pool {
+            let (d, pool) = (self.clone(), pool.clone());
+            tasks.push(tokio::spawn(async move { d.listen_for_work(pool).await }));
+        }
+        tasks
+    }
+
+    /// Stops claiming; waits up to `grace` for attempts in flight to finish.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.stop.cancel();
+        let deadline = tokio::time::Instant::now() + grace;
+        let mut last_renewal = tokio::time::Instant::now();
+        while self.channels.iter().any(|c| c.in_flight() > 0)
+            && tokio::time::Instant::now() < deadline
+        {
+            // The heartbeat has stopped; keep the leases of attempts still running alive,
+            // so no other instance takes them over and sends them again meanwhile.
+            if last_renewal.elapsed() > Duration::from_secs(1) {
+                let live: Vec<i64> = self.live.lock().unwrap().iter().copied().collect();
+                let _ = queue::extend_leases(&self.db, &self.owner, &live, self.settings.lease_ms)
+                    .await;
+                last_renewal = tokio::time::Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.save_rotated_credentials().await;
+        // Whatever is still leased goes back to the queue now rather than when its lease
+        // expires, so another instance (or the next start) takes it over at once.
+        match queue::reclaim(&self.db, queue::Reclaim::OwnedBy(&self.owner)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(count = n, "Released deliveries still in flight at shutdown"),
+            Err(e) => {
+                tracing::warn!(error = %e, "Could not release leases at shutdown; they expire on their own")
+            }
+        }
+        self.flush_successes().await;
+    }
+}

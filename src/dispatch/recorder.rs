@@ -1,0 +1,71 @@
+//! The recorder: outcomes committed in batches, one transaction for many deliveries.
+
+use super::*;
+
+impl Dispatcher {
+    /// Hands an outcome to the recorder and waits until it is committed, so the worker's
+    /// slot (and the lease renewal) lasts until the outcome is durable.
+    pub(super) async fn record(
+        &self,
+        d: Claimed,
+        started_at: i64,
+        outcome: Outcome,
+    ) -> Result<bool, String> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let item = queue::Finished {
+            delivery: d,
+            started_at,
+            outcome: outcome.sanitized(),
+        };
+        if let Err(tokio::sync::mpsc::error::SendError((item, _))) =
+            self.recorder.send((item, reply)).await
+        {
+            // The recorder is gone (shutting down): record this one directly.
+            return queue::finish_batch(&self.db, &self.owner, std::slice::from_ref(&item))
+                .await
+                .map(|r| r[0])
+                .map_err(|e| e.to_string());
+        }
+        answer
+            .await
+            .map_err(|_| "the recorder stopped".to_string())?
+    }
+
+    /// Commits outcomes in batches: whatever has arrived while the previous batch was being
+    /// written goes into the next transaction. Under load this turns a commit (an fsync on
+    /// SQLite) per delivery into one per batch; when idle a batch is a single outcome and
+    /// nothing waits.
+    pub(super) async fn run_recorder(self: Arc<Self>, mut rx: RecorderRx) {
+        const MAX_BATCH: usize = 128;
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+            let (items, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+            match queue::finish_batch(&self.db, &self.owner, &items).await {
+                Ok(results) => {
+                    for (reply, ok) in replies.into_iter().zip(results) {
+                        let _ = reply.send(Ok(ok));
+                    }
+                }
+                Err(e) => {
+                    // One item (or a passing database error) must not cost the others their
+                    // record: write them one by one, each in its own transaction.
+                    tracing::warn!(error = %e, items = items.len(), "Recording a batch failed; recording one by one");
+                    for (item, reply) in items.iter().zip(replies) {
+                        let one =
+                            queue::finish_batch(&self.db, &self.owner, std::slice::from_ref(item))
+                                .await
+                                .map(|r| r[0])
+                                .map_err(|e| e.to_string());
+                        let _ = reply.send(one);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,382 @@
+//! The worker loops: claim, pass the gate, make one attempt, hand the outcome to the
+//! recorder.
+
+use super::outcome::{self, Attempt, Effect, Phase};
+use super::*;
+
+impl Dispatcher {
+    pub(super) async fn acquire(
+        &self,
+        c: &ChannelRuntime,
+        disaster: bool,
+    ) -> Option<OwnedSemaphorePermit> {
+        if disaster {
+            // A reserved permit, or any free general one, whichever comes first.
+            tokio::select! {
+                p = c.reserved.clone().acquire_owned() => p.ok(),
+                p = c.general.clone().acquire_owned() => p.ok(),
+                _ = self.stop.cancelled() => None,
+            }
+        } else {
+            tokio::select! {
+                p = c.general.clone().acquire_owned() => p.ok(),
+                _ = self.stop.cancelled() => None,
+            }
+        }
+    }
+
+    pub(super) async fn run_loop(self: Arc<Self>, c: Arc<ChannelRuntime>, disaster: bool) {
+        let min_lane = if disaster {
+            Priority::Disaster.lane()
+        } else {
+            0
+        };
+        let wake = if disaster {
+            &c.wake_disaster
+        } else {
+            &c.wake_general
+        };
+        loop {
+            if self.stop.is_cancelled() {
+                return;
+            }
+            if c.is_paused() {
+                tokio::select! {
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(self.settings.poll) => {}
+                    _ = self.stop.cancelled() => return,
+                }
+                continue;
+            }
+            let Some(first) = self.acquire(&c, disaster).await else {
+                return;
+            };
+            let mut permits = vec![first];
+            let pool = if disaster { &c.reserved } else { &c.general };
+            while permits.len() < 64 {
+                match pool.clone().try_acquire_owned() {
+                    Ok(p) => permits.push(p),
+                    Err(_) => break,
+                }
+            }
+            let claimed = queue::claim(
+                &self.db,
+                &c.name,
+                min_lane,
+                permits.len() as i64,
+                &self.owner,
+                self.settings.lease_ms,
+            )
+            .await;
+            let claimed = match claimed {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::warn!(channel = %c.name, error = %e, "Could not claim deliveries");
+                    Vec::new()
+                }
+            };
+            if claimed.is_empty() {
+                drop(permits);
+                tokio::select! {
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(self.settings.poll) => {}
+                    _ = self.stop.cancelled() => return,
+                }
+                continue;
+            }
+            for (d, permit) in claimed.into_iter().zip(permits) {
+                c.in_flight.fetch_add(1, Ordering::SeqCst);
+                self.live.lock().unwrap().insert(d.id);
+                let guard = LiveGuard {
+                    dispatcher: self.clone(),
+                    channel: c.clone(),
+                    id: d.id,
+                };
+                tokio::spawn(async move {
+                    let _guard = guard;
+                    let _permit = permit;
+                    _guard.dispatcher.attempt(&_guard.channel, d).await;
+                });
+            }
+        }
+    }
+
+    pub(super) fn backoff_ms(&self, attempts: i32) -> i64 {
+        let exp = self
+            .settings
+            .retry_base_ms
+            .saturating_mul(1u64 << (attempts.clamp(1, 30) - 1) as u32)
+            .min(self.settings.retry_max_ms)
+            .max(1);
+        // Full jitter: spread retries over the whole window so a recovering platform is not
+        // hit by every failed delivery at the same instant.
+        rand::thread_rng().gen_range(0..=exp) as i64
+    }
+
+    pub(super) async fn units(
+        &self,
+        announcement_id: &str,
+        channel: &str,
+    ) -> Result<Arc<Vec<serde_json::Value>>, String> {
+        let key = (announcement_id.to_string(), channel.to_string());
+        if let Some(u) = self.renderings.lock().unwrap().get(&key) {
+            return Ok(u.clone());
+        }
+        let text = store::announcements::rendering(&self.db, announcement_id, channel)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "no rendering stored for this channel".to_string())?;
+        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        let units = value
+            .get("units")
+            .and_then(|u| u.as_array())
+            .cloned()
+            .ok_or_else(|| "stored rendering has no units".to_string())?;
+        let units = Arc::new(units);
+        self.renderings.lock().unwrap().insert(key, units.clone());
+        Ok(units)
+    }
+
+    pub(super) async fn announcement_info(
+        &self,
+        id: &str,
+    ) -> Result<Arc<AnnouncementInfo>, String> {
+        if let Some(a) = self.announcements.lock().unwrap().get(id) {
+            return Ok(a.clone());
+        }
+        let row = store::announcements::get(&self.db, id)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "announcement not found".to_string())?;
+        let info = Arc::new(AnnouncementInfo {
+            exercise: row.exercise,
+            request_id: row.request_id,
+            marked_sending: AtomicBool::new(false),
+        });
+        self.announcements
+            .lock()
+            .unwrap()
+            .insert(id.to_string(), info.clone());
+        Ok(info)
+    }
+
+    /// One attempt, logged under the request id of the API call that accepted the
+    /// announcement, so an operator can follow one request to every delivery attempt.
+    pub(super) async fn attempt(&self, c: &ChannelRuntime, d: Claimed) {
+        use tracing::Instrument;
+        let request_id = self
+            .announcement_info(&d.announcement_id)
+            .await
+            .ok()
+            .and_then(|i| i.request_id.clone())
+            .unwrap_or_default();
+        let span = tracing::info_span!("attempt", request_id = %request_id);
+        self.attempt_inner(c, d).instrument(span).await
+    }
+
+    /// One attempt of one claimed delivery, start to recorded outcome.
+    pub(super) async fn attempt_inner(&self, c: &ChannelRuntime, d: Claimed) {
+        let started = now_ms();
+        if d.kind == queue::KIND_EXPAND {
+            match queue::expand_batch(&self.db, &d, &self.owner, self.settings.expand_batch).await {
+                Ok(Some(n)) => {
+                    tracing::debug!(channel = %c.name, announcement = %d.announcement_id, inserted = n, "Expanded subscribers");
+                    // The new copies and the rest of the expansion are due now, for every
+                    // instance.
+                    self.wake(&c.name, Priority::from_lane(d.lane));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(channel = %c.name, error = %e, "Could not expand subscribers");
+                    let _ = queue::release(&self.db, &d, &self.owner, now_ms() + 1000).await;
+                }
+            }
+            return;
+        }
+        let outcome = self.attempt_send(c, &d).await;
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(internal) => {
+                // Our own failure (database, stored data): keep the delivery, try later.
+                tracing::error!(channel = %c.name, delivery = d.id, error = %internal, "Could not prepare a delivery");
+                Outcome::Retry {
+                    run_after: now_ms() + self.backoff_ms(d.attempts),
+                    class: "internal",
+                    error: internal,
+                    status_code: None,
+                    refund: false,
+                    uncertain: d.uncertain,
+                }
+            }
+        };
+        let outcome = outcome::give_up_after_max(outcome, self.attempt_facts(c, &d, Phase::Send));
+        match &outcome {
+            Outcome::Sent { remote_id, how, .. } => {
+                tracing::info!(channel = %c.name, delivery = d.id, announcement = %d.announcement_id,
+                    attempt = d.attempts, remote_id = remote_id.as_deref().unwrap_or(""), how = *how, "Delivered");
+                c.last_success_ms.fetch_max(now_ms(), Ordering::SeqCst);
+            }
+            Outcome::Retry {
+                class,
+                error,
+                run_after,
+                ..
+            } => {
+                tracing::warn!(channel = %c.name, delivery = d.id, announcement = %d.announcement_id,
+                    attempt = d.attempts, class = *class, error = %error,
+                    retry_in_ms = run_after - now_ms(), "Delivery attempt failed; will retry");
+                let _ = store::channels::record_error(&self.db, &c.name, error).await;
+            }
+            Outcome::Failed { class, error, .. } => {
+                tracing::error!(channel = %c.name, delivery = d.id, announcement = %d.announcement_id,
+                    attempt = d.attempts, class = *class, error = %error, "Delivery failed");
+                let _ = store::channels::record_error(&self.db, &c.name, error).await;
+            }
+            Outcome::Cancelled { reason } => {
+                tracing::info!(channel = %c.name, delivery = d.id, reason = %reason, "Delivery skipped");
+            }
+        }
+        let id = d.id;
+        match self.record(d, started, outcome).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(channel = %c.name, delivery = id,
+                "Lease was lost before the outcome was recorded; another worker owns this delivery now"),
+            Err(e) => tracing::error!(channel = %c.name, delivery = id, error = %e,
+                "Could not record a delivery outcome; the lease will expire and the delivery will be reconciled"),
+        }
+    }
+
+    pub(super) async fn attempt_send(
+        &self,
+        c: &ChannelRuntime,
+        d: &Claimed,
+    ) -> Result<Outcome, String> {
+        let units = self.units(&d.announcement_id, &c.name).await?;
+        let payload = units
+            .get(d.unit_index as usize)
+            .cloned()
+            .ok_or_else(|| format!("unit {} missing from the stored rendering", d.unit_index))?;
+        let recipient = if d.subscriber_id > 0 {
+            match store::subscribers::recipient(&self.db, d.subscriber_id)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                Some((address, lang, token)) => Some(Recipient {
+                    address,
+                    lang,
+                    unsubscribe_url: format!(
+                        "{}unsubscribe?t={token}",
+                        self.settings.public_base_url
+                    ),
+                    unsubscribe_token: token,
+                }),
+                None => {
+                    return Ok(Outcome::Cancelled {
+                        reason: "the subscriber unsubscribed or was removed".into(),
+                    })
+                }
+            }
+        } else {
+            None
+        };
+        let info = self.announcement_info(&d.announcement_id).await?;
+        if !info.marked_sending.swap(true, Ordering::SeqCst) {
+            if let Err(e) = queue::mark_sending(&self.db, &d.announcement_id).await {
+                // Only the status shown is late; the sweep puts it right.
+                tracing::warn!(announcement = %d.announcement_id, error = %e, "Could not mark the announcement as sending");
+                info.marked_sending.store(false, Ordering::SeqCst);
+            }
+        }
+        let unit = DeliveryUnit { payload, recipient };
+        let ctx = DeliveryContext {
+            delivery_id: d.id.to_string(),
+            announcement_id: d.announcement_id.clone(),
+            idempotency_key: d.idempotency_key.clone(),
+            attempt: d.attempts.max(1) as u32,
+            priority: Priority::from_lane(d.lane),
+            exercise: info.exercise,
+            request_id: info.request_id.clone(),
+            first_attempt_at: chrono::DateTime::from_timestamp_millis(d.first_attempt_at),
+        };
+        if d.uncertain {
+            match c.channel.reconcile(&unit, &ctx).await {
+                Ok(Some(receipt)) => {
+                    return Ok(Outcome::Sent {
+                        remote_id: receipt.remote_id,
+                        note: receipt.note,
+                        how: "reconciled",
+                    })
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(channel = %c.name, delivery = d.id, error = %e,
+                        "Could not check whether an earlier attempt landed; the delivery stays uncertain");
+                    return Ok(self.after_error(c, d, e, Phase::Reconcile).await);
+                }
+            }
+        }
+        c.gate.wait(Priority::from_lane(d.lane)).await;
+        if c.is_paused() {
+            // Paused while waiting at the gate (another attempt hit an auth error).
+            return Ok(Outcome::Retry {
+                run_after: now_ms(),
+                class: "paused",
+                error: "channel paused".into(),
+                status_code: None,
+                refund: true,
+                uncertain: d.uncertain,
+            });
+        }
+        match c.channel.deliver(&unit, &ctx).await {
+            Ok(receipt) => Ok(Outcome::Sent {
+                remote_id: receipt.remote_id,
+                note: receipt.note,
+                how: if receipt.already_sent {
+                    "already_sent"
+                } else {
+                    "sent"
+                },
+            }),
+            Err(e) => Ok(self.after_error(c, d, e, Phase::Send).await),
+        }
+    }
+
+    pub(super) fn attempt_facts(&self, c: &ChannelRuntime, d: &Claimed, phase: Phase) -> Attempt {
+        Attempt {
+            lane: Priority::from_lane(d.lane),
+            attempts: d.attempts,
+            max_attempts: c.max_attempts,
+            uncertain: d.uncertain,
+            phase,
+            now_ms: now_ms(),
+            backoff_ms: self.backoff_ms(d.attempts),
+        }
+    }
+
+    /// The delivery's next step after an adapter error, and what it means for the channel.
+    pub(super) async fn after_error(
+        &self,
+        c: &ChannelRuntime,
+        d: &Claimed,
+        e: DeliveryError,
+        phase: Phase,
+    ) -> Outcome {
+        let (outcome, effect) = outcome::next_step(&e, self.attempt_facts(c, d, phase));
+        match effect {
+            None => {}
+            Some(Effect::Degrade(reason)) => {
+                let _ =
+                    store::channels::set_state(&self.db, &c.name, "degraded", Some(&reason)).await;
+            }
+            Some(Effect::Pause(reason)) => {
+                tracing::error!(channel = %c.name, reason = %reason,
+                    "Channel paused: fix its credentials, then POST /api/v1/channels/{}/resume", c.name);
+                let _ =
+                    store::channels::set_state(&self.db, &c.name, "paused", Some(&reason)).await;
+                c.paused.store(true, Ordering::SeqCst);
+            }
+            Some(Effect::Hold(_until)) => {}
+        }
+        outcome
+    }
+}
