@@ -135,6 +135,9 @@ pub struct QueueConfig {
     pub poll_interval_ms: u64,
     /// Default share of each channel's workers and rate kept for disaster deliveries.
     pub disaster_reserve: f64,
+    /// Default number of disaster sends each channel lets go at once, whatever normal work
+    /// has used of its rate (also the least number of workers reserved for them).
+    pub disaster_burst: u32,
     /// Email subscribers expanded into deliveries per batch.
     pub expand_batch: u32,
 }
@@ -148,6 +151,7 @@ impl Default for QueueConfig {
             retry_max_secs: 3_600,
             poll_interval_ms: 1_000,
             disaster_reserve: 0.2,
+            disaster_burst: 5,
             expand_batch: 500,
         }
     }
@@ -565,6 +569,9 @@ pub fn validate(loaded: &Loaded) -> Vec<Problem> {
             "queue.disaster_reserve",
             "must be between 0.0 and 0.9".into(),
         );
+    }
+    if q.disaster_burst == 0 || q.disaster_burst > 100 {
+        push("queue.disaster_burst", "must be between 1 and 100".into());
     }
     if q.expand_batch == 0 || q.expand_batch > 10_000 {
         push("queue.expand_batch", "must be between 1 and 10000".into());

@@ -40,11 +40,14 @@ pub struct Claimed {
     pub first_attempt_at: i64,
 }
 
-/// Claims up to `limit` due deliveries of `channel` in lane `min_lane` or higher.
+/// Claims up to `limit` due deliveries of `channel` in lane `min_lane` or higher; with
+/// `live_only`, no drill's (the reserved disaster workers are kept for live alerts).
+#[allow(clippy::too_many_arguments)]
 pub async fn claim(
     db: &Db,
     channel: &str,
     min_lane: i32,
+    live_only: bool,
     limit: i64,
     owner: &str,
     lease_ms: i64,
@@ -61,7 +64,7 @@ pub async fn claim(
          WHERE id IN (SELECT id FROM deliveries \
              WHERE channel = $4 AND status IN ('pending', 'retrying') AND run_after <= $3 AND lane >= $5 \
                AND NOT EXISTS (SELECT 1 FROM announcements a \
-                   WHERE a.id = deliveries.announcement_id AND a.status = 'cancelled') \
+                   WHERE a.id = deliveries.announcement_id AND (a.status = 'cancelled' OR ($7 AND a.exercise))) \
              ORDER BY lane DESC, run_after, id LIMIT $6{lock}) \
          RETURNING id, announcement_id, channel, kind, unit_index, subscriber_id, lane, attempts, \
              idempotency_key, uncertain, expand_cursor, first_attempt_at"
@@ -74,6 +77,7 @@ pub async fn claim(
             .bind(channel)
             .bind(min_lane)
             .bind(limit)
+            .bind(live_only)
             .fetch_all(p)
             .await?;
         rows.iter().map(|r| Ok(Claimed {

@@ -61,9 +61,15 @@ pub async fn list(
                 (
                     serde_json::json!({
                         "rate_per_second": rt.rate_per_second,
+                        "burst": rt.gate.settings().burst,
                         "disaster_reserve": rt.disaster_reserve,
+                        "disaster_burst": rt.gate.settings().disaster_burst,
                         "concurrency": rt.concurrency,
                         "reserved_disaster_workers": rt.reserved_workers,
+                        // Instances sharing the rate; this one paces at rate / instances.
+                        "instances": rt.gate.instances(),
+                        // The platform rate-limited the account: nothing is sent until then.
+                        "held_until": rt.gate.held_until(store::now_ms()).map(rfc3339_jst),
                     }),
                     serde_json::to_value(&status).unwrap_or_default(),
                     rt.in_flight(),

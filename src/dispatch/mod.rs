@@ -1,19 +1,20 @@
 //! Dispatch: per-channel worker loops that claim deliveries, pass the rate gate, call the
 //! adapter once, and record the outcome.
 //!
-//! Each channel has two loops and two pools of permits:
-//! - the general loop claims any lane (highest first) with `concurrency` permits;
-//! - the disaster loop claims only the disaster lane, with `reserved` permits of its own
-//!   plus any free general permit. However deep the normal backlog, a disaster delivery
-//!   never waits for a normal attempt to finish.
-//!
-//! The rate gate works the same way: normal and urgent work must pass a limiter set to
-//! `(1 - reserve) × rate` and then the channel's full-rate limiter; disaster work passes only
-//! the full-rate limiter. Normal traffic can therefore never use the share kept for
-//! disaster traffic.
-//!
-//! Loops sleep until woken (the API wakes them when it inserts work) or until the fallback
-//! poll interval passes (work inserted by another instance, retries coming due).
+//! - [`worker`]: each channel has two loops and two pools of permits. The general loop
+//!   claims any lane (highest first) with `concurrency` permits; the disaster loop claims
+//!   only live disaster alerts (never drills), with `reserved` permits of its own (at least
+//!   `disaster_burst`) plus any free general permit. However deep the normal backlog, a
+//!   disaster delivery never waits for a normal attempt to finish.
+//! - [`gate`]: the rate gate, with a share and a burst kept for live alerts, this
+//!   instance's share of the channel's rate, and the channel-wide hold after a platform's
+//!   rate-limit answer.
+//! - [`outcome`]: pure: an adapter's error class and the attempt → the next step.
+//! - [`recorder`]: outcomes committed in batches.
+//! - [`upkeep`]: lease renewal, reclaim, sweep, pause and hold sync, instance heartbeat,
+//!   credentials.
+//! - [`wake`]: in-process wake-ups and `NOTIFY noroshi_work` across instances; loops poll
+//!   (`poll_interval_ms`) only as a fallback.
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
@@ -36,7 +37,7 @@ mod upkeep;
 mod wake;
 mod worker;
 
-pub use gate::RateGate;
+pub use gate::{GateLane, GateSettings, RateGate};
 
 use crate::config::QueueConfig;
 use crate::queue::{self, Claimed, Outcome};
@@ -91,7 +92,7 @@ pub struct ChannelRuntime {
     reserved: Arc<Semaphore>,
     pub concurrency: usize,
     pub reserved_workers: usize,
-    gate: RateGate,
+    pub gate: RateGate,
     pub rate_per_second: f64,
     pub disaster_reserve: f64,
     max_attempts: i32,
@@ -195,7 +196,10 @@ impl Dispatcher {
                     .disaster_reserve
                     .unwrap_or(queue_cfg.disaster_reserve)
                     .clamp(0.0, 0.9);
-                let reserved_workers = ((concurrency as f64 * reserve).ceil() as usize).max(1);
+                let disaster_burst = d.disaster_burst.unwrap_or(queue_cfg.disaster_burst).max(1);
+                // Enough reserved workers for a burst of alerts at once.
+                let reserved_workers =
+                    ((concurrency as f64 * reserve).ceil() as usize).max(disaster_burst as usize);
                 let rate = d.rate_per_second.unwrap_or(limits.rate_per_second);
                 let burst = d.burst.unwrap_or(limits.burst).max(1);
                 let name = r.channel.name().to_string();
@@ -210,7 +214,12 @@ impl Dispatcher {
                     reserved: Arc::new(Semaphore::new(reserved_workers)),
                     concurrency,
                     reserved_workers,
-                    gate: RateGate::new(rate, burst, reserve),
+                    gate: RateGate::new(GateSettings {
+                        rate,
+                        burst,
+                        reserve,
+                        disaster_burst,
+                    }),
                     rate_per_second: rate,
                     disaster_reserve: reserve,
                     max_attempts: d.max_attempts.unwrap_or(queue_cfg.max_attempts).max(1) as i32,
@@ -306,5 +315,8 @@ impl Dispatcher {
             }
         }
         self.flush_successes().await;
+        if self.db.is_postgres() {
+            let _ = store::channels::instance_gone(&self.db, &self.owner).await;
+        }
     }
 }

@@ -82,11 +82,39 @@ impl Dispatcher {
                 let paused = states
                     .iter()
                     .any(|s| s.channel == c.name && s.state == "paused");
+                // A hold another instance was answered with holds this one too.
+                if let Some(until) = states
+                    .iter()
+                    .find(|s| s.channel == c.name)
+                    .and_then(|s| s.hold_until)
+                {
+                    c.gate.hold(until);
+                }
                 if c.paused.swap(paused, Ordering::SeqCst) && !paused {
                     c.wake_disaster.notify_one();
                     c.wake_general.notify_one();
                 }
             }
+        }
+    }
+
+    /// Several instances on one PostgreSQL database: each paces every channel at
+    /// `rate / live instances`, so the configured rate is the channel's total.
+    pub(super) async fn share_rates(&self, every: Duration) {
+        if !self.db.is_postgres() {
+            return;
+        }
+        let live_ms = (every.as_millis() as i64) * 3;
+        match store::channels::instance_heartbeat(&self.db, &self.owner, live_ms).await {
+            Ok(n) => {
+                for c in &self.channels {
+                    if c.gate.instances() != n {
+                        tracing::info!(channel = %c.name, instances = n, "Pacing at this instance's share of the channel's rate");
+                        c.gate.set_instances(n);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "Could not record this instance's heartbeat"),
         }
     }
 
@@ -118,6 +146,7 @@ impl Dispatcher {
                 tracing::warn!(error = %e, "Could not sweep finished announcements");
             }
             self.sync_paused().await;
+            self.share_rates(every).await;
             self.flush_successes().await;
             self.save_rotated_credentials().await;
             self.load_saved_credentials().await;

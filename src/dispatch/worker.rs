@@ -48,6 +48,19 @@ impl Dispatcher {
                 }
                 continue;
             }
+            // The platform holds the whole channel: claim nothing until the hold lifts
+            // (disaster loops first; normal loops a little later).
+            if let Some(until) = c.gate.held_until(now_ms()) {
+                let mut pause = Duration::from_millis((until - now_ms()).max(0) as u64);
+                if !disaster {
+                    pause += Duration::from_millis(200);
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = self.stop.cancelled() => return,
+                }
+                continue;
+            }
             let Some(first) = self.acquire(&c, disaster).await else {
                 return;
             };
@@ -63,6 +76,9 @@ impl Dispatcher {
                 &self.db,
                 &c.name,
                 min_lane,
+                // The reserved disaster workers take live alerts only; drills queue in the
+                // disaster lane for the general workers.
+                disaster,
                 permits.len() as i64,
                 &self.owner,
                 self.settings.lease_ms,
@@ -193,6 +209,14 @@ impl Dispatcher {
             }
             return;
         }
+        if let Some(until) = c.gate.held_until(now_ms()) {
+            // Claimed just before the platform held the channel: give it back untouched
+            // (no attempt counted or logged) until the hold lifts.
+            if let Err(e) = queue::release(&self.db, &d, &self.owner, until).await {
+                tracing::warn!(channel = %c.name, delivery = d.id, error = %e, "Could not give back a held delivery; its lease will expire");
+            }
+            return;
+        }
         let outcome = self.attempt_send(c, &d).await;
         let outcome = match outcome {
             Ok(o) => o,
@@ -315,7 +339,9 @@ impl Dispatcher {
                 }
             }
         }
-        c.gate.wait(Priority::from_lane(d.lane)).await;
+        c.gate
+            .wait(GateLane::of(Priority::from_lane(d.lane), info.exercise))
+            .await;
         if c.is_paused() {
             // Paused while waiting at the gate (another attempt hit an auth error).
             return Ok(Outcome::Retry {
@@ -375,7 +401,16 @@ impl Dispatcher {
                     store::channels::set_state(&self.db, &c.name, "paused", Some(&reason)).await;
                 c.paused.store(true, Ordering::SeqCst);
             }
-            Some(Effect::Hold(_until)) => {}
+            Some(Effect::Hold(until)) => {
+                // The limit is the account's, not this delivery's: hold the whole channel,
+                // here and (through the database) in every other instance.
+                c.gate.hold(until);
+                tracing::warn!(channel = %c.name, hold_ms = until - now_ms(),
+                    "The platform rate-limited the channel; holding every delivery until it resets");
+                if let Err(e) = store::channels::set_hold(&self.db, &c.name, until).await {
+                    tracing::warn!(channel = %c.name, error = %e, "Could not share the channel's hold with other instances");
+                }
+            }
         }
         outcome
     }

@@ -15,12 +15,14 @@ pub struct ChannelState {
     pub last_error: Option<String>,
     pub last_error_at: Option<i64>,
     pub last_success_at: Option<i64>,
+    /// The platform holds the whole channel until then (ms).
+    pub hold_until: Option<i64>,
 }
 
 pub async fn all(db: &Db) -> Result<Vec<ChannelState>> {
     with_pool!(db, p => {
         let rows = sqlx::query(
-            "SELECT channel, state, reason, since, last_error, last_error_at, last_success_at FROM channel_states")
+            "SELECT channel, state, reason, since, last_error, last_error_at, last_success_at, hold_until FROM channel_states")
             .fetch_all(p).await?;
         rows.iter().map(|r| Ok(ChannelState {
             channel: r.try_get("channel")?,
@@ -30,6 +32,7 @@ pub async fn all(db: &Db) -> Result<Vec<ChannelState>> {
             last_error: r.try_get("last_error")?,
             last_error_at: r.try_get("last_error_at")?,
             last_success_at: r.try_get("last_success_at")?,
+            hold_until: r.try_get("hold_until")?,
         })).collect()
     })
 }
@@ -42,6 +45,18 @@ pub async fn set_state(db: &Db, channel: &str, state: &str, reason: Option<&str>
          ON CONFLICT (channel) DO UPDATE SET state = $2, reason = $3, \
              since = CASE WHEN channel_states.state = $2 THEN channel_states.since ELSE $4 END")
         .bind(channel).bind(state).bind(reason).bind(now).execute(p).await?.rows_affected());
+    Ok(())
+}
+
+/// Holds the whole channel until `until_ms` for every instance (a later hold wins).
+pub async fn set_hold(db: &Db, channel: &str, until_ms: i64) -> Result<()> {
+    let now = now_ms();
+    write_pool!(db, p => sqlx::query(
+        "INSERT INTO channel_states (channel, state, since, hold_until) VALUES ($1, 'ok', $2, $3) \
+         ON CONFLICT (channel) DO UPDATE SET hold_until = \
+             CASE WHEN channel_states.hold_until IS NULL OR channel_states.hold_until < $3 THEN $3 \
+                  ELSE channel_states.hold_until END")
+        .bind(channel).bind(now).bind(until_ms).execute(p).await?.rows_affected());
     Ok(())
 }
 
@@ -109,4 +124,38 @@ pub async fn saved_credentials(db: &Db) -> Result<Vec<(String, String)>> {
         let rows = sqlx::query("SELECT channel, credentials FROM channel_credentials").fetch_all(p).await?;
         rows.iter().map(|r| Ok((r.try_get("channel")?, r.try_get("credentials")?))).collect()
     })
+}
+
+/// The database's clock in ms, as SQL: on PostgreSQL the server's own time, so hosts with
+/// skewed clocks agree (SQLite serves one process, whose clock is the only one).
+pub fn db_now_sql(db: &Db) -> &'static str {
+    if db.is_postgres() {
+        "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
+    } else {
+        "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
+    }
+}
+
+/// Records that this instance is alive and returns how many instances are (heartbeats
+/// newer than `live_ms`, this one included). Stale rows are removed on the way.
+pub async fn instance_heartbeat(db: &Db, owner: &str, live_ms: i64) -> Result<u32> {
+    let now = db_now_sql(db);
+    let n: i64 = write_tx!(db, tx => {
+        sqlx::query(&format!(
+            "INSERT INTO instances (owner, heartbeat_at) VALUES ($1, {now}) \
+             ON CONFLICT (owner) DO UPDATE SET heartbeat_at = {now}"))
+            .bind(owner).execute(&mut *tx).await?;
+        sqlx::query(&format!("DELETE FROM instances WHERE heartbeat_at < {now} - $1"))
+            .bind(live_ms * 10).execute(&mut *tx).await?;
+        sqlx::query_scalar(&format!("SELECT COUNT(*) FROM instances WHERE heartbeat_at >= {now} - $1"))
+            .bind(live_ms).fetch_one(&mut *tx).await?
+    });
+    Ok(n.max(1) as u32)
+}
+
+/// This instance is stopping: the others take its share of the rate at their next beat.
+pub async fn instance_gone(db: &Db, owner: &str) -> Result<()> {
+    write_pool!(db, p => sqlx::query("DELETE FROM instances WHERE owner = $1")
+        .bind(owner).execute(p).await?.rows_affected());
+    Ok(())
 }

@@ -238,3 +238,313 @@ page_access_token_env = "IT_FB_TOKEN"
     );
 }
 on_both!(a_failed_reconcile_never_clears_uncertain);
+
+/// Waits for the start-up healthcheck to reach a fake, so a scripted answer meets a send.
+async fn healthchecked(state: &noroshi_channel_core::fake::FakeState, method: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !state.requests().iter().any(|r| r.method == method) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no healthcheck reached the fake"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn webhook_section(url: &str, rate: f64, burst: u32) -> String {
+    format!(
+        r#"
+[channels.website]
+enabled = false
+
+[channels.webhook.cms]
+enabled = true
+url = "{url}"
+
+[channels.webhook.cms.delivery]
+rate_per_second = {rate}
+burst = {burst}
+concurrency = 4
+"#
+    )
+}
+
+/// A.9: a platform's rate-limit answer holds the whole channel until its `Retry-After`;
+/// the hold shows in the channel view, and disaster work goes first when it lifts.
+async fn a_rate_limit_answer_holds_the_whole_channel(backend: Backend) {
+    use noroshi_channel_core::fake::ScriptedResponse;
+    let hook = noroshi_webhook::fake::start(None).await;
+    let d = Daemon::builder(backend)
+        .config(&webhook_section(&hook.url(), 100.0, 10))
+        .start()
+        .await;
+    healthchecked(hook.state(), "HEAD").await;
+    hook.script(ScriptedResponse {
+        status: 429,
+        headers: vec![("retry-after".into(), "2".into())],
+        body: r#"{"error":"too many requests"}"#.into(),
+        ..Default::default()
+    });
+    let first = d
+        .submit(json!({"title": "first", "body": "本文", "channels": ["webhook.cms"]}))
+        .await;
+    // Wait for the 429 to be recorded.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, log) = d
+            .get(&format!("/api/v1/deliveries?announcement_id={first}"))
+            .await;
+        if log["items"].as_array().is_some_and(|i| !i.is_empty()) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no attempt logged");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let held_at = std::time::Instant::now();
+    let (_, channels) = d.get("/api/v1/channels").await;
+    let cms = channels
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "webhook.cms")
+        .unwrap()
+        .clone();
+    assert!(
+        cms["rate_limit"]["held_until"].is_string(),
+        "the hold shows: {cms}"
+    );
+    for i in 0..3 {
+        d.submit(
+            json!({"title": format!("normal-{i}"), "body": "本文", "channels": ["webhook.cms"]}),
+        )
+        .await;
+    }
+    let (status, v) = d
+        .post(
+            "/api/v1/announcements",
+            DISASTER,
+            json!({"title": "disaster", "body": "避難指示", "priority": "disaster", "channels": ["webhook.cms"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while hook.received().len() < 5 {
+        assert!(std::time::Instant::now() < deadline, "{}", d.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let requests: Vec<_> = hook
+        .state()
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .collect();
+    let titles: Vec<String> = requests
+        .iter()
+        .map(|r| r.json()["title"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(titles[0], "first", "{titles:?}");
+    // Nothing else reached the platform during the hold …
+    let second_at = requests[1].at;
+    assert!(
+        second_at >= held_at + Duration::from_millis(1500),
+        "a request went out {:?} into a 2 s hold: {titles:?}",
+        second_at.saturating_duration_since(held_at)
+    );
+    // … and the disaster alert went first when it lifted.
+    assert_eq!(titles[1], "disaster", "{titles:?}");
+}
+on_both!(a_rate_limit_answer_holds_the_whole_channel);
+
+fn facebook_section(base: &str) -> String {
+    format!(
+        r#"
+[channels.website]
+enabled = false
+
+[channels.facebook]
+enabled = true
+graph_base = "{base}"
+page_id = "{FB_PAGE}"
+page_access_token_env = "IT_FB_TOKEN"
+"#
+    )
+}
+
+/// When each message first reached the Graph fake.
+fn fb_arrivals(fb: &noroshi_facebook::fake::FakeGraph) -> Vec<(String, std::time::Instant)> {
+    fb.state()
+        .requests_to("/feed")
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .map(|r| {
+            let form: std::collections::HashMap<String, String> =
+                url::form_urlencoded::parse(&r.body).into_owned().collect();
+            (form.get("message").cloned().unwrap_or_default(), r.at)
+        })
+        .collect()
+}
+
+/// A.2 and A.16: on Facebook's default pacing (one post every two seconds), five disaster
+/// alerts sent in one second all go out at once, behind a normal backlog and behind five
+/// disaster *drills*, which pass the gate as normal work.
+async fn disaster_alerts_burst_past_backlog_and_drills(backend: Backend) {
+    let fb = noroshi_facebook::fake::start(FB_PAGE, FB_TOKEN).await;
+    let d = Daemon::builder(backend)
+        .config(&facebook_section(&fb.base_url()))
+        .env("IT_FB_TOKEN", FB_TOKEN)
+        .start()
+        .await;
+    for i in 0..3 {
+        d.submit(json!({"title": format!("お知らせ{i}"), "body": "通常の広報です。", "channels": ["facebook"]}))
+            .await;
+    }
+    for i in 0..5 {
+        let (status, v) = d
+            .post(
+                "/api/v1/announcements",
+                DISASTER,
+                json!({"title": format!("訓練{i}"), "body": "これは訓練です。", "priority": "disaster",
+                       "exercise": true, "channels": ["facebook"]}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut sent = Vec::new();
+    for i in 0..5 {
+        let title = format!("避難指示{i}");
+        sent.push((title.clone(), std::time::Instant::now()));
+        let (status, v) = d
+            .post(
+                "/api/v1/announcements",
+                DISASTER,
+                json!({"title": title, "body": "直ちに避難してください。", "priority": "disaster", "channels": ["facebook"]}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let latencies = loop {
+        let arrivals = fb_arrivals(&fb);
+        let latencies = sent
+            .iter()
+            .filter_map(|(title, at)| {
+                arrivals
+                    .iter()
+                    .find(|(m, _)| m.contains(title.as_str()))
+                    .map(|(_, got)| got.saturating_duration_since(*at))
+            })
+            .collect::<Vec<_>>();
+        if latencies.len() == sent.len() {
+            break latencies;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "alerts missing: {latencies:?}\n{}",
+            d.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let worst = latencies.iter().max().unwrap();
+    assert!(
+        *worst < Duration::from_millis(1000),
+        "every alert within a second of its request (paced: 2 s each): {latencies:?}"
+    );
+    // The drills were paced as normal work: not all five went out at once.
+    let drills = fb_arrivals(&fb)
+        .iter()
+        .filter(|(m, _)| m.contains("訓練"))
+        .count();
+    assert!(drills < 5, "drills spent the disaster burst: {drills}");
+}
+on_both!(disaster_alerts_burst_past_backlog_and_drills);
+
+/// A.10: the configured rate is the channel's total, however many instances run.
+async fn two_instances_share_one_rate() {
+    if postgres_url().is_none() {
+        eprintln!("SKIPPED: PostgreSQL suite (set NOROSHI_TEST_POSTGRES_URL to run it)");
+        return;
+    }
+    let hook = noroshi_webhook::fake::start(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database(Backend::Postgres, dir.path()).await;
+    let section = webhook_section(&hook.url(), 40.0, 1);
+    let a = Daemon::builder(Backend::Postgres)
+        .database(&url)
+        .config(&section)
+        .start()
+        .await;
+    let b = Daemon::builder(Backend::Postgres)
+        .database(&url)
+        .config(&section)
+        .start()
+        .await;
+    // Both instances see each other before the work arrives.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, channels) = a.get("/api/v1/channels").await;
+        let (_, channels_b) = b.get("/api/v1/channels").await;
+        let instances = |v: &Value| {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["name"] == "webhook.cms")
+                .unwrap()["rate_limit"]["instances"]
+                .as_u64()
+                .unwrap_or(0)
+        };
+        if instances(&channels) == 2 && instances(&channels_b) == 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{channels}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let n = 120;
+    for i in 0..n {
+        let who = if i % 2 == 0 { &a } else { &b };
+        who.submit(json!({"title": format!("n{i}"), "body": "本文", "channels": ["webhook.cms"]}))
+            .await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while hook.received().len() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            hook.received().len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut times: Vec<_> = hook
+        .state()
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .map(|r| r.at)
+        .collect();
+    times.sort();
+    // At 40/s in total, n requests span at least (n - bursts) / 40 s.
+    let span = times[n - 1] - times[0];
+    let rate = (n - 2) as f64 / span.as_secs_f64();
+    assert!(
+        rate <= 44.0,
+        "{rate:.1}/s over {span:?}: more than the configured 40/s"
+    );
+    // And in no one-second window did more than 40 + the two bursts go.
+    let most = (0..n)
+        .map(|i| {
+            times[i..]
+                .iter()
+                .take_while(|t| **t - times[i] < Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap();
+    assert!(most <= 44, "{most} requests within one second");
+    drop((a, b));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_one_configured_rate() {
+    two_instances_share_one_rate().await
+}

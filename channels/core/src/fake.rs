@@ -31,6 +31,9 @@ pub struct RecordedRequest {
     pub body: Bytes,
     /// The body as UTF-8 (lossy), for JSON assertions.
     pub body_text: String,
+    /// When the fake received it (for latency and pacing measurements).
+    #[serde(skip)]
+    pub at: std::time::Instant,
 }
 
 impl RecordedRequest {
@@ -176,6 +179,7 @@ async fn record_and_script(
         .await
         .unwrap_or_default();
     let recorded = RecordedRequest {
+        at: std::time::Instant::now(),
         method: parts.method.to_string(),
         path: parts.uri.path().to_string(),
         query: parts.uri.query().map(str::to_string),

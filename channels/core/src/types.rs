@@ -134,6 +134,8 @@ pub struct DeliverySettings {
     pub burst: Option<u32>,
     /// Share of the rate and of the workers kept free for disaster deliveries (0.0 – 0.9).
     pub disaster_reserve: Option<f64>,
+    /// Disaster sends that may go at once, whatever normal work has used (default 5).
+    pub disaster_burst: Option<u32>,
     /// Attempts in flight at once.
     pub concurrency: Option<usize>,
     /// Attempts before a delivery is `failed` (rate-limit waits do not count).
