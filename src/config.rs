@@ -50,6 +50,8 @@ pub struct ServerConfig {
     /// may take, in milliseconds. A send that times out after it left is uncertain and is
     /// checked before any resend.
     pub platform_timeout_ms: u64,
+    /// How long a client may take to send its whole request (then `408`, nothing stored).
+    pub request_timeout_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -60,6 +62,7 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("data"),
             body_limit_bytes: 1024 * 1024,
             platform_timeout_ms: 20_000,
+            request_timeout_secs: 30,
         }
     }
 }
@@ -510,6 +513,12 @@ pub fn validate(loaded: &Loaded) -> Vec<Problem> {
     }
     if c.server.body_limit_bytes < 1024 {
         push("server.body_limit_bytes", "must be at least 1024".into());
+    }
+    if !(1..=600).contains(&c.server.request_timeout_secs) {
+        push(
+            "server.request_timeout_secs",
+            "must be between 1 and 600".into(),
+        );
     }
     if !(100..=300_000).contains(&c.server.platform_timeout_ms) {
         push(

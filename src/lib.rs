@@ -9,7 +9,7 @@
 //! - the adapters live in `channels/*`, found through [`registry`].
 //!
 //! [`config`] reads the TOML file; [`cli`] is the `noroshi` command; [`server`] wires the
-//! daemon together.
+//! daemon together; [`tasks`] supervises every background task under one shutdown signal.
 
 // Problem (the HTTP error) is large, but only ever built on the cold path of a refusal.
 #![allow(clippy::result_large_err)]
@@ -23,4 +23,5 @@ pub mod queue;
 pub mod registry;
 pub mod server;
 pub mod store;
+pub mod tasks;
 pub mod time;

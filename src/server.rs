@@ -13,6 +13,7 @@ use crate::api::{AppState, SharedState};
 use crate::config::{Config, Loaded};
 use crate::dispatch::{DispatchSettings, Dispatcher};
 use crate::store::{self, Db};
+use crate::tasks::Tasks;
 use crate::{queue, registry};
 
 /// One TLS stack for every client (reqwest, lettre, sqlx): rustls with ring.
@@ -190,14 +191,16 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         .filter(|s| s.state == "paused")
         .map(|s| s.channel)
         .collect();
+    let tasks = Tasks::default();
     let dispatcher = Dispatcher::new(
         db.clone(),
         registered,
         &config.queue,
         DispatchSettings::from_config(&config.queue, public_base_url),
         &paused,
+        tasks.shutdown.clone(),
     );
-    let tasks = dispatcher.start();
+    dispatcher.start(&tasks);
     let site_dir = config
         .channels
         .website
@@ -221,8 +224,15 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         exercise_marker: config.disaster.exercise_marker.clone(),
         line_channel_secret: config.channels.line.channel_secret.clone(),
         body_limit: config.server.body_limit_bytes,
+        tasks: tasks.clone(),
+        request_timeout: Duration::from_secs(config.server.request_timeout_secs),
     });
-    tokio::spawn(health_loop(db.clone(), dispatcher.clone()));
+    {
+        let (db, dispatcher) = (db.clone(), dispatcher.clone());
+        tasks.spawn("healthcheck", move || {
+            health_loop(db.clone(), dispatcher.clone())
+        });
+    }
     let listener = tokio::net::TcpListener::bind(&config.server.bind)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.bind))?;
@@ -232,9 +242,7 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         .await?;
     tracing::info!("Stopping: finishing attempts in flight");
     dispatcher.shutdown(Duration::from_secs(10)).await;
-    for t in tasks {
-        t.abort();
-    }
+    tasks.stop(Duration::from_secs(2)).await;
     db.close().await;
     Ok(())
 }

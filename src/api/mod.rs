@@ -37,6 +37,10 @@ pub struct AppState {
     pub exercise_marker: String,
     pub line_channel_secret: Option<SecretString>,
     pub body_limit: usize,
+    /// The supervised background tasks, for `/readyz`.
+    pub tasks: crate::tasks::Tasks,
+    /// How long a client may take to send its request.
+    pub request_timeout: std::time::Duration,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -162,11 +166,14 @@ pub fn router(state: SharedState) -> Router {
             .layer(axum::middleware::from_fn(hide_dotfiles));
         app = app.merge(site);
     }
+    let read_timeout = state.request_timeout;
     app.layer(DefaultBodyLimit::max(limit))
-        // A client that stalls mid-request does not hold a connection for ever.
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            std::time::Duration::from_secs(30),
+        // A client that stalls sending its request does not hold a connection for ever.
+        // Only the reading is timed: once a handler runs, a submission gets its real answer
+        // (or 503 when nothing was written), never a 408 while it may still commit.
+        .layer(axum::middleware::from_fn_with_state(
+            (read_timeout, limit),
+            read_body_within,
         ))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
@@ -177,6 +184,35 @@ pub fn router(state: SharedState) -> Router {
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
+}
+
+/// Reads the whole request body within the request timeout (`408` otherwise, before any
+/// handler ran, so nothing was stored), then hands it on.
+async fn read_body_within(
+    State((timeout, limit)): State<(std::time::Duration, usize)>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Err(_) => Problem::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request was not received in time; nothing was stored",
+        )
+        .into_response(),
+        Ok(Err(_)) => Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the request body is larger than the configured limit (server.body_limit_bytes)",
+        )
+        .into_response(),
+        Ok(Ok(bytes)) => {
+            next.run(axum::extract::Request::from_parts(
+                parts,
+                axum::body::Body::from(bytes),
+            ))
+            .await
+        }
+    }
 }
 
 /// A path or query whose decoded form holds a control character (`%00`, `%0A`) is
@@ -284,14 +320,27 @@ pub async fn healthz() -> &'static str {
     (status = 200, description = "Database reachable and migrations applied"),
     (status = 503, description = "Not ready", body = Problem)))]
 pub async fn readyz(State(state): State<SharedState>) -> Result<&'static str, Problem> {
-    state.db.ready().await.map(|_| "ready").map_err(|e| {
+    state.db.ready().await.map_err(|e| {
         // The cause goes to the log; unauthenticated callers learn only the state.
         tracing::warn!(error = %e, "Not ready");
         Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: the database is unreachable or not migrated",
         )
-    })
+    })?;
+    let down = state.tasks.down();
+    if !down.is_empty() {
+        // Task names only (their causes are in the log at error level).
+        let names: Vec<&str> = down.iter().map(|d| d.task.as_str()).collect();
+        return Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "not ready: background task(s) down and restarting: {}",
+                names.join(", ")
+            ),
+        ));
+    }
+    Ok("ready")
 }
 
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {

@@ -19,6 +19,9 @@ pub struct Problem {
     /// Every problem found, when there were several (one per refusing channel).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// Seconds to wait before trying again, sent as `Retry-After`.
+    #[serde(skip)]
+    pub retry_after: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -48,6 +51,7 @@ impl Problem {
             detail: detail.into(),
             field: None,
             errors: Vec::new(),
+            retry_after: None,
         }
     }
     pub fn field(mut self, field: impl Into<String>) -> Problem {
@@ -99,6 +103,18 @@ impl Problem {
 
 impl From<crate::store::StoreError> for Problem {
     fn from(e: crate::store::StoreError) -> Problem {
+        if e.is_unavailable() {
+            // The database did not take the statement (busy, unreachable, out of
+            // connections): nothing was written, and trying again later is right.
+            tracing::warn!(error = %e, "Storage unavailable; answered 503");
+            let mut p = Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage is unavailable or busy; nothing was stored, try again shortly",
+            );
+            p.kind = "https://noroshi.invalid/problems/storage-unavailable".into();
+            p.retry_after = Some(5);
+            return p;
+        }
         Problem::internal(e)
     }
 }
@@ -113,6 +129,11 @@ impl IntoResponse for Problem {
             body,
         )
             .into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

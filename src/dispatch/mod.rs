@@ -22,13 +22,13 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::tasks::{Shutdown, Tasks};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use noroshi_channel_core::{
     Audience, Channel, DeliveryContext, DeliveryError, DeliveryUnit, Priority, Recipient,
 };
 use rand::Rng;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
-use tokio_util_shim::CancellationToken;
 
 mod gate;
 mod outcome;
@@ -43,34 +43,6 @@ use crate::config::QueueConfig;
 use crate::queue::{self, Claimed, Outcome};
 use crate::registry::Registered;
 use crate::store::{self, now_ms, Db};
-
-/// A minimal cancellation token (tokio-util's, without the dependency).
-mod tokio_util_shim {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
-    use tokio::sync::Notify;
-
-    #[derive(Clone, Default)]
-    pub struct CancellationToken(Arc<(AtomicBool, Notify)>);
-    impl CancellationToken {
-        pub fn cancel(&self) {
-            self.0 .0.store(true, Ordering::SeqCst);
-            self.0 .1.notify_waiters();
-        }
-        pub fn is_cancelled(&self) -> bool {
-            self.0 .0.load(Ordering::SeqCst)
-        }
-        pub async fn cancelled(&self) {
-            loop {
-                let notified = self.0 .1.notified();
-                if self.is_cancelled() {
-                    return;
-                }
-                notified.await;
-            }
-        }
-    }
-}
 
 type RecorderItem = (
     queue::Finished,
@@ -142,7 +114,7 @@ pub struct Dispatcher {
     pub channels: Vec<Arc<ChannelRuntime>>,
     pub owner: String,
     settings: DispatchSettings,
-    stop: CancellationToken,
+    stop: Shutdown,
     /// Renderings by (announcement, channel): units are read once per announcement, not
     /// once per email copy.
     renderings: Mutex<HashMap<(String, String), Units>>,
@@ -153,7 +125,8 @@ pub struct Dispatcher {
     saved_credentials: Mutex<HashMap<String, String>>,
     /// Outcomes on their way to the database, committed in batches by `run_recorder`.
     recorder: tokio::sync::mpsc::Sender<RecorderItem>,
-    recorder_rx: Mutex<Option<RecorderRx>>,
+    /// Kept here so a restarted recorder takes up the same queue.
+    recorder_rx: Arc<tokio::sync::Mutex<RecorderRx>>,
 }
 
 /// Marks a claimed delivery as held by a live task; dropping it (even in a panic) lets the
@@ -185,6 +158,7 @@ impl Dispatcher {
         queue_cfg: &QueueConfig,
         settings: DispatchSettings,
         paused: &[String],
+        shutdown: Shutdown,
     ) -> Arc<Dispatcher> {
         let channels = registered
             .into_iter()
@@ -240,13 +214,13 @@ impl Dispatcher {
             channels,
             owner,
             settings,
-            stop: CancellationToken::default(),
+            stop: shutdown,
             renderings: Mutex::new(HashMap::new()),
             announcements: Mutex::new(HashMap::new()),
             live: Mutex::new(HashSet::new()),
             saved_credentials: Mutex::new(HashMap::new()),
             recorder,
-            recorder_rx: Mutex::new(Some(recorder_rx)),
+            recorder_rx: Arc::new(tokio::sync::Mutex::new(recorder_rx)),
         })
     }
 
@@ -264,26 +238,37 @@ impl Dispatcher {
         }
     }
 
-    /// Starts every loop: two per channel, the lease heartbeat and the reclaimer.
-    pub fn start(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
-        let mut tasks = Vec::new();
+    /// Starts every loop under `tasks`' supervision: two per channel, the recorder, upkeep
+    /// and (PostgreSQL) the wake-up listener.
+    pub fn start(self: &Arc<Self>, tasks: &Tasks) {
         for c in &self.channels {
-            let (d, c1) = (self.clone(), c.clone());
-            tasks.push(tokio::spawn(async move { d.run_loop(c1, false).await }));
-            let (d, c2) = (self.clone(), c.clone());
-            tasks.push(tokio::spawn(async move { d.run_loop(c2, true).await }));
+            for disaster in [false, true] {
+                let (d, c) = (self.clone(), c.clone());
+                let name = format!(
+                    "{}:{}",
+                    c.name,
+                    if disaster { "disaster-loop" } else { "loop" }
+                );
+                tasks.spawn(name, move || d.clone().run_loop(c.clone(), disaster));
+            }
         }
         let d = self.clone();
-        tasks.push(tokio::spawn(async move { d.heartbeat().await }));
-        if let Some(rx) = self.recorder_rx.lock().unwrap().take() {
-            let d = self.clone();
-            tasks.push(tokio::spawn(async move { d.run_recorder(rx).await }));
-        }
+        tasks.spawn("upkeep", move || d.clone().heartbeat());
+        let d = self.clone();
+        tasks.spawn("recorder", move || {
+            let d = d.clone();
+            async move {
+                let rx = d.recorder_rx.clone();
+                let mut rx = rx.lock().await;
+                d.run_recorder(&mut rx).await
+            }
+        });
         if let crate::store::Pool::Postgres(pool) = &self.db.pool {
             let (d, pool) = (self.clone(), pool.clone());
-            tasks.push(tokio::spawn(async move { d.listen_for_work(pool).await }));
+            tasks.spawn("work-notifications", move || {
+                d.clone().listen_for_work(pool.clone())
+            });
         }
-        tasks
     }
 
     /// Stops claiming; waits up to `grace` for attempts in flight to finish.

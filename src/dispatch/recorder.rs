@@ -35,7 +35,7 @@ impl Dispatcher {
     /// written goes into the next transaction. Under load this turns a commit (an fsync on
     /// SQLite) per delivery into one per batch; when idle a batch is a single outcome and
     /// nothing waits.
-    pub(super) async fn run_recorder(self: Arc<Self>, mut rx: RecorderRx) {
+    pub(super) async fn run_recorder(&self, rx: &mut RecorderRx) {
         const MAX_BATCH: usize = 128;
         while let Some(first) = rx.recv().await {
             let mut batch = vec![first];

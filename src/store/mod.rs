@@ -77,6 +77,30 @@ impl StoreError {
     pub fn is_unique_violation(&self) -> bool {
         matches!(self, StoreError::Sql(sqlx::Error::Database(e)) if e.is_unique_violation())
     }
+
+    /// The database could not take the statement at all (busy, locked, unreachable, out of
+    /// connections): nothing was written, and the same request can be tried again later.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Sql(
+                sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::WorkerCrashed,
+            ) => true,
+            StoreError::Sql(sqlx::Error::Database(e)) => {
+                let code = e.code().unwrap_or_default();
+                // SQLite: SQLITE_BUSY (5) and SQLITE_LOCKED (6), with extended codes.
+                // PostgreSQL: connection exceptions (08…), lock not available (55P03),
+                // shutting down (57P0…).
+                matches!(code.as_ref(), "5" | "6" | "261" | "517" | "262" | "55P03")
+                    || code.starts_with("08")
+                    || code.starts_with("57P0")
+            }
+            _ => false,
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;

@@ -548,3 +548,63 @@ async fn two_instances_share_one_rate() {
 async fn two_instances_share_one_configured_rate() {
     two_instances_share_one_rate().await
 }
+
+/// A.14: a submission whose handler runs longer than the request timeout (the database is
+/// busy) gets its real answer, never a 408 while it may still commit.
+async fn a_slow_commit_gets_its_real_answer(backend: Backend) {
+    let d = Daemon::builder(backend)
+        .env("NOROSHI__SERVER__REQUEST_TIMEOUT_SECS", "1")
+        .start()
+        .await;
+    let url = std::fs::read_to_string(&d.config_path)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("url = \""))
+        .map(|u| u.trim_end_matches('"').to_string())
+        .unwrap();
+    // Another writer holds the database for three seconds.
+    let (locked_tx, locked_rx) = tokio::sync::oneshot::channel();
+    let holder = tokio::spawn(async move {
+        use sqlx::Connection;
+        if backend == Backend::Sqlite {
+            let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut c)
+                .await
+                .unwrap();
+            locked_tx.send(()).unwrap();
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            sqlx::query("ROLLBACK").execute(&mut c).await.unwrap();
+        } else {
+            let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+            let mut tx = c.begin().await.unwrap();
+            sqlx::query("LOCK TABLE announcements IN EXCLUSIVE MODE")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            locked_tx.send(()).unwrap();
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            tx.rollback().await.unwrap();
+        }
+    });
+    locked_rx.await.unwrap();
+    let (status, v) = d.post("/api/v1/announcements", STAFF, notice()).await;
+    holder.await.unwrap();
+    if status == StatusCode::ACCEPTED {
+        let id = v["id"].as_str().unwrap();
+        assert_eq!(d.announcement(id).await["id"], id);
+    } else {
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            d.count_announcements().await,
+            0,
+            "503 means nothing was written"
+        );
+    }
+    assert_eq!(
+        d.count_announcements().await,
+        if status == StatusCode::ACCEPTED { 1 } else { 0 }
+    );
+}
+on_both!(a_slow_commit_gets_its_real_answer);

@@ -6,6 +6,7 @@
 //! let fake = noroshi_line::fake::start(FakeOptions::default()).await;
 //! // point `[channels.line] api_base` at fake.base_url(), token FakeOptions::default().access_token
 //! fake.exhaust_quota();
+//! fake.refuse_sends(Some(TooMany::Concurrency)); // each of LINE's four 429s on demand
 //! assert_eq!(fake.accepted().len(), 0);
 //! ```
 //!
@@ -28,7 +29,10 @@ use noroshi_channel_core::fake::{FakeServer, RecordedRequest, ScriptedResponse};
 use serde_json::{json, Value};
 
 use self::openapi::{is_uuid, OpenApi};
-use crate::error::{MONTHLY_LIMIT, RATE_LIMIT_EXCEEDED, RETRY_KEY_ACCEPTED};
+use crate::error::{
+    ADDITIONAL_MESSAGE_LIMIT, CONCURRENT_LIMIT, MONTHLY_LIMIT, RATE_LIMIT_EXCEEDED,
+    RETRY_KEY_ACCEPTED,
+};
 
 /// 401 for a wrong or revoked token (CHANNELS.md §1.6).
 pub const INVALID_TOKEN: &str = "Authentication failed due to the following reason: invalid token. Confirm that the access token in the authorization header is valid.";
@@ -85,6 +89,33 @@ impl Default for FakeOptions {
     }
 }
 
+/// LINE's four documented causes of `429 Too Many Requests` (CHANNELS.md §9), each answered
+/// with its own `message`. A 429 is processed for nobody: no message is sent, no retry key
+/// is stored, nothing is counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TooMany {
+    /// The endpoint's rate limit ([`RATE_LIMIT_EXCEEDED`]).
+    RateLimit,
+    /// The limit on concurrent operations ([`CONCURRENT_LIMIT`]).
+    Concurrency,
+    /// The free monthly message count is used up ([`MONTHLY_LIMIT`]).
+    FreeMessages,
+    /// The target limit for additional messages is reached ([`ADDITIONAL_MESSAGE_LIMIT`]).
+    AdditionalMessages,
+}
+
+impl TooMany {
+    /// The body's `message` LINE sends for this cause.
+    pub fn message(self) -> &'static str {
+        match self {
+            TooMany::RateLimit => RATE_LIMIT_EXCEEDED,
+            TooMany::Concurrency => CONCURRENT_LIMIT,
+            TooMany::FreeMessages => MONTHLY_LIMIT,
+            TooMany::AdditionalMessages => ADDITIONAL_MESSAGE_LIMIT,
+        }
+    }
+}
+
 /// A send LINE accepted (2xx), in order.
 #[derive(Clone, Debug)]
 pub struct AcceptedSend {
@@ -128,6 +159,8 @@ struct Inner {
     impressions: HashMap<String, (i64, i64)>,
     deliveries: HashMap<String, HashMap<String, i64>>,
     next_message_id: u64,
+    /// Every send is answered with this 429 while set.
+    too_many: Option<TooMany>,
 }
 
 struct Shared {
@@ -167,6 +200,7 @@ pub async fn start(options: FakeOptions) -> FakeLine {
         impressions: HashMap::new(),
         deliveries: HashMap::new(),
         next_message_id: 461_230_966_842_064_897,
+        too_many: None,
     };
     let shared = Arc::new(Shared {
         options,
@@ -228,6 +262,11 @@ impl FakeLine {
         let mut inner = self.lock();
         let limit = *inner.monthly_limit.get_or_insert(5000);
         inner.usage = limit;
+    }
+    /// While `Some`, every send (broadcast, multicast, narrowcast, push) with a valid body
+    /// and a fresh retry key is answered `429` with that cause's message; `None` lifts it.
+    pub fn refuse_sends(&self, cause: Option<TooMany>) {
+        self.lock().too_many = cause;
     }
     /// Sets the insight/followers counters.
     pub fn set_followers(&self, followers: i64, targeted_reaches: i64, blocks: i64) {
@@ -486,6 +525,9 @@ async fn handle(
             .and_then(Value::as_i64)
             .map_or(reachable, |m| m.min(reachable)),
     };
+    if let Some(cause) = inner.too_many {
+        return error(StatusCode::TOO_MANY_REQUESTS, rid, cause.message());
+    }
     if let Some(limit) = inner.monthly_limit {
         if inner.usage + recipients > limit {
             return error(StatusCode::TOO_MANY_REQUESTS, rid, MONTHLY_LIMIT);

@@ -26,7 +26,10 @@ use noroshi_channel_core::{BuildEnv, Channel, ConfigProblem};
 
 pub use client::{Clock, LineChannel, NarrowcastProgress};
 pub use config::{Config, Mode, NarrowcastSettings};
-pub use error::{ErrorBody, MONTHLY_LIMIT, RATE_LIMIT_EXCEEDED, RETRY_KEY_ACCEPTED};
+pub use error::{
+    ErrorBody, ADDITIONAL_MESSAGE_LIMIT, CONCURRENT_LIMIT, MONTHLY_LIMIT, RATE_LIMIT_EXCEEDED,
+    RETRY_KEY_ACCEPTED,
+};
 pub use render::{Unit, MAX_ALT_TEXT, MAX_MESSAGES, MAX_TEXT_UTF16, MULTICAST_CHUNK};
 pub use webhook::{
     parse_events, sign, verify_signature, WebhookError, WebhookEvent, WebhookEventKind,

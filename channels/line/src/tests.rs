@@ -749,6 +749,202 @@ async fn lines_own_rate_limit_answer_is_rate_limited() {
     );
 }
 
+// ---------------------------------------------------------------- the four 429s (CHANNELS.md §9)
+
+/// LINE's four documented 429 causes, and one it does not explain, as a table: the body's
+/// `message` alone decides between "wait and retry" and "quota", and the delivery log says
+/// which cause it was. An unexplained 429 is a rate limit, honouring `Retry-After` if sent.
+#[tokio::test]
+async fn the_four_documented_429s_are_told_apart_by_their_message() {
+    use crate::error::{classify, Outcome};
+    struct Row {
+        message: &'static str,
+        retry_after: Option<&'static str>,
+        outcome: Outcome,
+        /// Words the delivery log must carry to name the cause.
+        names: &'static str,
+    }
+    let rows = [
+        Row {
+            message: RATE_LIMIT_EXCEEDED,
+            retry_after: None,
+            outcome: Outcome::RateLimited,
+            names: "cause: rate limit",
+        },
+        Row {
+            message: CONCURRENT_LIMIT,
+            retry_after: None,
+            outcome: Outcome::RateLimited,
+            names: "cause: concurrent-operation limit",
+        },
+        Row {
+            message: MONTHLY_LIMIT,
+            retry_after: None,
+            outcome: Outcome::Quota,
+            names: "cause: free monthly messages used up",
+        },
+        Row {
+            message: ADDITIONAL_MESSAGE_LIMIT,
+            retry_after: None,
+            outcome: Outcome::Quota,
+            names: "cause: additional-message target limit reached",
+        },
+        Row {
+            message: "Too many requests, for a reason this table does not know",
+            retry_after: Some("30"),
+            outcome: Outcome::RateLimited,
+            names: "cause: not one of LINE's documented 429s",
+        },
+    ];
+    let fake = start_fake(FakeOptions::default()).await;
+    let line = channel(Config {
+        mode: Mode::Push,
+        to: vec![user(1)],
+        ..config(&fake)
+    });
+    let payload = line
+        .render(&announcement(Priority::Normal))
+        .unwrap()
+        .units
+        .remove(0);
+    // The table itself: the body's message alone decides.
+    let wrong: Vec<String> = rows
+        .iter()
+        .filter_map(|row| {
+            let body = ErrorBody {
+                message: row.message.into(),
+                ..ErrorBody::default()
+            };
+            let got = classify(429, &body);
+            (got != row.outcome)
+                .then(|| format!("{:?}: want {:?}, got {got:?}", row.message, row.outcome))
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "misclassified 429s:\n{}",
+        wrong.join("\n")
+    );
+    // And through the adapter: the class with its wait, and the cause in the log.
+    for row in rows {
+        fake.script(ScriptedResponse {
+            status: 429,
+            body: json!({"message": row.message}).to_string(),
+            headers: row
+                .retry_after
+                .map(|r| vec![("retry-after".to_string(), r.to_string())])
+                .unwrap_or_default(),
+            path_suffix: Some("/message/push".into()),
+            ..Default::default()
+        });
+        let e = line
+            .deliver(&unit(payload.clone()), &ctx(Priority::Normal))
+            .await
+            .unwrap_err();
+        match (row.outcome, &e.class) {
+            (Outcome::RateLimited, ErrorClass::RateLimited { retry_after }) => assert_eq!(
+                *retry_after,
+                row.retry_after
+                    .map(|r| Duration::from_secs(r.parse().unwrap())),
+                "{}",
+                row.message
+            ),
+            (Outcome::Quota, ErrorClass::Quota { until }) => assert_eq!(
+                *until,
+                Some(crate::client::next_month_start(Utc::now())),
+                "{}",
+                row.message
+            ),
+            (want, got) => panic!("{}: want {want:?}, got {got:?}", row.message),
+        }
+        assert_eq!(e.status, Some(429));
+        assert!(e.message.contains(row.message), "{}", e.message);
+        assert!(
+            e.message.contains(row.names),
+            "the log should name the cause ({}): {}",
+            row.names,
+            e.message
+        );
+    }
+    assert!(fake.accepted().is_empty());
+}
+
+/// The fake's additional-message 429: quota until the month resets, nothing sent, and once
+/// the limit is lifted the same retry key goes through (a 429 was processed for nobody).
+#[tokio::test]
+async fn lines_additional_message_limit_from_the_fake_is_quota() {
+    let fake = start_fake(FakeOptions::default()).await;
+    let line = channel(config(&fake));
+    let payload = line
+        .render(&announcement(Priority::Normal))
+        .unwrap()
+        .units
+        .remove(0);
+    let c = ctx(Priority::Normal);
+    fake.refuse_sends(Some(fake::TooMany::AdditionalMessages));
+    let e = line.deliver(&unit(payload.clone()), &c).await.unwrap_err();
+    assert!(
+        matches!(e.class, ErrorClass::Quota { until: Some(_) }),
+        "{e}"
+    );
+    assert!(
+        e.message.contains(ADDITIONAL_MESSAGE_LIMIT),
+        "{}",
+        e.message
+    );
+    assert!(
+        e.message
+            .contains("cause: additional-message target limit reached"),
+        "{}",
+        e.message
+    );
+    assert_eq!(fake.requests_to("/message/broadcast").len(), 1);
+    assert!(fake.accepted().is_empty());
+
+    fake.refuse_sends(None);
+    let r = line.deliver(&unit(payload), &c).await.unwrap();
+    assert!(!r.already_sent, "the 429 stored nothing under the key");
+    assert_eq!(fake.accepted_to("broadcast").len(), 1);
+}
+
+/// The fake's concurrency 429: wait and retry (not quota, not a failure), the log says it
+/// was the concurrent-operation limit, and the retry under the same key is accepted once.
+#[tokio::test]
+async fn lines_concurrency_limit_from_the_fake_is_rate_limited() {
+    let fake = start_fake(FakeOptions::default()).await;
+    let line = channel(Config {
+        mode: Mode::Multicast,
+        to: (0..3).map(user).collect(),
+        ..config(&fake)
+    });
+    let payload = line
+        .render(&announcement(Priority::Disaster))
+        .unwrap()
+        .units
+        .remove(0);
+    let c = ctx(Priority::Disaster);
+    fake.refuse_sends(Some(fake::TooMany::Concurrency));
+    let e = line.deliver(&unit(payload.clone()), &c).await.unwrap_err();
+    assert!(
+        matches!(e.class, ErrorClass::RateLimited { retry_after: None }),
+        "{e}"
+    );
+    assert!(e.message.contains(CONCURRENT_LIMIT), "{}", e.message);
+    assert!(
+        e.message.contains("cause: concurrent-operation limit"),
+        "{}",
+        e.message
+    );
+    assert!(!e.message.contains("quota"), "{}", e.message);
+    assert!(fake.accepted().is_empty());
+
+    fake.refuse_sends(None);
+    let r = line.deliver(&unit(payload), &c).await.unwrap();
+    assert!(!r.already_sent);
+    assert_eq!(fake.accepted_to("multicast").len(), 1);
+    assert_eq!(fake.usage(), 3, "counted once, for the accepted send only");
+}
+
 // ---------------------------------------------------------------- reach and narrowcast
 
 fn yesterday_jst(now: DateTime<Utc>) -> String {

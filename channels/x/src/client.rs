@@ -17,9 +17,9 @@ use serde_json::{json, Value};
 use url::Url;
 
 use crate::config::{AuthMode, Config, LongText};
-use crate::error::{classify, is_duplicate, reset_header, Call, Problem};
+use crate::error::{classify, is_duplicate, is_reply_refused, reset_header, Call, Problem};
 use crate::oauth;
-use crate::render::{self, XPayload, MAX_IMAGES};
+use crate::render::{self, ThreadFallback, XPayload, MAX_IMAGES};
 
 /// X's image limit for one-shot upload (CHANNELS.md §2.6).
 pub const MAX_IMAGE_BYTES: usize = 5 * 1024 * 1024;
@@ -92,6 +92,16 @@ pub(crate) enum ReqBody<'a> {
         bytes: &'a [u8],
         media_type: &'a str,
     },
+}
+
+/// What `POST /2/tweets` answered, short of an error the queue acts on.
+enum Created {
+    Id(String),
+    /// 403 duplicate content: the same text is already on the account.
+    Duplicate,
+    /// 403 on a reply: X refuses replies from self-serve apps (since 2026-02-23) unless the
+    /// author mentioned or quoted the account. Carries X's `detail`.
+    ReplyRefused(String),
 }
 
 /// An HTTP answer, fully read.
@@ -579,8 +589,8 @@ impl XChannel {
             .ok_or_else(|| DeliveryError::transient("media upload answer has no data.id"))
     }
 
-    /// `POST /2/tweets`: `Ok(Ok(id))` created, `Ok(Err(()))` duplicate content.
-    async fn create_post(&self, body: &Value) -> Result<Result<String, ()>, DeliveryError> {
+    /// `POST /2/tweets`: created, a duplicate, a refused reply, or a classified error.
+    async fn create_post(&self, body: &Value) -> Result<Created, DeliveryError> {
         let reply = self
             .call(
                 Method::POST,
@@ -594,7 +604,7 @@ impl XChannel {
             let v = reply.json();
             return v["data"]["id"]
                 .as_str()
-                .map(|id| Ok(id.to_string()))
+                .map(|id| Created::Id(id.to_string()))
                 .ok_or_else(|| {
                     DeliveryError::uncertain(format!(
                         "X answered {} without data.id: {}",
@@ -604,7 +614,13 @@ impl XChannel {
                 });
         }
         if is_duplicate(reply.status, &reply.body) {
-            return Ok(Err(()));
+            return Ok(Created::Duplicate);
+        }
+        if body.get("reply").is_some() && is_reply_refused(reply.status, &reply.body) {
+            let p = Problem::parse(&reply.body);
+            return Ok(Created::ReplyRefused(
+                p.detail.unwrap_or_else(|| snippet(&reply.body)),
+            ));
         }
         Err(classify(
             Call::CreatePost,
@@ -707,21 +723,21 @@ impl XChannel {
                 body["reply"] = json!({ "in_reply_to_tweet_id": prev });
             }
             match self.create_post(&body).await? {
-                Ok(id) => {
+                Created::Id(id) => {
                     progress.posted.push(id);
                     progress.created_any = true;
                 }
-                Err(()) => {
+                Created::ReplyRefused(detail) => {
+                    return self
+                        .fall_back(payload, ctx, progress, notes, i, &detail)
+                        .await;
+                }
+                Created::Duplicate => {
                     // Duplicate content: an earlier attempt (or a crash before the answer was
                     // recorded) probably posted it. Look for it from just before the first
                     // attempt; a first attempt that finds nothing is a genuine repeat of an
                     // older post, which X refuses for good (CHANNELS.md §2.4).
-                    let since = progress.first_attempt_at - ChronoDuration::minutes(1);
-                    let since = if ctx.attempt > 1 {
-                        since.min(Utc::now() - ChronoDuration::hours(23))
-                    } else {
-                        since
-                    };
+                    let since = duplicate_since(&progress, ctx);
                     let found = self.find_posted(&payload.posts, Some(since)).await?;
                     match found.get(i) {
                         Some(id) => {
@@ -765,6 +781,97 @@ impl XChannel {
             already_sent: !progress.created_any,
             note: (!notes.is_empty()).then(|| notes.join("; ")),
         })
+    }
+
+    /// X refused post `i + 1` of a thread as a reply (403; self-serve apps may reply only
+    /// where the author mentioned or quoted the account, since 2026-02-23, CHANNELS.md §9).
+    ///
+    /// A thread must never stop half-way with nothing pointing at the full text, and posts
+    /// already on X cannot be edited or withdrawn here. So the thread falls back to
+    /// shorten-and-link ([`ThreadFallback`], stored with the unit at accept time): no further
+    /// reply is tried; if the first post already contains the page link nothing more is
+    /// posted, otherwise one standalone post (not a reply) carries the text shortened to fit
+    /// with `… {page URL}`. The delivery is sent, and its note says that the thread fell back
+    /// to shorten-and-link and why. With no page URL or link to point at, the delivery fails
+    /// visibly instead, naming the posts that are on X.
+    async fn fall_back(
+        &self,
+        payload: &XPayload,
+        ctx: &DeliveryContext,
+        mut progress: Progress,
+        mut notes: Vec<String>,
+        i: usize,
+        detail: &str,
+    ) -> Result<Receipt, DeliveryError> {
+        let n = payload.posts.len();
+        let why = format!(
+            "X refused a reply (403 \"{}\") for post {} of {n}",
+            snippet(detail),
+            i + 1
+        );
+        let Some(ThreadFallback { url, text }) = &payload.fallback else {
+            self.forget_progress(&ctx.delivery_id);
+            return Err(DeliveryError::permanent(format!(
+                "{why}: the thread stopped after {i} of {n} posts ({}), and there is no page \
+                 URL or link to fall back to; post the rest by hand",
+                progress.posted.join(", ")
+            ))
+            .with_status(403));
+        };
+        if payload.posts[0].contains(url.as_str()) {
+            notes.push(format!(
+                "thread fell back to shorten-and-link: {why}; the first post already links \
+                 {url}, so nothing more was posted"
+            ));
+        } else {
+            match self.create_post(&json!({ "text": text })).await? {
+                Created::Id(id) => {
+                    progress.created_any = true;
+                    notes.push(format!(
+                        "thread fell back to shorten-and-link: {why}; posted {id} on its own, \
+                         the text shortened with a link to {url}"
+                    ));
+                }
+                Created::Duplicate => {
+                    // X refuses the same text twice: an earlier attempt posted it.
+                    let since = duplicate_since(&progress, ctx);
+                    let found = self
+                        .find_posted(std::slice::from_ref(text), Some(since))
+                        .await?;
+                    let id = found.first().map_or("id not found", String::as_str);
+                    notes.push(format!(
+                        "thread fell back to shorten-and-link: {why}; the shortened post \
+                         linking {url} was already on X ({id})"
+                    ));
+                }
+                // Not sent as a reply, so never answered as one; kept total all the same.
+                Created::ReplyRefused(detail) => {
+                    return Err(DeliveryError::permanent(format!(
+                        "{why}, and X refused the shortened post too: {}",
+                        snippet(&detail)
+                    ))
+                    .with_status(403));
+                }
+            }
+        }
+        self.forget_progress(&ctx.delivery_id);
+        notes.push(format!("thread: {}", progress.posted.join(", ")));
+        Ok(Receipt {
+            remote_id: progress.posted.first().cloned(),
+            already_sent: !progress.created_any,
+            note: Some(notes.join("; ")),
+        })
+    }
+}
+
+/// Where the duplicate rule looks for an earlier copy: from just before the first attempt,
+/// or a day back when this process may have lost that time (a retry after a restart).
+fn duplicate_since(progress: &Progress, ctx: &DeliveryContext) -> DateTime<Utc> {
+    let since = progress.first_attempt_at - ChronoDuration::minutes(1);
+    if ctx.attempt > 1 {
+        since.min(Utc::now() - ChronoDuration::hours(23))
+    } else {
+        since
     }
 }
 
@@ -853,7 +960,27 @@ impl Channel for XChannel {
                 note: Some(note),
             }));
         }
-        // Part of a thread landed: remember it so the next attempt continues after it.
+        // Part of a thread landed. If a reply was refused and the thread fell back to
+        // shorten-and-link, its standalone shortened post is the proof that it is complete.
+        if let (Some(fb), false) = (&payload.fallback, found.is_empty()) {
+            let short = self
+                .find_posted(std::slice::from_ref(&fb.text), since)
+                .await?;
+            if let Some(id) = short.first() {
+                self.forget_progress(&ctx.delivery_id);
+                return Ok(Some(Receipt {
+                    remote_id: found.first().cloned(),
+                    already_sent: true,
+                    note: Some(format!(
+                        "reconciled: the thread fell back to shorten-and-link after X refused \
+                         a reply; posts found on X: {} and the shortened post {id} linking {}",
+                        found.join(", "),
+                        fb.url
+                    )),
+                }));
+            }
+        }
+        // Otherwise remember what landed so the next attempt continues after it.
         let mut progress = self.progress(&ctx.delivery_id).unwrap_or(Progress {
             first_attempt_at: since.unwrap_or_else(Utc::now) + ChronoDuration::minutes(1),
             posted: Vec::new(),

@@ -24,6 +24,10 @@ pub enum Call {
 pub enum Verdict {
     /// 403 "duplicate content": the same text was posted before (reconcile to find it).
     Duplicate,
+    /// 403 "Reply to this conversation is not allowed": since 2026-02-23 a self-serve app
+    /// may reply only where the author mentioned or quoted its account (CHANNELS.md §9).
+    /// A thread falls back to shorten-and-link (see `XChannel::deliver`).
+    ReplyRefused,
     Error(ClassKind),
 }
 
@@ -105,6 +109,9 @@ const fn rule(status: Option<u16>, matches: Match, verdict: fn(Call) -> Verdict)
 fn duplicate(_: Call) -> Verdict {
     Verdict::Duplicate
 }
+fn reply_refused(_: Call) -> Verdict {
+    Verdict::ReplyRefused
+}
 fn auth(_: Call) -> Verdict {
     Verdict::Error(ClassKind::Auth)
 }
@@ -127,6 +134,16 @@ fn server_error(call: Call) -> Verdict {
 /// First match wins. Statuses not listed: other 4xx permanent, 5xx by [`server_error`].
 const RULES: &[Rule] = &[
     rule(Some(403), Match::Text("duplicate content"), duplicate),
+    rule(
+        Some(403),
+        Match::Text("reply to this conversation is not allowed"),
+        reply_refused,
+    ),
+    rule(
+        Some(403),
+        Match::Text("not been mentioned or otherwise engaged"),
+        reply_refused,
+    ),
     rule(None, Match::Type("usage-capped"), quota),
     rule(Some(401), Match::Any, auth),
     rule(Some(402), Match::Any, quota),
@@ -198,6 +215,10 @@ pub fn classify(
         Verdict::Duplicate => DeliveryError::permanent(format!(
             "{message} (duplicate content: the same text was posted before)"
         )),
+        Verdict::ReplyRefused => DeliveryError::permanent(format!(
+            "{message} (X refused a reply: self-serve apps may reply only where the author \
+             mentioned or quoted the account)"
+        )),
         Verdict::Error(kind) => match kind {
             ClassKind::Transient => DeliveryError::transient(message),
             ClassKind::Uncertain => DeliveryError::uncertain(format!(
@@ -228,4 +249,9 @@ pub fn classify(
 /// Whether a failed response is X's duplicate-content refusal.
 pub fn is_duplicate(status: u16, body: &str) -> bool {
     verdict(Call::CreatePost, status, &Problem::parse(body)) == Verdict::Duplicate
+}
+
+/// Whether a failed response is X's refusal of a reply (the 2026 self-serve restriction).
+pub fn is_reply_refused(status: u16, body: &str) -> bool {
+    verdict(Call::CreatePost, status, &Problem::parse(body)) == Verdict::ReplyRefused
 }

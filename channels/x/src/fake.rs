@@ -13,7 +13,8 @@
 //! rotates refresh tokens, validates `POST /2/tweets` (schema keys, weighted length, media
 //! ids, replies, duplicate text), keeps 15-minute windows and 24-hour caps with X's headers,
 //! and offers knobs: followers, impressions, post age, credits, windows, token expiry, a
-//! scripted media `processing_info` sequence. Scripted raw responses (timeouts, 5xx after
+//! scripted media `processing_info` sequence, and the 2026 reply restriction of self-serve
+//! apps ([`XState::set_refuse_replies`]). Scripted raw responses (timeouts, 5xx after
 //! applying) come from the shared toolkit: `fake.server.state.script(...)`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -127,6 +128,7 @@ struct Inner {
     user_24h: Window,
     app_24h: Window,
     credits_depleted: bool,
+    refuse_replies: bool,
     media: HashMap<String, Media>,
     media_expiry_secs: i64,
     processing_script: Vec<Value>,
@@ -228,6 +230,9 @@ const UNAUTHORIZED: &str =
     r#"{"title":"Unauthorized","type":"about:blank","status":401,"detail":"Unauthorized"}"#;
 const DUPLICATE: &str = r#"{"detail":"You are not allowed to create a Tweet with duplicate content.","type":"about:blank","title":"Forbidden","status":403}"#;
 const TOO_MANY: &str = r#"{"title":"Too Many Requests","detail":"Too Many Requests","type":"about:blank","status":429}"#;
+/// The 403 X has sent since 2026-02-23 when a self-serve app replies to a post whose author
+/// did not mention or quote the app's account (CHANNELS.md §9; observed wording).
+pub const REPLY_NOT_ALLOWED: &str = r#"{"detail":"Reply to this conversation is not allowed because you have not been mentioned or otherwise engaged by the author of the post you are replying to.","type":"about:blank","title":"Forbidden","status":403}"#;
 const CREDITS: &str = r#"{"title":"CreditsDepleted","detail":"Your enrolled account [0] does not have any credits to fulfill this request.","type":"https://api.twitter.com/2/problems/credits","status":402}"#;
 
 fn problem(status: u16, body: Value) -> Response {
@@ -339,6 +344,7 @@ impl XState {
             user_24h: Window::new(2400, 86_400),
             app_24h: Window::new(10_000, 86_400),
             credits_depleted: false,
+            refuse_replies: false,
             media: HashMap::new(),
             media_expiry_secs: 86_400,
             processing_script: Vec::new(),
@@ -401,6 +407,14 @@ impl XState {
     /// `true`: every request answers `402` credits depleted (pay-per-use).
     pub fn set_credits_depleted(&self, depleted: bool) {
         self.inner.lock().unwrap().credits_depleted = depleted;
+    }
+    /// `true`: the self-serve reply restriction of 2026-02-23 (CHANNELS.md §9). A reply is
+    /// refused with [`REPLY_NOT_ALLOWED`] (403) unless the post it answers mentions the
+    /// account (`@username`). Whether replies to one's own posts are exempt is not
+    /// documented; this switch assumes the worst: they are not, so a thread's second post
+    /// is refused.
+    pub fn set_refuse_replies(&self, refuse: bool) {
+        self.inner.lock().unwrap().refuse_replies = refuse;
     }
     /// Sets an endpoint's 15-minute window (`"POST /2/tweets"`, `"GET /2/users/me"`, …).
     pub fn set_window(&self, endpoint: &str, limit: i64, remaining: i64, reset_in_secs: i64) {
@@ -731,6 +745,16 @@ fn create_tweet_inner(x: &XState, who: &str, body: &[u8]) -> Response {
                 json!({"detail": "You attempted to reply to a Tweet that is deleted or not visible to you.",
                        "type": "about:blank", "title": "Forbidden", "status": 403}),
             );
+        }
+        if i.refuse_replies {
+            let mention = format!("@{}", i.username).to_lowercase();
+            let engaged = i
+                .posts
+                .iter()
+                .any(|p| &p.id == parent && p.text.to_lowercase().contains(&mention));
+            if !engaged {
+                return raw(403, REPLY_NOT_ALLOWED);
+            }
         }
     }
     let normalised = render::nfc(&text);

@@ -25,6 +25,25 @@ pub struct XPayload {
     /// Image URLs fetched and uploaded at delivery, attached to the first post (≤ 4).
     #[serde(default)]
     pub images: Vec<String>,
+    /// A thread only: what to post instead of the remaining replies if X refuses one.
+    /// Absent for a single post, and for a thread with no page URL or link to point at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<ThreadFallback>,
+}
+
+/// Shorten-and-link for a thread whose reply X refuses (a 403 since 2026-02-23 for
+/// self-serve apps, CHANNELS.md §9). Computed at render time, so the stored unit carries
+/// it. Replies already posted cannot be edited or taken back by the adapter; instead:
+/// - if the thread's first post already contains `url`, nothing more is posted;
+/// - otherwise one standalone post (not a reply) with `text` goes out.
+///
+/// Either way residents who see the first post can reach the full text.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ThreadFallback {
+    /// The full announcement: the website page, else the announcement's link.
+    pub url: String,
+    /// The whole text cut to fit with `… {url}`, as the `shorten` policy renders it.
+    pub text: String,
 }
 
 /// The twitter-text configuration Noroshi counts with (v3, the current default).
@@ -112,6 +131,7 @@ pub fn render(a: &Announcement, policy: LongText) -> Result<Rendering, RenderErr
         ));
     }
     let mut warnings = Vec::new();
+    let mut fallback = None;
     let mut images: Vec<String> = a.images.clone();
     if images.len() > MAX_IMAGES {
         warnings.push(format!(
@@ -159,6 +179,20 @@ pub fn render(a: &Announcement, policy: LongText) -> Result<Rendering, RenderErr
                     parts.len(),
                     lengths.join(", ")
                 ));
+                fallback = a.page_url.as_deref().or(a.link.as_deref()).and_then(|url| {
+                    shorten(&text, url).map(|short| ThreadFallback {
+                        url: url.to_string(),
+                        text: short,
+                    })
+                });
+                if fallback.is_none() {
+                    warnings.push(
+                        "X may refuse a thread's replies (self-serve apps, since 2026-02), and \
+                         there is no page URL or link to fall back to: the thread could stop \
+                         after its first post"
+                            .to_string(),
+                    );
+                }
                 parts
             }
         }
@@ -171,7 +205,11 @@ pub fn render(a: &Announcement, policy: LongText) -> Result<Rendering, RenderErr
         length_rule: LENGTH_RULE.to_string(),
         warnings,
     };
-    let payload = XPayload { posts, images };
+    let payload = XPayload {
+        posts,
+        images,
+        fallback,
+    };
     Ok(Rendering {
         units: vec![serde_json::to_value(payload).expect("payload serialises")],
         preview,

@@ -381,6 +381,45 @@ fn render_threads_long_text_into_numbered_posts() {
     assert!(r.preview.warnings[0].contains("thread"));
 }
 
+/// A thread's unit carries its shorten-and-link fallback (the page URL before the link), for
+/// when X refuses a reply; a single post carries none, and units stored before the field
+/// existed still read.
+#[test]
+fn render_thread_stores_a_shortened_fallback_for_refused_replies() {
+    let body: String = (1..=30)
+        .map(|i| format!("第{i}避難所を開設しました。"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut a = announcement("避難所開設のお知らせ", &body);
+    a.link = Some("https://www.city.suzaka.nagano.jp/hinan/".into());
+    a.page_url = Some("https://city.example.jp/site/announcements/0193.html".into());
+    let p = payload(&render::render(&a, LongText::Thread).unwrap());
+    let fb = p.fallback.expect("a thread carries its fallback");
+    assert_eq!(
+        fb.url,
+        "https://city.example.jp/site/announcements/0193.html"
+    );
+    assert_eq!(
+        Some(fb.text.clone()),
+        render::shorten(&render::compose(&a), &fb.url)
+    );
+    assert!(weighted_length(&fb.text) <= MAX_WEIGHTED_LENGTH);
+
+    let single = render::render(&announcement("短い", "本文"), LongText::Thread).unwrap();
+    assert!(single.units[0].get("fallback").is_none());
+    let old: XPayload = serde_json::from_str(r#"{"posts":["a","b"],"images":[]}"#).unwrap();
+    assert_eq!(old.fallback, None);
+
+    assert!(crate::error::is_reply_refused(
+        403,
+        r#"{"detail":"Reply to this conversation is not allowed because you have not been mentioned or otherwise engaged by the author of the post you are replying to.","type":"about:blank","title":"Forbidden","status":403}"#
+    ));
+    assert!(!crate::error::is_reply_refused(
+        403,
+        r#"{"detail":"You are not allowed to create a Tweet with duplicate content.","type":"about:blank","title":"Forbidden","status":403}"#
+    ));
+}
+
 #[test]
 fn render_keeps_at_most_four_images() {
     let mut a = announcement("写真", "本文");

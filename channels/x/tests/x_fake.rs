@@ -647,6 +647,140 @@ async fn shorten_posts_within_280_with_the_page_link() {
     assert_eq!(posts[0].text, r.preview.text);
 }
 
+// ------------------------------------------------ refused replies (CHANNELS.md §9, 2026-02)
+
+const PAGE: &str = "https://www.city.suzaka.nagano.jp/site/0193.html";
+
+fn replies_tried(fake: &FakeX) -> usize {
+    fake.server
+        .state
+        .requests_to("/2/tweets")
+        .iter()
+        .filter(|r| r.method == "POST" && r.json()["reply"].is_object())
+        .count()
+}
+
+/// X refuses the thread's second post (a reply) with its 403: the first post stays, no
+/// further reply is tried, one standalone shortened post links the full page, and the
+/// receipt says the thread fell back to shorten-and-link and why.
+#[tokio::test]
+async fn a_refused_reply_falls_back_to_one_shortened_post_with_the_page_link() {
+    let fake = fake::start().await;
+    fake.x.set_refuse_replies(true);
+    let mut config = fake.config();
+    config.long_text = LongText::Thread;
+    let ch = channel(&config);
+    let mut a = announcement("避難所開設のお知らせ", &long_body());
+    a.page_url = Some(PAGE.into());
+    let unit = unit_for(&ch, &a);
+    let n = unit.payload["posts"].as_array().unwrap().len();
+    assert!(n >= 3, "{n}");
+
+    let r = ch
+        .deliver(&unit, &ctx("f1", 1))
+        .await
+        .expect("a refused reply is not a failed delivery");
+    let posts = fake.x.posts();
+    assert_eq!(
+        posts.len(),
+        2,
+        "the thread's first post, then one standalone post"
+    );
+    assert!(
+        posts[0].text.ends_with(&format!("\n(1/{n})")),
+        "{}",
+        posts[0].text
+    );
+    assert!(
+        posts[1].in_reply_to.is_none(),
+        "the fallback is not a reply"
+    );
+    let short = noroshi_x::render::shorten(&noroshi_x::render::compose(&a), PAGE).unwrap();
+    assert_eq!(posts[1].text, short);
+    assert!(posts[1].text.ends_with(&format!("… {PAGE}")));
+    assert_eq!(
+        replies_tried(&fake),
+        1,
+        "no reply is tried after the refusal"
+    );
+    assert_eq!(r.remote_id.as_deref(), Some(posts[0].id.as_str()));
+    assert!(!r.already_sent);
+    let note = r.note.expect("the delivery log says what happened");
+    assert!(note.contains("fell back to shorten-and-link"), "{note}");
+    assert!(note.contains("X refused a reply (403"), "{note}");
+    assert!(note.contains(&posts[1].id), "{note}");
+
+    // The queue checking a lost answer (a new process) finds the fallback complete.
+    let checked = channel(&config)
+        .reconcile(&unit, &ctx("f1", 2))
+        .await
+        .unwrap()
+        .expect("the first post and the shortened post are found");
+    assert!(checked.already_sent);
+    assert_eq!(checked.remote_id.as_deref(), Some(posts[0].id.as_str()));
+    assert!(checked.note.unwrap().contains("shorten-and-link"));
+
+    // Another attempt (say the answer was lost) finds both posts and adds nothing.
+    let again = ch.deliver(&unit, &ctx("f1", 2)).await.unwrap();
+    assert!(again.already_sent, "{again:?}");
+    assert_eq!(fake.x.posts().len(), 2);
+    assert_eq!(again.remote_id.as_deref(), Some(posts[0].id.as_str()));
+}
+
+/// When the thread's first post already carries the page link, a refused reply adds
+/// nothing: residents already have the link to the full text.
+#[tokio::test]
+async fn a_refused_reply_adds_nothing_when_the_first_post_already_links_the_page() {
+    let fake = fake::start().await;
+    fake.x.set_refuse_replies(true);
+    let mut config = fake.config();
+    config.long_text = LongText::Thread;
+    let ch = channel(&config);
+    let mut a = announcement(
+        "避難所開設のお知らせ",
+        &format!("詳しくは {PAGE} をご覧ください。\n{}", long_body()),
+    );
+    a.page_url = Some(PAGE.into());
+    let unit = unit_for(&ch, &a);
+    let first = unit.payload["posts"][0].as_str().unwrap().to_string();
+    assert!(first.contains(PAGE), "{first}");
+
+    let r = ch.deliver(&unit, &ctx("f2", 1)).await.unwrap();
+    let posts = fake.x.posts();
+    assert_eq!(posts.len(), 1, "only the first post, which links the page");
+    assert_eq!(posts[0].text, first);
+    assert_eq!(r.remote_id.as_deref(), Some(posts[0].id.as_str()));
+    let note = r.note.unwrap();
+    assert!(note.contains("fell back to shorten-and-link"), "{note}");
+    assert!(note.contains("already links"), "{note}");
+}
+
+/// With no page URL and no link there is nothing to fall back to: the preview warns at
+/// accept time, and a refused reply fails the delivery visibly, naming what is on X.
+#[tokio::test]
+async fn a_refused_reply_with_no_page_to_link_fails_visibly() {
+    let fake = fake::start().await;
+    fake.x.set_refuse_replies(true);
+    let mut config = fake.config();
+    config.long_text = LongText::Thread;
+    let ch = channel(&config);
+    let a = announcement("避難所開設のお知らせ", &long_body());
+    let preview = ch.render(&a).unwrap().preview;
+    assert!(
+        preview.warnings.iter().any(|w| w.contains("no page URL")),
+        "{:?}",
+        preview.warnings
+    );
+    let unit = unit_for(&ch, &a);
+    let e = ch.deliver(&unit, &ctx("f3", 1)).await.unwrap_err();
+    let posts = fake.x.posts();
+    assert_eq!(posts.len(), 1);
+    assert_eq!((class(&e), e.status), ("permanent", Some(403)));
+    assert!(e.message.contains("X refused a reply"), "{}", e.message);
+    assert!(e.message.contains("no page URL or link"), "{}", e.message);
+    assert!(e.message.contains(&posts[0].id), "{}", e.message);
+}
+
 #[tokio::test]
 async fn fake_refuses_over_length_and_unknown_fields() {
     let fake = fake::start().await;
