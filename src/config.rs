@@ -52,6 +52,10 @@ pub struct ServerConfig {
     pub platform_timeout_ms: u64,
     /// How long a client may take to send its whole request (then `408`, nothing stored).
     pub request_timeout_secs: u64,
+    /// On SIGTERM, how long sends already on the wire may take to finish (attempts that
+    /// had not started are given back at once). After it, they are stopped and their
+    /// deliveries marked uncertain.
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -63,6 +67,7 @@ impl Default for ServerConfig {
             body_limit_bytes: 1024 * 1024,
             platform_timeout_ms: 20_000,
             request_timeout_secs: 30,
+            shutdown_grace_secs: 30,
         }
     }
 }
@@ -513,6 +518,12 @@ pub fn validate(loaded: &Loaded) -> Vec<Problem> {
     }
     if c.server.body_limit_bytes < 1024 {
         push("server.body_limit_bytes", "must be at least 1024".into());
+    }
+    if !(1..=600).contains(&c.server.shutdown_grace_secs) {
+        push(
+            "server.shutdown_grace_secs",
+            "must be between 1 and 600".into(),
+        );
     }
     if !(1..=600).contains(&c.server.request_timeout_secs) {
         push(

@@ -241,7 +241,9 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     tracing::info!("Stopping: finishing attempts in flight");
-    dispatcher.shutdown(Duration::from_secs(10)).await;
+    dispatcher
+        .shutdown(Duration::from_secs(config.server.shutdown_grace_secs))
+        .await;
     tasks.stop(Duration::from_secs(2)).await;
     db.close().await;
     Ok(())

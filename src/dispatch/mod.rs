@@ -115,6 +115,8 @@ pub struct Dispatcher {
     pub owner: String,
     settings: DispatchSettings,
     stop: Shutdown,
+    /// Given when the shutdown grace has passed: attempts still running are dropped.
+    abort: Shutdown,
     /// Renderings by (announcement, channel): units are read once per announcement, not
     /// once per email copy.
     renderings: Mutex<HashMap<(String, String), Units>>,
@@ -215,6 +217,7 @@ impl Dispatcher {
             owner,
             settings,
             stop: shutdown,
+            abort: Shutdown::default(),
             renderings: Mutex::new(HashMap::new()),
             announcements: Mutex::new(HashMap::new()),
             live: Mutex::new(HashSet::new()),
@@ -271,23 +274,44 @@ impl Dispatcher {
         }
     }
 
-    /// Stops claiming; waits up to `grace` for attempts in flight to finish.
-    pub async fn shutdown(&self, grace: Duration) {
-        self.stop.cancel();
-        let deadline = tokio::time::Instant::now() + grace;
+    /// Waits until no attempt of this process runs, renewing their leases meanwhile so
+    /// no other instance takes them over.
+    async fn wait_for_attempts(&self, deadline: tokio::time::Instant) {
         let mut last_renewal = tokio::time::Instant::now();
         while self.channels.iter().any(|c| c.in_flight() > 0)
             && tokio::time::Instant::now() < deadline
         {
-            // The heartbeat has stopped; keep the leases of attempts still running alive,
-            // so no other instance takes them over and sends them again meanwhile.
             if last_renewal.elapsed() > Duration::from_secs(1) {
                 let live: Vec<i64> = self.live.lock().unwrap().iter().copied().collect();
                 let _ = queue::extend_leases(&self.db, &self.owner, &live, self.settings.lease_ms)
                     .await;
                 last_renewal = tokio::time::Instant::now();
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops claiming; attempts that had not started their send (waiting at the gate) are
+    /// given back untouched; sends already on the wire may finish within `grace`, their
+    /// leases renewed meanwhile. After `grace`, attempts still running are dropped, and
+    /// only once they are gone are their leases released (as uncertain, so the next
+    /// attempt checks first where the platform allows). No lease is ever released while
+    /// its send still runs.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.stop.cancel();
+        let deadline = tokio::time::Instant::now() + grace;
+        self.wait_for_attempts(deadline).await;
+        if self.channels.iter().any(|c| c.in_flight() > 0) {
+            let running: usize = self.channels.iter().map(|c| c.in_flight()).sum();
+            tracing::warn!(
+                count = running,
+                grace_secs = grace.as_secs(),
+                "Attempts still running after the shutdown grace are being stopped"
+            );
+            self.abort.cancel();
+            // Dropping an attempt is immediate at its next await; wait for every one.
+            self.wait_for_attempts(tokio::time::Instant::now() + Duration::from_secs(5))
+                .await;
         }
         self.save_rotated_credentials().await;
         // Whatever is still leased goes back to the queue now rather than when its lease

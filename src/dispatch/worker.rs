@@ -109,9 +109,15 @@ impl Dispatcher {
                     id: d.id,
                 };
                 tokio::spawn(async move {
-                    let _guard = guard;
                     let _permit = permit;
-                    _guard.dispatcher.attempt(&_guard.channel, d).await;
+                    let abort = guard.dispatcher.abort.clone();
+                    // After the shutdown grace an attempt still running is dropped here,
+                    // and only then is its lease released (as uncertain).
+                    tokio::select! {
+                        _ = guard.dispatcher.attempt(&guard.channel, d) => {}
+                        _ = abort.cancelled() => {}
+                    }
+                    drop(guard);
                 });
             }
         }
@@ -219,7 +225,15 @@ impl Dispatcher {
         }
         let outcome = self.attempt_send(c, &d).await;
         let outcome = match outcome {
-            Ok(o) => o,
+            Ok(Some(o)) => o,
+            Ok(None) => {
+                // Stopping before the send started: give it back untouched, for another
+                // instance or the next start.
+                if let Err(e) = queue::release(&self.db, &d, &self.owner, now_ms()).await {
+                    tracing::warn!(channel = %c.name, delivery = d.id, error = %e, "Could not give back a delivery at shutdown; its lease will expire");
+                }
+                return;
+            }
             Err(internal) => {
                 // Our own failure (database, stored data): keep the delivery, try later.
                 tracing::error!(channel = %c.name, delivery = d.id, error = %internal, "Could not prepare a delivery");
@@ -274,7 +288,7 @@ impl Dispatcher {
         &self,
         c: &ChannelRuntime,
         d: &Claimed,
-    ) -> Result<Outcome, String> {
+    ) -> Result<Option<Outcome>, String> {
         let units = self.units(&d.announcement_id, &c.name).await?;
         let payload = units
             .get(d.unit_index as usize)
@@ -295,9 +309,9 @@ impl Dispatcher {
                     unsubscribe_token: token,
                 }),
                 None => {
-                    return Ok(Outcome::Cancelled {
+                    return Ok(Some(Outcome::Cancelled {
                         reason: "the subscriber unsubscribed or was removed".into(),
-                    })
+                    }))
                 }
             }
         } else {
@@ -325,36 +339,40 @@ impl Dispatcher {
         if d.uncertain {
             match c.channel.reconcile(&unit, &ctx).await {
                 Ok(Some(receipt)) => {
-                    return Ok(Outcome::Sent {
+                    return Ok(Some(Outcome::Sent {
                         remote_id: receipt.remote_id,
                         note: receipt.note,
                         how: "reconciled",
-                    })
+                    }))
                 }
                 Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(channel = %c.name, delivery = d.id, error = %e,
                         "Could not check whether an earlier attempt landed; the delivery stays uncertain");
-                    return Ok(self.after_error(c, d, e, Phase::Reconcile).await);
+                    return Ok(Some(self.after_error(c, d, e, Phase::Reconcile).await));
                 }
             }
         }
         c.gate
             .wait(GateLane::of(Priority::from_lane(d.lane), info.exercise))
             .await;
+        if self.stop.is_cancelled() {
+            // SIGTERM came while this attempt waited at the gate: it never starts.
+            return Ok(None);
+        }
         if c.is_paused() {
             // Paused while waiting at the gate (another attempt hit an auth error).
-            return Ok(Outcome::Retry {
+            return Ok(Some(Outcome::Retry {
                 run_after: now_ms(),
                 class: "paused",
                 error: "channel paused".into(),
                 status_code: None,
                 refund: true,
                 uncertain: d.uncertain,
-            });
+            }));
         }
-        match c.channel.deliver(&unit, &ctx).await {
-            Ok(receipt) => Ok(Outcome::Sent {
+        Ok(Some(match c.channel.deliver(&unit, &ctx).await {
+            Ok(receipt) => Outcome::Sent {
                 remote_id: receipt.remote_id,
                 note: receipt.note,
                 how: if receipt.already_sent {
@@ -362,9 +380,9 @@ impl Dispatcher {
                 } else {
                     "sent"
                 },
-            }),
-            Err(e) => Ok(self.after_error(c, d, e, Phase::Send).await),
-        }
+            },
+            Err(e) => self.after_error(c, d, e, Phase::Send).await,
+        }))
     }
 
     pub(super) fn attempt_facts(&self, c: &ChannelRuntime, d: &Claimed, phase: Phase) -> Attempt {

@@ -608,3 +608,55 @@ async fn a_slow_commit_gets_its_real_answer(backend: Backend) {
     );
 }
 on_both!(a_slow_commit_gets_its_real_answer);
+
+/// A.4: SIGTERM never hands back a lease whose send is still running, and attempts waiting
+/// at the rate gate do not start after it: with two instances on one database and a slow
+/// SMTP `DATA`, every recipient gets exactly one message.
+async fn sigterm_mid_send_never_sends_twice() {
+    if postgres_url().is_none() {
+        eprintln!("SKIPPED: PostgreSQL suite (set NOROSHI_TEST_POSTGRES_URL to run it)");
+        return;
+    }
+    let smtp = noroshi_email::fake::FakeSmtp::start(Default::default()).await;
+    smtp.set_data_delay(Duration::from_millis(1_500));
+    let config = email_config(smtp.port())
+        .replace("rate_per_second = 2000.0", "rate_per_second = 4.0")
+        .replace("burst = 200", "burst = 1")
+        .replace("concurrency = 8", "concurrency = 6");
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database(Backend::Postgres, dir.path()).await;
+    let mut a = Daemon::builder(Backend::Postgres)
+        .database(&url)
+        .config(&config)
+        .env("NOROSHI__SERVER__SHUTDOWN_GRACE_SECS", "2")
+        .start()
+        .await;
+    let b = Daemon::builder(Backend::Postgres)
+        .database(&url)
+        .config(&config)
+        .env("NOROSHI__SERVER__SHUTDOWN_GRACE_SECS", "2")
+        .start()
+        .await;
+    a.add_subscribers(24, "resident").await;
+    let id = a
+        .submit(json!({"title": "お知らせ", "body": "本文", "channels": ["email"]}))
+        .await;
+    while smtp.message_count() < 3 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let status = a.terminate().await;
+    assert!(status.success(), "{status}\n{}", a.logs());
+    b.wait_status(&id, &["sent"], Duration::from_secs(60)).await;
+    let mut per_recipient = std::collections::HashMap::<String, usize>::new();
+    for m in smtp.messages() {
+        *per_recipient.entry(m.rcpt_to[0].clone()).or_default() += 1;
+    }
+    let twice: Vec<_> = per_recipient.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "sent twice: {twice:?}\n{}", a.logs());
+    assert_eq!(per_recipient.len(), 24);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_send_on_two_instances_sends_once() {
+    sigterm_mid_send_never_sends_twice().await
+}
