@@ -525,3 +525,28 @@ pub async fn depth(db: &Db) -> Result<Vec<(String, i32, i64)>> {
             .collect::<Result<Vec<_>>>()
     })
 }
+
+/// Whether an earlier attempt of this delivery may have been accepted by the platform: an
+/// attempt that timed out or got a server error (LINE never processes a 4xx or 429), or an
+/// attempt lost with its process (the delivery is then marked uncertain).
+pub async fn may_have_landed(db: &Db, d: &Claimed) -> Result<bool> {
+    if d.uncertain {
+        return Ok(true);
+    }
+    let n: i64 = with_pool!(db, p => sqlx::query_scalar(
+        "SELECT COUNT(*) FROM delivery_attempts WHERE delivery_id = $1 \
+         AND (outcome = 'uncertain' OR (outcome = 'transient' AND (status_code IS NULL OR status_code >= 500)))")
+        .bind(d.id).fetch_one(p).await?);
+    Ok(n > 0)
+}
+
+/// Gives the delivery a new idempotency key, whose age counts from now. Fenced on the claim.
+pub async fn renew_key(db: &Db, d: &Claimed, owner: &str, key: &str) -> Result<bool> {
+    let now = now_ms();
+    let n = write_pool!(db, p => sqlx::query(
+        "UPDATE deliveries SET idempotency_key = $3, first_attempt_at = $4, updated_at = $4 \
+         WHERE id = $1 AND lease_owner = $2 AND status = 'in_flight' AND attempts = $5")
+        .bind(d.id).bind(owner).bind(key).bind(now).bind(d.attempts)
+        .execute(p).await?.rows_affected());
+    Ok(n == 1)
+}

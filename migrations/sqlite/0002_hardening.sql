@@ -1,5 +1,6 @@
--- Issue 12 (hardening). When a delivery's first attempt started: how far back a reconcile
--- looks, and how old a LINE retry key is. Set by the first claim, never changed after.
+-- Issue 12 (hardening). When a delivery's first attempt with its current idempotency key
+-- started: how far back a reconcile looks, and how old a LINE retry key is. Set by the
+-- first claim; moved only when the key is renewed.
 ALTER TABLE deliveries ADD COLUMN first_attempt_at BIGINT;
 
 -- A platform's rate-limit answer holds the whole channel until then (ms), in every instance.

@@ -566,7 +566,7 @@ pub async fn retry(
 pub struct DeliveriesQuery {
     pub announcement_id: Option<String>,
     pub channel: Option<String>,
-    /// sent | already_sent | reconciled | transient | uncertain | rate_limited | quota | auth | permanent | cancelled
+    /// sent | already_sent | reconciled | transient | uncertain | rate_limited | quota | auth | permanent | retry_key_expired | internal | cancelled
     pub outcome: Option<String>,
     pub cursor: Option<i64>,
     pub limit: Option<i64>,

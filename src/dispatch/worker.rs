@@ -326,7 +326,7 @@ impl Dispatcher {
             }
         }
         let unit = DeliveryUnit { payload, recipient };
-        let ctx = DeliveryContext {
+        let mut ctx = DeliveryContext {
             delivery_id: d.id.to_string(),
             announcement_id: d.announcement_id.clone(),
             idempotency_key: d.idempotency_key.clone(),
@@ -353,6 +353,11 @@ impl Dispatcher {
                 }
             }
         }
+        let key_note = match self.check_retry_key(c, d, &mut ctx).await? {
+            KeyCheck::Fresh => None,
+            KeyCheck::Renewed(note) => Some(note),
+            KeyCheck::Expired(outcome) => return Ok(Some(outcome)),
+        };
         c.gate
             .wait(GateLane::of(Priority::from_lane(d.lane), info.exercise))
             .await;
@@ -371,18 +376,79 @@ impl Dispatcher {
                 uncertain: d.uncertain,
             }));
         }
-        Ok(Some(match c.channel.deliver(&unit, &ctx).await {
+        let outcome = match c.channel.deliver(&unit, &ctx).await {
             Ok(receipt) => Outcome::Sent {
                 remote_id: receipt.remote_id,
-                note: receipt.note,
+                note: match (&key_note, receipt.note) {
+                    (Some(k), Some(n)) => Some(format!("{k}; {n}")),
+                    (Some(k), None) => Some(k.clone()),
+                    (None, n) => n,
+                },
                 how: if receipt.already_sent {
                     "already_sent"
                 } else {
                     "sent"
                 },
             },
-            Err(e) => self.after_error(c, d, e, Phase::Send).await,
-        }))
+            Err(mut e) => {
+                if let Some(k) = &key_note {
+                    e.message = format!("{k}; {}", e.message);
+                }
+                self.after_error(c, d, e, Phase::Send).await
+            }
+        };
+        Ok(Some(outcome))
+    }
+
+    /// A platform's idempotency key lives only so long (LINE's retry key: 24 h). Past an
+    /// hour before that, the key is renewed when no earlier attempt can have been accepted;
+    /// when one may have been, the delivery fails visibly instead of risking a second
+    /// broadcast, and says why.
+    async fn check_retry_key(
+        &self,
+        c: &ChannelRuntime,
+        d: &Claimed,
+        ctx: &mut DeliveryContext,
+    ) -> Result<KeyCheck, String> {
+        const MARGIN: chrono::Duration = chrono::Duration::hours(1);
+        let Some(lifetime) = c.channel.retry_key_lifetime() else {
+            return Ok(KeyCheck::Fresh);
+        };
+        let lifetime = chrono::Duration::from_std(lifetime).unwrap_or(chrono::Duration::MAX);
+        let age = chrono::Duration::milliseconds(now_ms() - d.first_attempt_at);
+        if age < lifetime - MARGIN {
+            return Ok(KeyCheck::Fresh);
+        }
+        let hours = age.num_hours();
+        if queue::may_have_landed(&self.db, d)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            tracing::error!(channel = %c.name, delivery = d.id, key_age_hours = hours,
+                "Not resending: an earlier attempt may have been accepted and its retry key has expired");
+            return Ok(KeyCheck::Expired(Outcome::Failed {
+                class: "retry_key_expired",
+                error: format!(
+                    "not sent again: an earlier attempt (a timeout or server error) may have reached the                      platform, and its retry key is {hours} h old, past the platform's {} h, so a resend                      could deliver the message twice. Check the account (e.g. LINE Official Account                      Manager) and send a new announcement if it did not arrive",
+                    lifetime.num_hours()
+                ),
+                status_code: None,
+            }));
+        }
+        let key = uuid::Uuid::new_v4().to_string();
+        if !queue::renew_key(&self.db, d, &self.owner, &key)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            return Err("the lease was lost while renewing the retry key".into());
+        }
+        tracing::info!(channel = %c.name, delivery = d.id, key_age_hours = hours, "Retry key renewed");
+        ctx.idempotency_key = key;
+        ctx.first_attempt_at = Some(chrono::Utc::now());
+        Ok(KeyCheck::Renewed(format!(
+            "retry key renewed: the old one was {hours} h old (the platform keeps it {} h) and no              earlier attempt can have been accepted",
+            lifetime.num_hours()
+        )))
     }
 
     pub(super) fn attempt_facts(&self, c: &ChannelRuntime, d: &Claimed, phase: Phase) -> Attempt {
@@ -432,4 +498,13 @@ impl Dispatcher {
         }
         outcome
     }
+}
+
+/// What [`Dispatcher::check_retry_key`] decided.
+enum KeyCheck {
+    Fresh,
+    /// A new key, with the note for the delivery log.
+    Renewed(String),
+    /// Not sent: this outcome says why.
+    Expired(Outcome),
 }

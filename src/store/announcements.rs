@@ -406,7 +406,7 @@ pub struct AttemptRow {
     pub announcement_id: String,
     pub channel: String,
     pub attempt: i32,
-    /// sent | already_sent | reconciled | transient | uncertain | rate_limited | quota | auth | permanent | cancelled
+    /// sent | already_sent | reconciled | transient | uncertain | rate_limited | quota | auth | permanent | retry_key_expired | internal | cancelled
     pub outcome: String,
     pub status_code: Option<i32>,
     pub error: Option<String>,

@@ -556,12 +556,7 @@ async fn a_slow_commit_gets_its_real_answer(backend: Backend) {
         .env("NOROSHI__SERVER__REQUEST_TIMEOUT_SECS", "1")
         .start()
         .await;
-    let url = std::fs::read_to_string(&d.config_path)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("url = \""))
-        .map(|u| u.trim_end_matches('"').to_string())
-        .unwrap();
+    let url = database_url(&d);
     // Another writer holds the database for three seconds.
     let (locked_tx, locked_rx) = tokio::sync::oneshot::channel();
     let holder = tokio::spawn(async move {
@@ -660,3 +655,156 @@ async fn sigterm_mid_send_never_sends_twice() {
 async fn sigterm_mid_send_on_two_instances_sends_once() {
     sigterm_mid_send_never_sends_twice().await
 }
+
+/// The daemon's database URL, from its config file.
+fn database_url(d: &Daemon) -> String {
+    std::fs::read_to_string(&d.config_path)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("url = \""))
+        .map(|u| u.trim_end_matches('"').to_string())
+        .unwrap()
+}
+
+/// Runs one statement on the daemon's database (to age a delivery by a day).
+async fn execute(d: &Daemon, backend: Backend, sql: &str) {
+    use sqlx::Connection;
+    let url = database_url(d);
+    if backend == Backend::Sqlite {
+        let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query(sql).execute(&mut c).await.unwrap();
+    } else {
+        let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::query(sql).execute(&mut c).await.unwrap();
+    }
+}
+
+const LINE_TOKEN: &str = "it-line-channel-token-5e6f";
+
+async fn line_daemon(backend: Backend) -> (noroshi_line::fake::FakeLine, Daemon) {
+    let line = noroshi_line::fake::start(noroshi_line::fake::FakeOptions {
+        access_token: LINE_TOKEN.into(),
+        ..Default::default()
+    })
+    .await;
+    let d = Daemon::builder(backend)
+        .config(&format!(
+            r#"
+[channels.website]
+enabled = false
+
+[channels.line]
+enabled = true
+api_base = "{base}"
+data_api_base = "{base}"
+channel_access_token_env = "IT_LINE_TOKEN"
+"#,
+            base = line.base_url()
+        ))
+        .env("IT_LINE_TOKEN", LINE_TOKEN)
+        .start()
+        .await;
+    (line, d)
+}
+
+async fn attempt_log(d: &Daemon, id: &str) -> Vec<Value> {
+    let (_, log) = d
+        .get(&format!("/api/v1/deliveries?announcement_id={id}"))
+        .await;
+    log["items"].as_array().unwrap().clone()
+}
+
+/// A.5: LINE's retry key lives 24 hours. An admin retry a day later renews the key when no
+/// earlier attempt can have been accepted, and refuses to resend blindly when one may have
+/// been; the delivery log says which and why.
+async fn an_expired_line_retry_key_is_never_reused(backend: Backend) {
+    use noroshi_channel_core::fake::ScriptedResponse;
+    let (line, d) = line_daemon(backend).await;
+    let broadcast = |status: u16| ScriptedResponse {
+        status,
+        body: r#"{"message":"An error occurred"}"#.into(),
+        path_suffix: Some("/broadcast".into()),
+        ..Default::default()
+    };
+    let age_a_day = |id: &str| {
+        format!(
+            "UPDATE deliveries SET first_attempt_at = first_attempt_at - 90000000 \
+             WHERE announcement_id = '{id}'"
+        )
+    };
+    let broadcasts = || line.requests_to("/broadcast").len();
+
+    // 1. Server errors: LINE may have processed one of them.
+    for _ in 0..4 {
+        line.script(broadcast(500));
+    }
+    let id = d
+        .submit(
+            json!({"title": "断水のお知らせ", "body": "本日は断水します。", "channels": ["line"]}),
+        )
+        .await;
+    d.wait_status(&id, &["failed"], Duration::from_secs(30))
+        .await;
+    assert_eq!(broadcasts(), 4);
+    execute(&d, backend, &age_a_day(&id)).await;
+    let (status, v) = d
+        .post(
+            &format!("/api/v1/announcements/{id}/retry"),
+            ADMIN,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    d.wait_status(&id, &["failed"], Duration::from_secs(30))
+        .await;
+    assert_eq!(broadcasts(), 4, "nothing was sent with an expired key");
+    let log = attempt_log(&d, &id).await;
+    assert_eq!(log[0]["outcome"], "retry_key_expired", "{log:?}");
+    assert!(
+        log[0]["error"].as_str().unwrap().contains("retry key is 2"),
+        "{log:?}"
+    );
+
+    // 2. A refusal (400): LINE processed nothing, so a new key is safe.
+    line.script(broadcast(400));
+    let id = d
+        .submit(json!({"title": "ごみ収集", "body": "収集日が変わります。", "channels": ["line"]}))
+        .await;
+    d.wait_status(&id, &["failed"], Duration::from_secs(30))
+        .await;
+    let first_key = line
+        .requests_to("/broadcast")
+        .last()
+        .unwrap()
+        .header("x-line-retry-key")
+        .unwrap()
+        .to_string();
+    execute(&d, backend, &age_a_day(&id)).await;
+    let (status, v) = d
+        .post(
+            &format!("/api/v1/announcements/{id}/retry"),
+            ADMIN,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    d.wait_status(&id, &["sent"], Duration::from_secs(30)).await;
+    let second_key = line
+        .requests_to("/broadcast")
+        .last()
+        .unwrap()
+        .header("x-line-retry-key")
+        .unwrap()
+        .to_string();
+    assert_ne!(first_key, second_key, "a new retry key");
+    let log = attempt_log(&d, &id).await;
+    assert_eq!(log[0]["outcome"], "sent", "{log:?}");
+    assert!(
+        log[0]["note"]
+            .as_str()
+            .unwrap_or("")
+            .contains("retry key renewed"),
+        "{log:?}"
+    );
+}
+on_both!(an_expired_line_retry_key_is_never_reused);

@@ -5,6 +5,7 @@ mod helpers;
 
 mod cli;
 mod delivery;
+mod fetch;
 mod hardening;
 mod input;
 mod social;

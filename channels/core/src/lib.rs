@@ -61,6 +61,14 @@ pub trait Channel: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// How long the platform honours [`DeliveryContext::idempotency_key`] (LINE's
+    /// `X-Line-Retry-Key`: 24 hours). Past it, a resend with the same key is a new request:
+    /// the daemon then renews the key when no earlier attempt can have been accepted, and
+    /// otherwise does not send blindly. `None`: no key, or one that never expires.
+    fn retry_key_lifetime(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// Followers, views, impressions as the platform names them, for the reach collector.
     async fn fetch_reach(&self) -> Result<Vec<ReachSample>, DeliveryError> {
         Ok(Vec::new())

@@ -602,6 +602,11 @@ impl Channel for LineChannel {
         crate::reach::collect(self).await
     }
 
+    /// `X-Line-Retry-Key` is honoured for 24 hours (CHANNELS.md §1).
+    fn retry_key_lifetime(&self) -> Option<std::time::Duration> {
+        Some(std::time::Duration::from_secs(24 * 3600))
+    }
+
     async fn healthcheck(&self) -> Result<(), DeliveryError> {
         self.get_json("/v2/bot/info", &[]).await.map(|_| ())
     }
