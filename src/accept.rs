@@ -82,6 +82,9 @@ pub struct AcceptContext<'a> {
     pub website_base_url: Option<&'a str>,
     pub exercise_marker: &'a str,
     pub can_send_disaster: bool,
+    /// `[security] allow_private_fetch`: images on literal loopback, private, … addresses
+    /// are accepted (test setups with local fakes). Off: refused, naming `images[i]`.
+    pub allow_private_fetch: bool,
 }
 
 /// One channel's part of the plan.
@@ -176,7 +179,18 @@ pub fn plan(
         check_url("link", link, false)?;
     }
     for (i, image) in s.images.iter().enumerate() {
-        check_url(&format!("images[{i}]"), image, true)?;
+        let field = format!("images[{i}]");
+        check_url(&field, image, true)?;
+        // Adapters fetch images: a submitter's URL must not make them probe the city's
+        // network. Names are checked where they are resolved, when the image is fetched.
+        if !ctx.allow_private_fetch {
+            if let Some(refused) = noroshi_channel_core::fetch::literal_host_refusal(image) {
+                return Err(Problem::invalid(
+                    field,
+                    format!("must be on a public host: {refused}"),
+                ));
+            }
+        }
     }
     let priority = s.priority.unwrap_or_default();
     if priority == Priority::Disaster && !ctx.can_send_disaster {
@@ -429,6 +443,14 @@ mod tests {
     }
 
     fn plan_of(s: &Submission, can_send_disaster: bool) -> ApiResult<Plan> {
+        plan_with(s, can_send_disaster, false)
+    }
+
+    fn plan_with(
+        s: &Submission,
+        can_send_disaster: bool,
+        allow_private_fetch: bool,
+    ) -> ApiResult<Plan> {
         let channels = vec![website()];
         let known = vec!["website".to_string(), "line".to_string()];
         let ctx = AcceptContext {
@@ -437,8 +459,44 @@ mod tests {
             website_base_url: Some("https://city.example.jp/site/"),
             exercise_marker: "【訓練】",
             can_send_disaster,
+            allow_private_fetch,
         };
         plan(s, &ctx, "0193-test".into(), "desk", None, None, Utc::now())
+    }
+
+    #[test]
+    fn images_on_literal_private_addresses_are_refused_unless_allowed() {
+        for (images, field) in [
+            (serde_json::json!(["https://127.0.0.1/a.png"]), "images[0]"),
+            (
+                serde_json::json!(["https://city.example.jp/a.png", "https://[::1]/x.png"]),
+                "images[1]",
+            ),
+            (serde_json::json!(["https://10.0.0.5/x"]), "images[0]"),
+            (
+                serde_json::json!(["https://169.254.169.254/latest"]),
+                "images[0]",
+            ),
+            (
+                serde_json::json!(["https://[::ffff:172.16.0.1]/x"]),
+                "images[0]",
+            ),
+        ] {
+            let s = submission(serde_json::json!({"title": "t", "body": "b", "images": images}));
+            let p = plan_of(&s, false).err().expect("refused");
+            assert_eq!(
+                (p.status, p.field.as_deref()),
+                (422, Some(field)),
+                "{images}"
+            );
+            assert!(plan_with(&s, false, true).is_ok(), "allowed: {images}");
+        }
+        // Names are not resolved here: the adapters check them when they fetch.
+        let s = submission(serde_json::json!({
+            "title": "t", "body": "b",
+            "images": ["https://city.example.jp/a.png", "https://localhost/a.png"]
+        }));
+        assert!(plan_of(&s, false).is_ok());
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub struct Config {
     pub kpi: Vec<KpiConfig>,
     /// Log output.
     pub log: LogConfig,
+    /// What submitted URLs may make the daemon reach.
+    pub security: SecurityConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -256,6 +258,16 @@ impl Default for LogConfig {
     }
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// Fetch announcement images from loopback, private (RFC 1918), link-local, CGNAT,
+    /// unique-local and other non-public addresses too. Off: such an image is refused when
+    /// submitted (a literal address, `422` naming `images[i]`) or when fetched (a name that
+    /// resolves to one). Only for test setups whose fakes run on 127.0.0.1.
+    pub allow_private_fetch: bool,
+}
+
 /// A config that was read, with what its secrets' sources said.
 #[derive(Debug)]
 pub struct Loaded {
@@ -318,7 +330,7 @@ pub fn load_with_env(
     let lookup = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let mut unset_secrets = Vec::new();
     resolve_secrets(&mut table, "", &lookup, &mut unset_secrets)?;
-    let config: Config =
+    let mut config: Config =
         serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
             let path = e.path().to_string();
             format!(
@@ -326,6 +338,11 @@ pub fn load_with_env(
                 without_values(&e.into_inner().to_string())
             )
         })?;
+    // The adapters that fetch submitted images learn `[security]` through their config.
+    config.channels.x.image_fetch = noroshi_channel_core::fetch::FetchPolicy {
+        allow_private: config.security.allow_private_fetch,
+        timeout: std::time::Duration::from_millis(config.server.platform_timeout_ms),
+    };
     Ok(Loaded {
         config,
         source,
@@ -703,6 +720,34 @@ mod tests {
     }
 
     #[test]
+    fn security_reaches_the_image_fetching_adapters() {
+        let c = load_str("", &[]).unwrap().config;
+        assert!(!c.security.allow_private_fetch);
+        assert!(!c.channels.x.image_fetch.allow_private);
+        let c = load_str(
+            "[server]\nplatform_timeout_ms = 7000\n[security]\nallow_private_fetch = true\n",
+            &[],
+        )
+        .unwrap()
+        .config;
+        assert!(c.security.allow_private_fetch);
+        assert!(c.channels.x.image_fetch.allow_private);
+        assert_eq!(
+            c.channels.x.image_fetch.timeout,
+            std::time::Duration::from_millis(7000)
+        );
+        let c = load_str("", &[("NOROSHI__SECURITY__ALLOW_PRIVATE_FETCH", "true")])
+            .unwrap()
+            .config;
+        assert!(c.channels.x.image_fetch.allow_private);
+        let err = load_str("[security]\nallow_private = true\n", &[]).unwrap_err();
+        assert!(err.contains("security"), "{err}");
+        // Not a key of [channels.x]: only [security] sets it.
+        let err = load_str("[channels.x]\nimage_fetch = true\n", &[]).unwrap_err();
+        assert!(err.contains("image_fetch"), "{err}");
+    }
+
+    #[test]
     fn unknown_keys_are_refused_with_their_path() {
         let err = load_str("[channels.line]\nenabeld = true\n", &[]).unwrap_err();
         assert!(err.contains("channels.line"), "{err}");
@@ -815,6 +860,7 @@ mod tests {
             "[reach]",
             "[[kpi]]",
             "[log]",
+            "[security]",
             ".delivery]",
         ] {
             assert!(text.contains(section), "example config lacks {section}");

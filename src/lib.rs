@@ -17,6 +17,7 @@
 pub mod accept;
 pub mod api;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod dispatch;
 pub mod queue;

@@ -149,6 +149,9 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
     let config = loaded.config;
     install_crypto_provider();
     let db = open_database(&config).await?;
+    db.sync_clock()
+        .await
+        .context("cannot read the database server's clock")?;
     tracing::info!(database = db.dialect(), "Database ready");
     let tokens = load_tokens(&config, &db).await?;
     let public_base_url = config.server.public_base_url();
@@ -222,6 +225,7 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
             .then(|| config.channels.website.base_url.clone()),
         site_dir,
         exercise_marker: config.disaster.exercise_marker.clone(),
+        allow_private_fetch: config.security.allow_private_fetch,
         line_channel_secret: config.channels.line.channel_secret.clone(),
         body_limit: config.server.body_limit_bytes,
         tasks: tasks.clone(),

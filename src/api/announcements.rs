@@ -92,6 +92,7 @@ fn context<'a>(state: &'a SharedState, role: Role) -> AcceptContext<'a> {
         website_base_url: state.website_base_url.as_deref(),
         exercise_marker: &state.exercise_marker,
         can_send_disaster: role >= Role::Disaster,
+        allow_private_fetch: state.allow_private_fetch,
     }
 }
 
@@ -144,7 +145,7 @@ pub async fn submit(
         }
     }
     let id = uuid::Uuid::now_v7().to_string();
-    let now = chrono::Utc::now();
+    let now = crate::clock::now();
     let plan = accept::plan(
         &submission,
         &context(&state, caller.role),
@@ -284,7 +285,7 @@ pub async fn preview(
         &caller.name,
         None,
         None,
-        chrono::Utc::now(),
+        crate::clock::now(),
     ) {
         Ok(plan) => Ok(Json(PreviewResponse {
             channels: plan
@@ -330,7 +331,7 @@ pub async fn preview(
                     &caller.name,
                     None,
                     None,
-                    chrono::Utc::now(),
+                    crate::clock::now(),
                 ) {
                     out.extend(plan.channels.into_iter().map(ChannelPreview::from));
                 }

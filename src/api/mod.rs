@@ -35,6 +35,8 @@ pub struct AppState {
     pub website_base_url: Option<String>,
     pub site_dir: Option<std::path::PathBuf>,
     pub exercise_marker: String,
+    /// `[security] allow_private_fetch`, for accepting image URLs.
+    pub allow_private_fetch: bool,
     pub line_channel_secret: Option<SecretString>,
     pub body_limit: usize,
     /// The supervised background tasks, for `/readyz`.

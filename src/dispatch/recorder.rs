@@ -46,7 +46,17 @@ impl Dispatcher {
                 }
             }
             let (items, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-            match queue::finish_batch(&self.db, &self.owner, &items).await {
+            // A batch with a disaster outcome takes the next write turn.
+            let urgent = items
+                .iter()
+                .any(|i| i.delivery.lane == Priority::Disaster.lane());
+            let record = queue::finish_batch(&self.db, &self.owner, &items);
+            let recorded = if urgent {
+                store::urgent(record).await
+            } else {
+                record.await
+            };
+            match recorded {
                 Ok(results) => {
                     for (reply, ok) in replies.into_iter().zip(results) {
                         let _ = reply.send(Ok(ok));

@@ -104,6 +104,9 @@ impl Dispatcher {
         if !self.db.is_postgres() {
             return;
         }
+        if let Err(e) = self.db.sync_clock().await {
+            tracing::warn!(error = %e, "Could not read the database server's clock");
+        }
         let live_ms = (every.as_millis() as i64) * 3;
         match store::channels::instance_heartbeat(&self.db, &self.owner, live_ms).await {
             Ok(n) => {

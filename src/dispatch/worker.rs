@@ -72,7 +72,7 @@ impl Dispatcher {
                     Err(_) => break,
                 }
             }
-            let claimed = queue::claim(
+            let claim = queue::claim(
                 &self.db,
                 &c.name,
                 min_lane,
@@ -82,8 +82,13 @@ impl Dispatcher {
                 permits.len() as i64,
                 &self.owner,
                 self.settings.lease_ms,
-            )
-            .await;
+            );
+            // The disaster loop's claims take the next write turn.
+            let claimed = if disaster {
+                store::urgent(claim).await
+            } else {
+                claim.await
+            };
             let claimed = match claimed {
                 Ok(rows) => rows,
                 Err(e) => {
@@ -113,8 +118,17 @@ impl Dispatcher {
                     let abort = guard.dispatcher.abort.clone();
                     // After the shutdown grace an attempt still running is dropped here,
                     // and only then is its lease released (as uncertain).
+                    let live_alert = d.lane == Priority::Disaster.lane();
+                    let attempt = guard.dispatcher.attempt(&guard.channel, d);
+                    let attempt = async {
+                        if live_alert {
+                            store::urgent(attempt).await
+                        } else {
+                            attempt.await
+                        }
+                    };
                     tokio::select! {
-                        _ = guard.dispatcher.attempt(&guard.channel, d) => {}
+                        _ = attempt => {}
                         _ = abort.cancelled() => {}
                     }
                     drop(guard);
@@ -444,7 +458,7 @@ impl Dispatcher {
         }
         tracing::info!(channel = %c.name, delivery = d.id, key_age_hours = hours, "Retry key renewed");
         ctx.idempotency_key = key;
-        ctx.first_attempt_at = Some(chrono::Utc::now());
+        ctx.first_attempt_at = Some(crate::clock::now());
         Ok(KeyCheck::Renewed(format!(
             "retry key renewed: the old one was {hours} h old (the platform keeps it {} h) and no              earlier attempt can have been accepted",
             lifetime.num_hours()

@@ -34,7 +34,7 @@ macro_rules! write_pool {
     ($db:expr, $p:ident => $body:expr) => {
         match &$db.pool {
             crate::store::Pool::Sqlite($p) => {
-                let _turn = $db.writer.lock().await;
+                let _turn = $db.writer.turn().await;
                 $body
             }
             crate::store::Pool::Postgres($p) => $body,
@@ -56,8 +56,9 @@ pub struct Db {
     /// makes the others sleep and poll (1, 2, 5 … 100 ms) until the lock frees, which puts
     /// random tens of milliseconds in front of a disaster acceptance under load. Writers
     /// queue here instead, in order, and are let in the moment the previous one is done.
-    /// (The lock file makes this process the only writer.)
-    pub writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// (The lock file makes this process the only writer.) Disaster work takes the next
+    /// turn, ahead of every normal writer waiting ([`WriteTurns`]).
+    pub writer: std::sync::Arc<WriteTurns>,
     /// SQLite only: an exclusive lock on `FILE.lock`, held for the process's life. Queue
     /// recovery at start assumes one process per SQLite file; the lock makes that true.
     _lock: Option<std::sync::Arc<std::fs::File>>,
@@ -251,6 +252,32 @@ impl Db {
         Ok(())
     }
 
+    /// PostgreSQL: measures the database server's clock against this host's and makes the
+    /// daemon's clock follow it (see [`crate::clock`]). Says so when the two disagree by
+    /// more than a second. SQLite: nothing to do.
+    pub async fn sync_clock(&self) -> Result<()> {
+        let Pool::Postgres(p) = &self.pool else {
+            return Ok(());
+        };
+        let before = crate::clock::host_ms();
+        let db_ms: i64 = sqlx::query_scalar(
+            "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+        )
+        .fetch_one(p)
+        .await?;
+        let after = crate::clock::host_ms();
+        let offset = db_ms - (before + after) / 2;
+        let previous = crate::clock::db_offset_ms();
+        if offset.abs() > 1000 && (offset - previous).abs() > 500 {
+            tracing::warn!(
+                offset_ms = offset,
+                "This host's clock differs from the database server's; the daemon follows the database's"
+            );
+        }
+        crate::clock::set_db_offset(offset);
+        Ok(())
+    }
+
     pub async fn close(&self) {
         with_pool!(self, p => p.close().await)
     }
@@ -297,6 +324,62 @@ fn lock_sqlite_file(db: &std::path::Path) -> Result<Option<std::sync::Arc<std::f
     }
 }
 
+tokio::task_local! {
+    /// Set for work on a live disaster alert: its writes take the next turn.
+    static URGENT: bool;
+}
+
+/// Runs `f` with its database writes ahead of every normal writer waiting (SQLite's one
+/// write turn). For the disaster lane: accepting an alert, claiming it, recording it.
+pub async fn urgent<F: std::future::Future>(f: F) -> F::Output {
+    URGENT.scope(true, f).await
+}
+
+fn is_urgent() -> bool {
+    URGENT.try_with(|u| *u).unwrap_or(false)
+}
+
+/// The process's SQLite write turns, in order of arrival, except that urgent writers
+/// (disaster work, see [`urgent`]) go before every normal writer still waiting.
+#[derive(Debug, Default)]
+pub struct WriteTurns {
+    lock: tokio::sync::Mutex<()>,
+    urgent_waiting: std::sync::atomic::AtomicUsize,
+    urgent_done: tokio::sync::Notify,
+}
+
+impl WriteTurns {
+    /// Waits for this task's turn to write.
+    pub async fn turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if is_urgent() {
+            self.urgent_waiting.fetch_add(1, SeqCst);
+            let guard = self.lock.lock().await;
+            self.urgent_waiting.fetch_sub(1, SeqCst);
+            self.urgent_done.notify_waiters();
+            return guard;
+        }
+        loop {
+            while self.urgent_waiting.load(SeqCst) > 0 {
+                let done = self.urgent_done.notified();
+                tokio::pin!(done);
+                // Registered before the check, so a notification in between is not missed.
+                done.as_mut().enable();
+                if self.urgent_waiting.load(SeqCst) == 0 {
+                    break;
+                }
+                done.await;
+            }
+            let guard = self.lock.lock().await;
+            if self.urgent_waiting.load(SeqCst) == 0 {
+                return guard;
+            }
+            // An urgent writer arrived while this one queued: let it go first.
+            drop(guard);
+        }
+    }
+}
+
 /// Starts a write transaction. On SQLite it is `BEGIN IMMEDIATE`: taking the write lock up
 /// front means a transaction that reads before it writes cannot fail with `SQLITE_BUSY`
 /// when another writer committed in between.
@@ -315,7 +398,7 @@ macro_rules! write_tx {
     ($db:expr, $tx:ident => $body:expr) => {
         match &$db.pool {
             crate::store::Pool::Sqlite(p) => {
-                let _turn = $db.writer.lock().await;
+                let _turn = $db.writer.turn().await;
                 let mut $tx = crate::store::begin_write!(p, sqlite);
                 let out = $body;
                 $tx.commit().await?;
@@ -332,10 +415,50 @@ macro_rules! write_tx {
 }
 pub(crate) use write_tx;
 
+/// The daemon's time (ms): see [`crate::clock`].
 pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+    crate::clock::now_ms()
 }
 
 pub mod announcements;
 pub mod channels;
 pub mod subscribers;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[tokio::test]
+    async fn urgent_writers_go_before_normal_writers_waiting() {
+        let turns = Arc::new(WriteTurns::default());
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let held = turns.turn().await;
+        let mut tasks = Vec::new();
+        for name in ["normal-1", "normal-2", "normal-3"] {
+            let (t, o) = (turns.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                let _turn = t.turn().await;
+                o.lock().unwrap().push(name);
+            }));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let (t, o) = (turns.clone(), order.clone());
+        tasks.push(tokio::spawn(urgent(async move {
+            let _turn = t.turn().await;
+            o.lock().unwrap().push("disaster");
+        })));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        drop(held);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let order = order.lock().unwrap().clone();
+        assert_eq!(order[0], "disaster", "{order:?}");
+        assert_eq!(
+            &order[1..],
+            ["normal-1", "normal-2", "normal-3"],
+            "then in order"
+        );
+    }
+}

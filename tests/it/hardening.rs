@@ -808,3 +808,68 @@ async fn an_expired_line_retry_key_is_never_reused(backend: Backend) {
     );
 }
 on_both!(an_expired_line_retry_key_is_never_reused);
+
+/// A.13: on PostgreSQL, leases and `run_after` follow the database's clock, so a host whose
+/// clock runs two minutes ahead cannot take over another host's live lease and send again.
+async fn a_host_with_a_wrong_clock_cannot_steal_a_live_lease() {
+    use noroshi_channel_core::fake::ScriptedResponse;
+    if postgres_url().is_none() {
+        eprintln!("SKIPPED: PostgreSQL suite (set NOROSHI_TEST_POSTGRES_URL to run it)");
+        return;
+    }
+    let hook = noroshi_webhook::fake::start(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database(Backend::Postgres, dir.path()).await;
+    let section = webhook_section(&hook.url(), 100.0, 10);
+    let a = Daemon::builder(Backend::Postgres)
+        .database(&url)
+        .config(&section)
+        .start()
+        .await;
+    healthchecked(hook.state(), "HEAD").await;
+    // The send takes 3 s: its 5 s lease is live all along.
+    hook.script(ScriptedResponse {
+        status: 200,
+        body: "{}".into(),
+        delay_ms: 3_000,
+        ..Default::default()
+    });
+    let id = a
+        .submit(json!({"title": "お知らせ", "body": "本文", "channels": ["webhook.cms"]}))
+        .await;
+    while hook
+        .state()
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .count()
+        < 1
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let b = Daemon::builder(Backend::Postgres)
+        .database(&url)
+        .config(&section)
+        .env("NOROSHI_CLOCK_SKEW_MS", "120000")
+        .start()
+        .await;
+    a.wait_status(&id, &["sent"], Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let posts = hook
+        .state()
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .count();
+    assert_eq!(
+        posts,
+        1,
+        "sent again by the host with the fast clock:\n{}",
+        b.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_clock_cannot_steal_a_live_lease() {
+    a_host_with_a_wrong_clock_cannot_steal_a_live_lease().await
+}

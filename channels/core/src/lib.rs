@@ -8,6 +8,7 @@
 //! [`ErrorClass`].
 
 mod error;
+pub mod fetch;
 pub mod http;
 mod types;
 

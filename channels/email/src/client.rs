@@ -26,7 +26,7 @@ use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter,
 use lettre::{Address, Message};
 use noroshi_channel_core::{
     Announcement, Audience, Channel, ConfigProblem, DeliveryContext, DeliveryError, DeliveryUnit,
-    ExposeSecret, Limits, Receipt, Recipient, RenderError, Rendering,
+    ExposeSecret, Limits, Priority, Receipt, Recipient, RenderError, Rendering,
 };
 use tokio::sync::Semaphore;
 use tokio::time::timeout;
@@ -89,6 +89,8 @@ struct Pool {
     idle: Mutex<Vec<Parked>>,
     /// Transactions (hence open connections) at once; idle ones never exceed it either.
     permits: Semaphore,
+    /// Transactions only disaster copies may use, on top of `permits`.
+    disaster_permits: Semaphore,
     size: usize,
 }
 
@@ -163,6 +165,7 @@ impl EmailChannel {
                 },
                 idle: Mutex::new(Vec::new()),
                 permits: Semaphore::new(pool_size),
+                disaster_permits: Semaphore::new(config.disaster_connections.max(1) as usize),
                 size: pool_size,
             },
         })
@@ -391,12 +394,19 @@ impl Pool {
         sender: Address,
         rcpt: Address,
         message: &[u8],
+        disaster: bool,
     ) -> Result<String, DeliveryError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| DeliveryError::transient("the SMTP pool is closed"))?;
+        // A disaster copy takes one of its own permits or a normal one, whichever is free
+        // first: normal mail holding every normal connection never delays it.
+        let permit = if disaster {
+            tokio::select! {
+                p = self.disaster_permits.acquire() => p,
+                p = self.permits.acquire() => p,
+            }
+        } else {
+            self.permits.acquire().await
+        };
+        let _permit = permit.map_err(|_| DeliveryError::transient("the SMTP pool is closed"))?;
         let mut conn = self.checkout().await?;
         let secs = self.params.step_timeout.as_secs();
 
@@ -481,7 +491,12 @@ impl Channel for EmailChannel {
             self.compose(&payload, recipient, &ctx.announcement_id, &ctx.delivery_id)?;
         let queue_id = self
             .pool
-            .send(sender, rcpt, &message)
+            .send(
+                sender,
+                rcpt,
+                &message,
+                ctx.priority == Priority::Disaster && !ctx.exercise,
+            )
             .await
             .map_err(|e| self.scrub(e))?;
         tracing::debug!(delivery_id = %ctx.delivery_id, queue_id = %queue_id, "Email queued by the SMTP server");

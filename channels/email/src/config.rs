@@ -51,8 +51,11 @@ pub struct Config {
     pub unsubscribe_mailto_domain: Option<String>,
     /// The right-hand side of `Message-ID`; default the `from` address's domain.
     pub message_id_domain: Option<String>,
-    /// SMTP connections kept open and reused; also the most open at once.
+    /// SMTP connections kept open and reused; also the most open at once for normal mail.
     pub pool_size: u32,
+    /// Connections kept for disaster copies beyond `pool_size`: normal mail can never hold
+    /// them, so a disaster alert never waits for a newsletter's transactions.
+    pub disaster_connections: u32,
     /// Seconds allowed for each step: connecting (with TLS and AUTH), each command, and the
     /// server's reply to the end of the message.
     pub timeout_secs: u64,
@@ -80,6 +83,7 @@ impl Default for Config {
             unsubscribe_mailto_domain: None,
             message_id_domain: None,
             pool_size: 4,
+            disaster_connections: 1,
             timeout_secs: 30,
             exercise_target: None,
             delivery: DeliverySettings::default(),
@@ -146,6 +150,9 @@ impl Config {
         }
         if self.pool_size == 0 || self.pool_size > 64 {
             bad("pool_size", "must be between 1 and 64".into());
+        }
+        if self.disaster_connections == 0 || self.disaster_connections > 16 {
+            bad("disaster_connections", "must be between 1 and 16".into());
         }
         if self.timeout_secs == 0 || self.timeout_secs > 600 {
             bad("timeout_secs", "must be between 1 and 600 seconds".into());

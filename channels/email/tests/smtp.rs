@@ -649,3 +649,55 @@ async fn starttls_required_but_not_offered_pauses_instead_of_sending_in_clear() 
     assert_eq!(fake.message_count(), 0);
     assert_eq!(fake.auth_failures(), 0, "no AUTH was attempted in clear");
 }
+
+/// A.3: disaster copies have a connection of their own: with the whole normal pool busy
+/// on a slow transaction, a disaster copy goes out on a second connection at once.
+#[tokio::test]
+async fn a_disaster_copy_never_waits_for_the_normal_pool() {
+    let smtp = FakeSmtp::start(FakeSmtpOptions::default()).await;
+    smtp.set_data_delay(Duration::from_millis(800));
+    let mut cfg = config(smtp.port());
+    cfg.pool_size = 1;
+    cfg.timeout_secs = 5;
+    let ch = Arc::new(channel(&cfg));
+    let p = payload(ch.as_ref(), "お知らせ");
+    let normal = {
+        let (ch, p) = (ch.clone(), p.clone());
+        tokio::spawn(async move {
+            ch.deliver(&unit(&p, "normal@example.jp"), &ctx("n-1"))
+                .await
+        })
+    };
+    // The normal transaction holds the only normal connection.
+    while smtp.message_count() < 1 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut alert = ctx("d-1");
+    alert.priority = Priority::Disaster;
+    ch.deliver(&unit(&p, "alert@example.jp"), &alert)
+        .await
+        .unwrap();
+    normal.await.unwrap().unwrap();
+    let messages = smtp.messages();
+    let on = |to: &str| {
+        messages
+            .iter()
+            .find(|m| m.rcpt_to[0] == to)
+            .unwrap()
+            .connection
+    };
+    assert_ne!(
+        on("alert@example.jp"),
+        on("normal@example.jp"),
+        "the disaster copy had its own connection"
+    );
+    // A drill is not a live alert: it waits for the normal pool like any mail.
+    let drill_started = smtp.message_count();
+    let mut drill = ctx("d-2");
+    drill.priority = Priority::Disaster;
+    drill.exercise = true;
+    ch.deliver(&unit(&p, "drill@example.jp"), &drill)
+        .await
+        .unwrap();
+    assert_eq!(smtp.message_count(), drill_started + 1);
+}

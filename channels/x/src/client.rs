@@ -6,12 +6,13 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use base64::Engine;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use noroshi_channel_core::fetch::{FetchError, Fetcher};
 use noroshi_channel_core::http::{header_i64, snippet, transport_error};
 use noroshi_channel_core::{
     AdapterStatus, Announcement, Budget, Channel, ConfigProblem, DeliveryContext, DeliveryError,
     DeliveryUnit, ExposeSecret, Limits, ReachSample, Receipt, RenderError, Rendering, SecretString,
 };
-use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::header::{HeaderMap, AUTHORIZATION};
 use reqwest::Method;
 use serde_json::{json, Value};
 use url::Url;
@@ -70,6 +71,9 @@ struct State {
 /// The X adapter. Build it with [`crate::build`] or [`crate::build_x`].
 pub struct XChannel {
     http: reqwest::Client,
+    /// Fetches announcement images: public addresses only (unless the daemon's
+    /// `[security] allow_private_fetch`), at most [`MAX_IMAGE_BYTES`] read.
+    images: Fetcher,
     api_base: String,
     upload_base: String,
     auth: Auth,
@@ -176,8 +180,15 @@ impl XChannel {
                 }
             }
         };
+        let images = Fetcher::new(&config.image_fetch).map_err(|e| {
+            vec![ConfigProblem::new(
+                "image_fetch",
+                format!("cannot build the image fetch client: {e}"),
+            )]
+        })?;
         Ok(XChannel {
             http,
+            images,
             api_base: trim_base(&config.api_base),
             upload_base: trim_base(&config.upload_base),
             auth,
@@ -507,58 +518,37 @@ impl XChannel {
             .unwrap_or_default())
     }
 
-    /// Fetches an image over HTTP (no credentials) and checks X's limits.
+    /// Fetches an image over HTTP (no credentials) and checks X's limits. Only public
+    /// addresses are reached (unless allowed by `[security]`), and the download stops as soon
+    /// as it passes X's 5 MB.
     async fn fetch_image(&self, url: &str) -> Result<(Vec<u8>, String), DeliveryError> {
-        let response = self
-            .http
-            .get(url)
-            .send()
+        let fetched = self
+            .images
+            .get(url, MAX_IMAGE_BYTES)
             .await
-            .map_err(|e| transport_error(e, false))?;
-        let status = response.status().as_u16();
-        if status >= 500 || status == 429 {
-            return Err(DeliveryError::transient(format!(
-                "fetching image {url} failed with {status}"
-            )));
-        }
-        if status >= 400 {
-            return Err(DeliveryError::permanent(format!(
-                "fetching image {url} failed with {status}"
-            )));
-        }
-        if response
-            .content_length()
-            .is_some_and(|n| n as usize > MAX_IMAGE_BYTES)
-        {
-            return Err(too_big(url));
-        }
-        let declared = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| {
-                v.split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase()
-            });
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| transport_error(e, false))?;
-        if bytes.len() > MAX_IMAGE_BYTES {
-            return Err(too_big(url));
-        }
-        let media_type = declared
+            .map_err(|e| match e {
+                FetchError::Status(status) if status >= 500 || status == 429 => {
+                    DeliveryError::transient(format!("fetching image {url} failed with {status}"))
+                }
+                FetchError::Status(status) => {
+                    DeliveryError::permanent(format!("fetching image {url} failed with {status}"))
+                }
+                FetchError::TooLarge { .. } => too_big(url),
+                FetchError::Transport(e) => transport_error(e, false),
+                e @ (FetchError::NotPublic { .. } | FetchError::BadUrl(_)) => {
+                    DeliveryError::permanent(format!("image {url} is not fetched: {e}"))
+                }
+            })?;
+        let media_type = fetched
+            .content_type
             .filter(|t| IMAGE_TYPES.contains(&t.as_str()))
-            .or_else(|| sniff(&bytes).map(str::to_string))
+            .or_else(|| sniff(&fetched.bytes).map(str::to_string))
             .ok_or_else(|| {
                 DeliveryError::permanent(format!(
                     "image {url} is not JPEG, PNG, GIF or WEBP, which X accepts"
                 ))
             })?;
-        Ok((bytes.to_vec(), media_type))
+        Ok((fetched.bytes, media_type))
     }
 
     /// One-shot `POST /2/media/upload` (images ≤ 5 MB); returns the media id.

@@ -1,5 +1,6 @@
 //! `[channels.x]`: endpoints, credentials (OAuth 1.0a or 2.0) and the long-text policy.
 
+use noroshi_channel_core::fetch::FetchPolicy;
 use noroshi_channel_core::{ConfigProblem, DeliverySettings, ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -61,6 +62,11 @@ pub struct Config {
     pub exercise_target: Option<String>,
     /// Queue and pacing settings for this channel.
     pub delivery: DeliverySettings,
+    /// How announcement images are fetched: not a key of `[channels.x]`; the daemon sets it
+    /// from `[security] allow_private_fetch` and `[server] platform_timeout_ms`. The default
+    /// refuses loopback, private and other non-public addresses.
+    #[serde(skip)]
+    pub image_fetch: FetchPolicy,
 }
 
 impl Default for Config {
@@ -81,6 +87,7 @@ impl Default for Config {
             long_text: LongText::Refuse,
             exercise_target: None,
             delivery: DeliverySettings::default(),
+            image_fetch: FetchPolicy::default(),
         }
     }
 }

@@ -29,6 +29,7 @@ use axum::Router;
 use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
 use noroshi_channel_core::fake::FakeServer;
+use noroshi_channel_core::fetch::FetchPolicy;
 use noroshi_channel_core::SecretString;
 use serde_json::{json, Value};
 
@@ -172,13 +173,19 @@ impl FakeX {
         self.server.base_url()
     }
 
-    /// An enabled OAuth 1.0a `[channels.x]` pointed at this fake.
+    /// An enabled OAuth 1.0a `[channels.x]` pointed at this fake. Images may be fetched
+    /// from private addresses (the fake's own are on loopback).
     pub fn config(&self) -> Config {
         let c = &self.x.creds;
         Config {
             enabled: true,
             api_base: self.base_url(),
             upload_base: self.base_url(),
+            // The fake serves images on loopback too.
+            image_fetch: FetchPolicy {
+                allow_private: true,
+                ..FetchPolicy::default()
+            },
             consumer_key: Some(SecretString::from(c.consumer_key.clone())),
             consumer_secret: Some(SecretString::from(c.consumer_secret.clone())),
             access_token: Some(SecretString::from(c.access_token.clone())),
@@ -195,6 +202,11 @@ impl FakeX {
             enabled: true,
             api_base: self.base_url(),
             upload_base: self.base_url(),
+            // The fake serves images on loopback too.
+            image_fetch: FetchPolicy {
+                allow_private: true,
+                ..FetchPolicy::default()
+            },
             auth: AuthMode::Oauth2,
             oauth2_client_id: Some(SecretString::from(c.oauth2_client_id.clone())),
             oauth2_client_secret: c.oauth2_client_secret.clone().map(SecretString::from),

@@ -555,6 +555,114 @@ async fn images_are_fetched_uploaded_and_attached() {
     assert_eq!(fake.x.posts().len(), 1);
 }
 
+/// A host name is checked where it is resolved: `localhost` reaches the fake on 127.0.0.1,
+/// so with private fetches not allowed (the default) the image is refused before any byte
+/// is requested, as is the literal address; nothing is uploaded or posted.
+#[tokio::test]
+async fn image_hosts_that_resolve_to_private_addresses_are_refused_at_fetch_time() {
+    let fake = fake::start().await;
+    fake.x.serve_image("map.png", "image/png", png(2048));
+    let mut config = fake.config();
+    config.image_fetch.allow_private = false;
+    let ch = channel(&config);
+    let literal = fake.image_url("map.png");
+    let by_name = literal.replace("127.0.0.1", "localhost");
+    for (i, url) in [by_name.clone(), literal].into_iter().enumerate() {
+        let mut a = announcement("避難所地図", "添付の地図をご覧ください");
+        a.images = vec![url.clone()];
+        let e = ch
+            .deliver(&unit_for(&ch, &a), &ctx(&format!("p{i}"), 1))
+            .await
+            .expect_err("an image on a private address must be refused");
+        assert_eq!(class(&e), "permanent", "{url}: {e:?}");
+        assert!(e.message.contains("not a public address"), "{url}: {e:?}");
+    }
+    assert!(fake
+        .server
+        .state
+        .requests_to("/__fake/media-host/map.png")
+        .is_empty());
+    assert!(fake.server.state.requests_to("/2/media/upload").is_empty());
+    assert!(fake.x.posts().is_empty());
+
+    // The fake's own config allows private fetches (it lives on loopback): the same name
+    // is fetched then.
+    let open = channel(&fake.config());
+    let mut a = announcement("避難所地図", "添付の地図をご覧ください");
+    a.images = vec![by_name];
+    open.deliver(&unit_for(&open, &a), &ctx("p-open", 1))
+        .await
+        .unwrap();
+    assert_eq!(fake.x.posts()[0].media_ids.len(), 1);
+}
+
+/// An image host that sends no `Content-Length`: a PNG in chunks, more than X's 5 MB, then
+/// nothing (the body never ends). The download stops as soon as it passes the cap: the
+/// adapter answers at once and hangs up, without waiting for a body it would refuse.
+#[tokio::test]
+async fn an_image_without_content_length_is_cut_off_at_the_cap() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const CAP: usize = 5 * 1024 * 1024;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/big.png", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = sock.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the client closed before sending its request");
+            head.extend_from_slice(&buf[..n]);
+        }
+        sock.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nTransfer-Encoding: chunked\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut sent = 0;
+        let chunk = png(64 * 1024);
+        while sent <= CAP {
+            let frame = [
+                format!("{:x}\r\n", chunk.len()).into_bytes(),
+                chunk.clone(),
+                b"\r\n".to_vec(),
+            ]
+            .concat();
+            if sock.write_all(&frame).await.is_err() {
+                return sent;
+            }
+            sent += chunk.len();
+        }
+        // Over the cap and the body is not finished: wait for the client to hang up.
+        loop {
+            match sock.read(&mut buf).await {
+                Ok(0) | Err(_) => return sent,
+                Ok(_) => {}
+            }
+        }
+    });
+    let fake = fake::start().await;
+    let ch = channel(&fake.config());
+    let mut a = announcement("大きな画像", "本文");
+    a.images = vec![url];
+    let e = tokio::time::timeout(
+        Duration::from_secs(15),
+        ch.deliver(&unit_for(&ch, &a), &ctx("big", 1)),
+    )
+    .await
+    .expect("the download must stop at the cap, not wait for the body's end")
+    .unwrap_err();
+    assert_eq!(class(&e), "permanent", "{e:?}");
+    assert!(e.message.contains("5 MB"), "{e:?}");
+    let sent = tokio::time::timeout(Duration::from_secs(15), server)
+        .await
+        .expect("the adapter hangs up once over the cap")
+        .unwrap();
+    assert!(sent > CAP);
+    assert!(fake.server.state.requests_to("/2/media/upload").is_empty());
+    assert!(fake.x.posts().is_empty());
+}
+
 fn long_body() -> String {
     (1..=30)
         .map(|i| format!("第{i}避難所（須坂市立第{i}小学校）を開設しました。"))
