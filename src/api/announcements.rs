@@ -156,7 +156,15 @@ pub async fn submit(
         now,
     )?;
     let stored: Vec<_> = plan.channels.iter().map(|c| c.to_store()).collect();
-    if let Err(e) = store::insert(&state.db, &plan.announcement, &stored).await {
+    // A live alert's acceptance takes the next write turn, ahead of any backlog's writes.
+    let insert = store::insert(&state.db, &plan.announcement, &stored);
+    let inserted =
+        if plan.priority == noroshi_channel_core::Priority::Disaster && !submission.exercise {
+            crate::store::urgent(insert).await
+        } else {
+            insert.await
+        };
+    if let Err(e) = inserted {
         if e.is_unique_violation() {
             // Two requests with one key raced; the other one won. Answer as a replay.
             if let Some(key) = &key {

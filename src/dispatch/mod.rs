@@ -255,6 +255,13 @@ impl Dispatcher {
                 tasks.spawn(name, move || d.clone().run_loop(c.clone(), disaster));
             }
         }
+        for c in &self.channels {
+            if let Some(every) = c.channel.refresh_interval() {
+                let (d, c) = (self.clone(), c.clone());
+                let name = format!("{}:refresh", c.name);
+                tasks.spawn(name, move || d.clone().refresh_loop(c.clone(), every));
+            }
+        }
         let d = self.clone();
         tasks.spawn("upkeep", move || d.clone().heartbeat());
         let d = self.clone();

@@ -165,4 +165,25 @@ impl Dispatcher {
             }
         }
     }
+
+    /// A channel's background reads ([`Channel::refresh`]), off every send's path.
+    pub(super) async fn refresh_loop(self: Arc<Self>, c: Arc<ChannelRuntime>, every: Duration) {
+        loop {
+            match c.channel.refresh().await {
+                Ok(()) => {}
+                Err(e) if e.class == noroshi_channel_core::ErrorClass::Auth => {
+                    let reason = format!("credentials refused: {}", e.message);
+                    tracing::error!(channel = %c.name, reason = %reason, "Channel paused");
+                    let _ = store::channels::set_state(&self.db, &c.name, "paused", Some(&reason))
+                        .await;
+                    c.paused.store(true, Ordering::SeqCst);
+                }
+                Err(e) => tracing::warn!(channel = %c.name, error = %e, "Background read failed"),
+            }
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+    }
 }

@@ -75,6 +75,18 @@ pub trait Channel: Send + Sync + 'static {
         Ok(Vec::new())
     }
 
+    /// How often the daemon calls [`Channel::refresh`] in the background; `None`: never.
+    fn refresh_interval(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// Background reads that must never sit on a send's path (LINE's monthly quota). Runs
+    /// in a supervised task every [`Channel::refresh_interval`]; what it learns shows in
+    /// [`Channel::status`] and guards later sends.
+    async fn refresh(&self) -> Result<(), DeliveryError> {
+        Ok(())
+    }
+
     /// A check that walks the real send's auth path (not a status page).
     async fn healthcheck(&self) -> Result<(), DeliveryError>;
 

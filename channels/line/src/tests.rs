@@ -576,6 +576,8 @@ async fn an_exhausted_quota_stops_sends_before_they_reach_line() {
     let fake = start_fake(FakeOptions::default()).await;
     fake.exhaust_quota();
     let line = channel(config(&fake));
+    // The daemon's background read (Channel::refresh); sends only consult what it read.
+    line.refresh().await.unwrap();
     let e = send(&line, &announcement(Priority::Normal))
         .await
         .remove(0)
@@ -595,7 +597,8 @@ async fn an_exhausted_quota_stops_sends_before_they_reach_line() {
         d.message
     );
     assert!(fake.requests_to("/message/broadcast").is_empty());
-    // Read once, then reused from the cache.
+    // Read once in the background; no send asked LINE for it (A.2: never on the path of
+    // a disaster send).
     assert_eq!(fake.requests_to("/message/quota").len(), 1);
     assert_eq!(fake.requests_to("/quota/consumption").len(), 1);
     let status = line.status();
@@ -625,6 +628,7 @@ async fn lines_own_monthly_limit_answer_is_quota_and_low_quota_warns() {
     // 10 left: the adapter's check passes, but a broadcast to 1,100 friends does not fit.
     fake.set_usage(4990);
     let line = channel(config(&fake));
+    line.refresh().await.unwrap();
     let e = send(&line, &announcement(Priority::Normal))
         .await
         .remove(0)
@@ -632,6 +636,7 @@ async fn lines_own_monthly_limit_answer_is_quota_and_low_quota_warns() {
     assert!(matches!(e.class, ErrorClass::Quota { .. }), "{e}");
     assert!(e.message.contains("monthly limit"));
     assert_eq!(fake.requests_to("/message/broadcast").len(), 1);
+    line.refresh().await.unwrap();
     let status = line.status();
     assert!(
         status
@@ -649,6 +654,7 @@ async fn lines_own_monthly_limit_answer_is_quota_and_low_quota_warns() {
         to: (0..3).map(user).collect(),
         ..config(&fake)
     });
+    line.refresh().await.unwrap();
     let e = send(&line, &announcement(Priority::Normal))
         .await
         .remove(0)
@@ -1202,4 +1208,31 @@ fn config_defaults_unknown_keys_and_problems() {
         ..Config::default()
     };
     assert_eq!(build(&ok, &env).unwrap().name(), "line");
+}
+
+/// A.2: a disaster send never waits for a quota read: with LINE's quota endpoint stalling,
+/// the alert goes out at once, and the background read is what learns the quota.
+#[tokio::test]
+async fn a_disaster_send_never_reads_the_quota_inline() {
+    use noroshi_channel_core::fake::ScriptedResponse;
+    let fake = start_fake(FakeOptions::default()).await;
+    let line = channel(config(&fake));
+    fake.script(ScriptedResponse {
+        status: 200,
+        body: r#"{"type":"none"}"#.into(),
+        delay_ms: 5_000,
+        path_suffix: Some("/message/quota".into()),
+        ..Default::default()
+    });
+    let sent = tokio::time::timeout(
+        Duration::from_secs(2),
+        send(&line, &announcement(Priority::Disaster)),
+    )
+    .await
+    .expect("the alert did not wait for the quota read");
+    assert!(sent[0].is_ok(), "{:?}", sent[0]);
+    assert!(
+        fake.requests_to("/message/quota").is_empty(),
+        "no quota read on the send's path"
+    );
 }
