@@ -496,32 +496,29 @@ impl Channel for LineChannel {
         // The quota as last read in the background ([`Channel::refresh`]): never a request
         // on the send's path, so a disaster alert waits for nothing but its own send.
         let cached = self.state.lock().unwrap().quota.clone();
-        match cached {
-            Some(q) => {
-                if let Some(remaining) = q.remaining() {
-                    let cost = Self::known_cost(&unit);
-                    if remaining <= 0 || remaining < cost {
-                        give_back();
-                        let until = next_month_start(now);
-                        let message = if ctx.priority == Priority::Disaster {
-                            format!(
-                                "DISASTER ALERT NOT SENT on LINE: the monthly message quota is exhausted ({} of {} used); raise the plan's limit in LINE Official Account Manager",
-                                q.used,
-                                q.limit.unwrap_or(0)
-                            )
-                        } else {
-                            format!(
-                                "LINE monthly message quota exhausted ({} of {} used, {cost} needed); resets {}",
-                                q.used,
-                                q.limit.unwrap_or(0),
-                                until.with_timezone(&jst()).format("%Y-%m-%d %H:%M JST")
-                            )
-                        };
-                        return Err(DeliveryError::quota(Some(until), message));
-                    }
+        if let Some(q) = cached {
+            if let Some(remaining) = q.remaining() {
+                let cost = Self::known_cost(&unit);
+                if remaining <= 0 || remaining < cost {
+                    give_back();
+                    let until = next_month_start(now);
+                    let message = if ctx.priority == Priority::Disaster {
+                        format!(
+                            "DISASTER ALERT NOT SENT on LINE: the monthly message quota is exhausted ({} of {} used); raise the plan's limit in LINE Official Account Manager",
+                            q.used,
+                            q.limit.unwrap_or(0)
+                        )
+                    } else {
+                        format!(
+                            "LINE monthly message quota exhausted ({} of {} used, {cost} needed); resets {}",
+                            q.used,
+                            q.limit.unwrap_or(0),
+                            until.with_timezone(&jst()).format("%Y-%m-%d %H:%M JST")
+                        )
+                    };
+                    return Err(DeliveryError::quota(Some(until), message));
                 }
             }
-            None => {}
         }
 
         let response = self
