@@ -58,6 +58,9 @@ pub struct ServerConfig {
     /// had not started are given back at once). After it, they are stopped and their
     /// deliveries marked uncertain.
     pub shutdown_grace_secs: u64,
+    /// One-click unsubscribe POSTs allowed per client address and minute (it is
+    /// unauthenticated and writes); more get `429` with `Retry-After`.
+    pub unsubscribe_per_minute: u32,
 }
 
 impl Default for ServerConfig {
@@ -70,6 +73,7 @@ impl Default for ServerConfig {
             platform_timeout_ms: 20_000,
             request_timeout_secs: 30,
             shutdown_grace_secs: 30,
+            unsubscribe_per_minute: 20,
         }
     }
 }
@@ -535,6 +539,12 @@ pub fn validate(loaded: &Loaded) -> Vec<Problem> {
     }
     if c.server.body_limit_bytes < 1024 {
         push("server.body_limit_bytes", "must be at least 1024".into());
+    }
+    if !(1..=10_000).contains(&c.server.unsubscribe_per_minute) {
+        push(
+            "server.unsubscribe_per_minute",
+            "must be between 1 and 10000".into(),
+        );
     }
     if !(1..=600).contains(&c.server.shutdown_grace_secs) {
         push(

@@ -178,6 +178,9 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
             }
         }
     }
+    // Imports a crash cut short: on SQLite any (one process owns the file), on PostgreSQL
+    // those older than an hour (another instance may be importing right now).
+    store::subscribers::recover_imports(&db, if db.is_postgres() { 3_600_000 } else { 0 }).await?;
     if !db.is_postgres() {
         // One process owns a SQLite file: whatever is in flight belongs to a run that died.
         let n = queue::reclaim(&db, queue::Reclaim::All).await?;
@@ -230,6 +233,9 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         body_limit: config.server.body_limit_bytes,
         tasks: tasks.clone(),
         request_timeout: Duration::from_secs(config.server.request_timeout_secs),
+        unsubscribe_limiter: crate::api::PerClient::per_minute(
+            config.server.unsubscribe_per_minute,
+        ),
     });
     {
         let (db, dispatcher) = (db.clone(), dispatcher.clone());
@@ -241,9 +247,12 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.server.bind))?;
     tracing::info!(bind = %listener.local_addr()?, channels = ?channels.iter().map(|c| c.name().to_string()).collect::<Vec<_>>(), "Noroshi is listening");
-    axum::serve(listener, crate::api::router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    axum::serve(
+        listener,
+        crate::api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     tracing::info!("Stopping: finishing attempts in flight");
     dispatcher
         .shutdown(Duration::from_secs(config.server.shutdown_grace_secs))

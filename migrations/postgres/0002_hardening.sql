@@ -12,3 +12,14 @@ CREATE TABLE instances (
     owner           TEXT PRIMARY KEY,
     heartbeat_at    BIGINT NOT NULL
 );
+
+-- Subscriber imports are written in short turns as invisible 'importing' rows, then made
+-- active; an import cut short is removed (staging) or completed (committing) at the next
+-- start, so an import is all or nothing and never holds the writer for long.
+ALTER TABLE subscribers ADD COLUMN import_id TEXT;
+CREATE INDEX subscribers_import ON subscribers (import_id) WHERE import_id IS NOT NULL;
+CREATE TABLE subscriber_imports (
+    id              TEXT PRIMARY KEY,
+    state           TEXT NOT NULL,               -- staging | committing
+    created_at      BIGINT NOT NULL
+);

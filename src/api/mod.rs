@@ -41,6 +41,8 @@ pub struct AppState {
     pub body_limit: usize,
     /// The supervised background tasks, for `/readyz`.
     pub tasks: crate::tasks::Tasks,
+    /// One-click unsubscribe POSTs per client address.
+    pub unsubscribe_limiter: PerClient,
     /// How long a client may take to send its request.
     pub request_timeout: std::time::Duration,
 }
@@ -359,4 +361,31 @@ async fn not_yet_reach() -> Problem {
 }
 async fn not_yet_schedules() -> Problem {
     Problem::not_implemented("Recurring schedules")
+}
+
+/// A rate limit per client address (unauthenticated routes that write).
+pub struct PerClient {
+    limiter: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
+    per_minute: u32,
+}
+
+impl PerClient {
+    pub fn per_minute(n: u32) -> PerClient {
+        let n = std::num::NonZeroU32::new(n.max(1)).expect("non-zero");
+        PerClient {
+            limiter: governor::RateLimiter::keyed(governor::Quota::per_minute(n)),
+            per_minute: n.get(),
+        }
+    }
+
+    /// `Err(seconds to wait)` when `client` has used its share.
+    pub fn check(&self, client: std::net::IpAddr) -> Result<(), u32> {
+        // Forget quiet clients now and then, so the table stays small.
+        if self.limiter.len() > 10_000 {
+            self.limiter.retain_recent();
+        }
+        self.limiter
+            .check_key(&client)
+            .map_err(|_| (60 / self.per_minute.max(1)).max(1))
+    }
 }

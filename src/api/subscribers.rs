@@ -288,6 +288,8 @@ fn answer(status: StatusCode, message: &str, form_token: Option<&str>) -> Respon
 const BAD_LINK: &str = "リンクが正しくありません。The link is not valid.";
 const UNKNOWN_TOKEN: &str = "このリンクは無効です。This link is no longer valid.";
 const DONE: &str = "配信を停止しました。You are unsubscribed.";
+const TOO_MANY: &str =
+    "しばらくしてからもう一度お試しください。Too many requests; please try again in a minute.";
 
 /// The confirmation page. It changes nothing: mail scanners prefetch links.
 #[utoipa::path(get, path = "/unsubscribe", params(TokenQuery), responses((status = 200, description = "HTML page")))]
@@ -310,11 +312,19 @@ pub async fn unsubscribe_page(
 }
 
 /// RFC 8058 one-click: unsubscribes, answers 200 (never a redirect), idempotent.
-#[utoipa::path(post, path = "/unsubscribe", params(TokenQuery), responses((status = 200, description = "Unsubscribed"), (status = 404, description = "Unknown token")))]
+#[utoipa::path(post, path = "/unsubscribe", params(TokenQuery), responses((status = 200, description = "Unsubscribed"), (status = 404, description = "Unknown token"), (status = 429, description = "Too many from this client address; see Retry-After")))]
 pub async fn unsubscribe_post(
     State(state): State<SharedState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     Query(q): Query<TokenQuery>,
 ) -> ApiResult<Response> {
+    // Unauthenticated and writing: a client may not flood the database's write turns.
+    if let Err(wait) = state.unsubscribe_limiter.check(peer.ip()) {
+        let mut r = answer(StatusCode::TOO_MANY_REQUESTS, TOO_MANY, None);
+        r.headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, wait.into());
+        return Ok(r);
+    }
     let Some(t) = q.t.filter(|t| !t.is_empty()) else {
         return Ok(answer(StatusCode::BAD_REQUEST, BAD_LINK, None));
     };

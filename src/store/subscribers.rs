@@ -79,7 +79,7 @@ pub async fn list(
     with_pool!(db, p => {
         let rows = sqlx::query(
             "SELECT id, email, lang, topics, status, created_at FROM subscribers \
-             WHERE id > $1 AND ($2 IS NULL OR status = $2) ORDER BY id LIMIT $3")
+             WHERE id > $1 AND status <> 'importing' AND ($2 IS NULL OR status = $2) ORDER BY id LIMIT $3")
             .bind(after_id).bind(status).bind(limit).fetch_all(p).await?;
         rows.iter().map(|r| subscriber_from!(r)).collect()
     })
@@ -95,23 +95,107 @@ pub async fn delete(db: &Db, id: i64) -> Result<bool> {
     )
 }
 
-/// Imports all rows in one transaction: either every new address is stored or none.
-/// Addresses already present are left as they are and counted.
+/// Rows written per write turn: short turns, so a disaster alert's writes never wait
+/// behind a large import.
+const IMPORT_TURN_ROWS: usize = 200;
+
+/// Imports all rows, all or nothing: either every new address becomes active or none.
+/// Addresses already present are left as they are and counted. The rows are written in
+/// short turns as invisible `importing` rows, then made active turn by turn under a
+/// `committing` mark that [`recover_imports`] completes after a crash; a failure before
+/// that removes them.
 pub async fn import(db: &Db, rows: &[NewSubscriber]) -> Result<(u64, u64)> {
-    let now = now_ms();
-    let (mut created, mut existing) = (0u64, 0u64);
-    write_tx!(db, tx => {
-        for s in rows {
-            let topics = serde_json::to_string(&s.topics).unwrap_or_else(|_| "[]".into());
-            let n = sqlx::query(
-                "INSERT INTO subscribers (email, lang, topics, token, status, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, 'active', $5, $5) ON CONFLICT DO NOTHING")
-                .bind(&s.email).bind(&s.lang).bind(&topics).bind(new_token()).bind(now)
-                .execute(&mut *tx).await?.rows_affected();
-            if n == 1 { created += 1 } else { existing += 1 }
+    let import_id = uuid::Uuid::new_v4().to_string();
+    write_pool!(db, p => sqlx::query(
+        "INSERT INTO subscriber_imports (id, state, created_at) VALUES ($1, 'staging', $2)")
+        .bind(&import_id).bind(now_ms()).execute(p).await?.rows_affected());
+    let staged = stage(db, &import_id, rows).await;
+    let (created, existing) = match staged {
+        Ok(counts) => counts,
+        Err(e) => {
+            if let Err(cleanup) = discard_import(db, &import_id).await {
+                tracing::warn!(error = %cleanup, "Could not remove a failed import; the next start does");
+            }
+            return Err(e);
         }
-    });
+    };
+    write_pool!(db, p => sqlx::query(
+        "UPDATE subscriber_imports SET state = 'committing' WHERE id = $1")
+        .bind(&import_id).execute(p).await?.rows_affected());
+    activate_import(db, &import_id).await?;
     Ok((created, existing))
+}
+
+async fn stage(db: &Db, import_id: &str, rows: &[NewSubscriber]) -> Result<(u64, u64)> {
+    let (mut created, mut existing) = (0u64, 0u64);
+    for chunk in rows.chunks(IMPORT_TURN_ROWS) {
+        let now = now_ms();
+        write_tx!(db, tx => {
+            for s in chunk {
+                let topics = serde_json::to_string(&s.topics).unwrap_or_else(|_| "[]".into());
+                let n = sqlx::query(
+                    "INSERT INTO subscribers (email, lang, topics, token, status, import_id, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, 'importing', $5, $6, $6) ON CONFLICT DO NOTHING")
+                    .bind(&s.email).bind(&s.lang).bind(&topics).bind(new_token()).bind(import_id).bind(now)
+                    .execute(&mut *tx).await?.rows_affected();
+                if n == 1 { created += 1 } else { existing += 1 }
+            }
+        });
+    }
+    Ok((created, existing))
+}
+
+/// Makes a committing import's rows active, a turn at a time, then forgets the import.
+async fn activate_import(db: &Db, import_id: &str) -> Result<()> {
+    loop {
+        let n = write_pool!(db, p => sqlx::query(
+            "UPDATE subscribers SET status = 'active', import_id = NULL WHERE id IN \
+                 (SELECT id FROM subscribers WHERE import_id = $1 AND status = 'importing' LIMIT $2)")
+            .bind(import_id).bind(IMPORT_TURN_ROWS as i64 * 5).execute(p).await?.rows_affected());
+        if n == 0 {
+            break;
+        }
+    }
+    write_pool!(db, p => sqlx::query("DELETE FROM subscriber_imports WHERE id = $1")
+        .bind(import_id).execute(p).await?.rows_affected());
+    Ok(())
+}
+
+/// Removes a staging import's rows, a turn at a time, then the import.
+async fn discard_import(db: &Db, import_id: &str) -> Result<()> {
+    loop {
+        let n = write_pool!(db, p => sqlx::query(
+            "DELETE FROM subscribers WHERE id IN \
+                 (SELECT id FROM subscribers WHERE import_id = $1 AND status = 'importing' LIMIT $2)")
+            .bind(import_id).bind(IMPORT_TURN_ROWS as i64 * 5).execute(p).await?.rows_affected());
+        if n == 0 {
+            break;
+        }
+    }
+    write_pool!(db, p => sqlx::query("DELETE FROM subscriber_imports WHERE id = $1")
+        .bind(import_id).execute(p).await?.rows_affected());
+    Ok(())
+}
+
+/// Imports a crash cut short: committing ones are completed, staging ones older than
+/// `older_than_ms` removed (0 on SQLite at start: one process owns the file).
+pub async fn recover_imports(db: &Db, older_than_ms: i64) -> Result<()> {
+    let cutoff = now_ms() - older_than_ms;
+    let open: Vec<(String, String)> = with_pool!(db, p => {
+        let rows = sqlx::query("SELECT id, state FROM subscriber_imports WHERE created_at <= $1")
+            .bind(cutoff).fetch_all(p).await?;
+        rows.iter().map(|r| Ok((r.try_get("id")?, r.try_get("state")?))).collect::<Result<Vec<_>>>()?
+    });
+    for (id, state) in open {
+        if state == "committing" {
+            tracing::warn!(import = %id, "Completing a subscriber import a crash cut short");
+            activate_import(db, &id).await?;
+        } else {
+            tracing::warn!(import = %id, "Removing a subscriber import a crash cut short");
+            discard_import(db, &id).await?;
+        }
+    }
+    Ok(())
 }
 
 /// What a send needs to know of a subscriber: None when they left or were deleted.

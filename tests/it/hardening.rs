@@ -873,3 +873,79 @@ async fn a_host_with_a_wrong_clock_cannot_steal_a_live_lease() {
 async fn a_fast_clock_cannot_steal_a_live_lease() {
     a_host_with_a_wrong_clock_cannot_steal_a_live_lease().await
 }
+
+/// A.3: one-click unsubscribe is unauthenticated and writes: each client address gets
+/// `server.unsubscribe_per_minute` of them, then `429` with `Retry-After`.
+async fn unsubscribe_posts_are_limited_per_client(backend: Backend) {
+    let d = Daemon::builder(backend)
+        .env("NOROSHI__SERVER__UNSUBSCRIBE_PER_MINUTE", "5")
+        .start()
+        .await;
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        let r = d
+            .http
+            .post(format!("{}/unsubscribe?t=unknown-token-{i}", d.base))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            assert!(r.headers().contains_key("retry-after"));
+        }
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(statuses, [404, 404, 404, 404, 404, 429, 429, 429]);
+    // The page (GET) changes nothing and is not limited by the POSTs.
+    let r = d
+        .http
+        .get(format!("{}/unsubscribe?t=unknown-token", d.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
+on_both!(unsubscribe_posts_are_limited_per_client);
+
+/// A.3: imports are written in short turns as invisible rows; one a crash cut short is
+/// removed (still staging) or completed (committing) at the next start: all or nothing.
+async fn an_interrupted_import_is_all_or_nothing(backend: Backend) {
+    let mut d = Daemon::builder(backend).start().await;
+    d.add_subscribers(450, "resident").await;
+    let (_, page) = d.get("/api/v1/subscribers?limit=500").await;
+    assert_eq!(
+        page["items"].as_array().unwrap().len(),
+        450,
+        "a multi-turn import"
+    );
+    let old = 1_000; // ms since the epoch: long ago
+    for (id, state, prefix) in [
+        ("imp-staging", "staging", "half"),
+        ("imp-commit", "committing", "done"),
+    ] {
+        execute(&d, backend, &format!(
+            "INSERT INTO subscriber_imports (id, state, created_at) VALUES ('{id}', '{state}', {old})")).await;
+        for i in 0..3 {
+            execute(&d, backend, &format!(
+                "INSERT INTO subscribers (email, lang, topics, token, status, import_id, created_at, updated_at) \
+                 VALUES ('{prefix}{i}@example.jp', 'ja', '[]', '{id}-tok-{i}', 'importing', '{id}', {old}, {old})")).await;
+        }
+    }
+    let (_, page) = d.get("/api/v1/subscribers?limit=500").await;
+    assert_eq!(
+        page["items"].as_array().unwrap().len(),
+        450,
+        "staged rows are invisible"
+    );
+    d.restart().await;
+    let (_, page) = d.get("/api/v1/subscribers?limit=500").await;
+    let emails: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["email"].as_str().unwrap())
+        .collect();
+    assert_eq!(emails.len(), 453, "{emails:?}");
+    assert!(emails.contains(&"done2@example.jp"));
+    assert!(!emails.iter().any(|e| e.starts_with("half")));
+}
+on_both!(an_interrupted_import_is_all_or_nothing);
