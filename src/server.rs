@@ -198,6 +198,14 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         .map(|s| s.channel)
         .collect();
     let tasks = Tasks::default();
+    let audit = crate::api::audit::Audit::default();
+    {
+        let (audit, db) = (audit.clone(), db.clone());
+        tasks.spawn("audit", move || {
+            let (audit, db) = (audit.clone(), db.clone());
+            async move { audit.run(db).await }
+        });
+    }
     let dispatcher = Dispatcher::new(
         db.clone(),
         registered,
@@ -232,6 +240,7 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         line_channel_secret: config.channels.line.channel_secret.clone(),
         body_limit: config.server.body_limit_bytes,
         tasks: tasks.clone(),
+        audit: audit.clone(),
         request_timeout: Duration::from_secs(config.server.request_timeout_secs),
         unsubscribe_limiter: crate::api::PerClient::per_minute(
             config.server.unsubscribe_per_minute,

@@ -23,3 +23,17 @@ CREATE TABLE subscriber_imports (
     state           TEXT NOT NULL,               -- staging | committing
     created_at      BIGINT NOT NULL
 );
+
+-- Every successful write through the API: who, how authenticated, what, when, from where.
+CREATE TABLE audit_log (
+    id              BIGSERIAL PRIMARY KEY,
+    at              BIGINT NOT NULL,
+    who             TEXT NOT NULL,
+    role            TEXT NOT NULL,
+    via             TEXT NOT NULL,               -- bearer_token (console sessions later)
+    client          TEXT,                        -- the client's address
+    method          TEXT NOT NULL,
+    route           TEXT NOT NULL,               -- /api/v1/announcements/{id}/cancel
+    path            TEXT NOT NULL,               -- /api/v1/announcements/0193…/cancel
+    status          INTEGER NOT NULL
+);

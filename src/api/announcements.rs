@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::auth::Role;
+use super::auth::{Caller, Role};
 use super::problem::{parse_json, ApiResult, Problem};
 use super::SharedState;
 use crate::accept::{self, AcceptContext, Submission};
@@ -132,10 +132,11 @@ fn accepted_from(
     security(("bearer" = [])))]
 pub async fn submit(
     State(state): State<SharedState>,
+    caller: Caller,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let caller = state.tokens.require(&headers, Role::Staff)?;
+    caller.require(Role::Staff)?;
     let key = idempotency_key(&headers)?;
     let submission: Submission = parse_json(&body)?;
     let hash = accept::request_hash(&submission);
@@ -279,10 +280,10 @@ impl From<accept::ChannelPlan> for ChannelPreview {
     security(("bearer" = [])))]
 pub async fn preview(
     State(state): State<SharedState>,
-    headers: HeaderMap,
+    caller: Caller,
     body: Bytes,
 ) -> ApiResult<Json<PreviewResponse>> {
-    let caller = state.tokens.require(&headers, Role::Staff)?;
+    caller.require(Role::Staff)?;
     let submission: Submission = parse_json(&body)?;
     let id = uuid::Uuid::now_v7().to_string();
     let ctx = context(&state, caller.role);
@@ -351,8 +352,15 @@ pub async fn preview(
     }
 }
 
-async fn view(state: &SharedState, row: store::AnnouncementRow) -> ApiResult<AnnouncementView> {
-    let deliveries = store::summarize(&state.db, &row.id).await?;
+async fn view(
+    state: &SharedState,
+    caller: &Caller,
+    row: store::AnnouncementRow,
+) -> ApiResult<AnnouncementView> {
+    let mut deliveries = store::summarize(&state.db, &row.id).await?;
+    for d in &mut deliveries {
+        d.last_error = super::redact::for_caller(caller, d.last_error.take());
+    }
     let request: serde_json::Value = serde_json::from_str(&row.request).unwrap_or_default();
     let tags = request
         .get("tags")
@@ -381,9 +389,13 @@ async fn row_of(state: &SharedState, id: &str) -> ApiResult<store::AnnouncementR
         .ok_or_else(|| Problem::not_found("announcement"))
 }
 
-async fn view_of(state: &SharedState, id: &str) -> ApiResult<Json<AnnouncementView>> {
+async fn view_of(
+    state: &SharedState,
+    caller: &Caller,
+    id: &str,
+) -> ApiResult<Json<AnnouncementView>> {
     let row = row_of(state, id).await?;
-    Ok(Json(view(state, row).await?))
+    Ok(Json(view(state, caller, row).await?))
 }
 
 /// The announcement and every channel's delivery state.
@@ -392,11 +404,11 @@ async fn view_of(state: &SharedState, id: &str) -> ApiResult<Json<AnnouncementVi
     security(("bearer" = [])))]
 pub async fn get_one(
     State(state): State<SharedState>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<AnnouncementView>> {
-    state.tokens.require(&headers, Role::Viewer)?;
-    view_of(&state, &id).await
+    caller.require(Role::Viewer)?;
+    view_of(&state, &caller, &id).await
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -449,10 +461,10 @@ const STATUSES: &[&str] = &[
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<SharedState>,
-    headers: HeaderMap,
+    caller: Caller,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<AnnouncementPage>> {
-    state.tokens.require(&headers, Role::Viewer)?;
+    caller.require(Role::Viewer)?;
     let Query(q) = query.map_err(|e| Problem::invalid("query", e.body_text()))?;
     if let Some(s) = &q.status {
         if !STATUSES.contains(&s.as_str()) {
@@ -501,7 +513,7 @@ pub async fn list(
     };
     let mut items = Vec::with_capacity(rows.len());
     for row in rows {
-        items.push(view(&state, row).await?);
+        items.push(view(&state, &caller, row).await?);
     }
     Ok(Json(AnnouncementPage { items, next_cursor }))
 }
@@ -513,10 +525,10 @@ pub async fn list(
     security(("bearer" = [])))]
 pub async fn cancel(
     State(state): State<SharedState>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<AnnouncementView>> {
-    let caller = state.tokens.require(&headers, Role::Staff)?;
+    caller.require(Role::Staff)?;
     // A disaster alert is the disaster desk's: staff cannot stop one (A.8).
     let row = row_of(&state, &id).await?;
     if row.priority == "disaster" && caller.role < Role::Disaster {
@@ -538,7 +550,7 @@ pub async fn cancel(
             tracing::info!(announcement = %id, by = %caller.name, cancelled = n, "Announcement cancelled")
         }
     }
-    view_of(&state, &id).await
+    view_of(&state, &caller, &id).await
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -554,12 +566,12 @@ pub struct RetryQuery {
     security(("bearer" = [])))]
 pub async fn retry(
     State(state): State<SharedState>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
     query: Result<Query<RetryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<AnnouncementView>> {
     let Query(q) = query.map_err(|e| Problem::invalid("query", e.body_text()))?;
-    let caller = state.tokens.require(&headers, Role::Admin)?;
+    caller.require(Role::Admin)?;
     let row = row_of(&state, &id).await?;
     let n = store::retry_failed(&state.db, &id, q.channel.as_deref()).await?;
     tracing::info!(announcement = %id, by = %caller.name, deliveries = n, "Failed deliveries queued again");
@@ -567,7 +579,7 @@ pub async fn retry(
     for c in &state.channels {
         state.dispatcher.wake(c.name(), priority);
     }
-    view_of(&state, &id).await
+    view_of(&state, &caller, &id).await
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -592,10 +604,10 @@ pub struct AttemptPage {
     responses((status = 200, body = AttemptPage)), security(("bearer" = [])))]
 pub async fn deliveries(
     State(state): State<SharedState>,
-    headers: HeaderMap,
+    caller: Caller,
     query: Result<Query<DeliveriesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<AttemptPage>> {
-    state.tokens.require(&headers, Role::Viewer)?;
+    caller.require(Role::Viewer)?;
     let Query(q) = query.map_err(|e| Problem::invalid("query", e.body_text()))?;
     let limit = limit_of(q.limit)?;
     let items = store::attempts(
@@ -614,5 +626,14 @@ pub async fn deliveries(
     } else {
         None
     };
+    // Recipient addresses quoted by platforms are for admins only.
+    let items = items
+        .into_iter()
+        .map(|mut i| {
+            i.error = super::redact::for_caller(&caller, i.error);
+            i.note = super::redact::for_caller(&caller, i.note);
+            i
+        })
+        .collect();
     Ok(Json(AttemptPage { items, next_cursor }))
 }

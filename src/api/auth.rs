@@ -36,11 +36,120 @@ impl Role {
     }
 }
 
-/// Who made a request.
+/// How a caller proved who they are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Via {
+    /// `Authorization: Bearer …` with a configured (or first-start) API token.
+    BearerToken,
+}
+
+impl Via {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::BearerToken => "bearer_token",
+        }
+    }
+}
+
+/// Who made a request: extracted once per request (by [`identify_caller`] or as a handler
+/// argument), and the one place roles are checked ([`Caller::require`]).
 #[derive(Clone, Debug)]
 pub struct Caller {
     pub name: String,
     pub role: Role,
+    pub via: Via,
+    /// The client's address as the socket saw it.
+    pub client: Option<std::net::IpAddr>,
+}
+
+impl Caller {
+    /// Refuses (403) a caller below `min`.
+    pub fn require(&self, min: Role) -> Result<(), Problem> {
+        if self.role < min {
+            return Err(Problem::forbidden(format!(
+                "this needs the {} role; token `{}` has {}",
+                min.as_str(),
+                self.name,
+                self.role.as_str()
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl axum::extract::FromRequestParts<super::SharedState> for Caller {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &super::SharedState,
+    ) -> Result<Caller, Problem> {
+        if let Some(c) = parts.extensions.get::<Caller>() {
+            return Ok(c.clone());
+        }
+        let c = identify(state, parts).ok_or_else(Problem::unauthorized)?;
+        parts.extensions.insert(c.clone());
+        Ok(c)
+    }
+}
+
+/// The caller of a request, if its credentials are valid.
+fn identify(state: &super::SharedState, parts: &axum::http::request::Parts) -> Option<Caller> {
+    let client = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    state.tokens.identify(&parts.headers).map(|mut c| {
+        c.client = client;
+        c
+    })
+}
+
+/// Middleware on the API: identifies the caller once (handlers take it from the request),
+/// and hands every successful write to the audit log.
+pub async fn identify_caller(
+    axum::extract::State(state): axum::extract::State<super::SharedState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let (mut parts, body) = request.into_parts();
+    let caller = identify(&state, &parts);
+    if let Some(c) = &caller {
+        parts.extensions.insert(c.clone());
+    }
+    let write = !matches!(
+        parts.method,
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    let route = parts
+        .extensions
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_string());
+    // The path as the client sent it (a nested router sees it without its prefix).
+    let path = parts
+        .extensions
+        .get::<axum::extract::OriginalUri>()
+        .map(|u| u.0.path().to_string())
+        .unwrap_or_else(|| parts.uri.path().to_string());
+    let method = parts.method.to_string();
+    let response = next
+        .run(axum::extract::Request::from_parts(parts, body))
+        .await;
+    if let (true, Some(c)) = (write && response.status().is_success(), caller) {
+        state.audit.record(super::audit::Entry {
+            at: crate::clock::now_ms(),
+            who: c.name,
+            role: c.role.as_str(),
+            via: c.via.as_str(),
+            client: c.client.map(|ip| ip.to_string()),
+            method,
+            route: route.unwrap_or_else(|| path.clone()),
+            path,
+            status: response.status().as_u16(),
+        });
+    }
+    response
 }
 
 #[derive(Clone)]
@@ -109,6 +218,8 @@ impl Tokens {
                 found = Some(Caller {
                     name: e.name.clone(),
                     role: e.role,
+                    via: Via::BearerToken,
+                    client: None,
                 });
             }
         }
@@ -118,14 +229,7 @@ impl Tokens {
     /// The caller, if they hold at least `min`.
     pub fn require(&self, headers: &HeaderMap, min: Role) -> Result<Caller, Problem> {
         let caller = self.identify(headers).ok_or_else(Problem::unauthorized)?;
-        if caller.role < min {
-            return Err(Problem::forbidden(format!(
-                "this needs the {} role; token `{}` has {}",
-                min.as_str(),
-                caller.name,
-                caller.role.as_str()
-            )));
-        }
+        caller.require(min)?;
         Ok(caller)
     }
 }

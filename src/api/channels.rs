@@ -7,7 +7,7 @@ use axum::Json;
 use noroshi_channel_core::{AdapterStatus, ExposeSecret};
 use serde::Serialize;
 
-use super::auth::Role;
+use super::auth::{Caller, Role};
 use super::problem::{ApiResult, Problem};
 use super::SharedState;
 use crate::store;
@@ -39,9 +39,9 @@ pub struct ChannelView {
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<SharedState>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> ApiResult<Json<Vec<ChannelView>>> {
-    state.tokens.require(&headers, Role::Viewer)?;
+    caller.require(Role::Viewer)?;
     let states = store::channels::all(&state.db).await?;
     let depth = crate::queue::depth(&state.db).await?;
     let mut out = Vec::new();
@@ -99,8 +99,8 @@ pub async fn list(
             name: name.clone(),
             enabled: runtime.is_some(),
             state: state_name,
-            reason,
-            last_error: st.and_then(|s| s.last_error.clone()),
+            reason: super::redact::for_caller(&caller, reason),
+            last_error: super::redact::for_caller(&caller, st.and_then(|s| s.last_error.clone())),
             last_error_at: st.and_then(|s| s.last_error_at).map(rfc3339_jst),
             last_success_at: st.and_then(|s| s.last_success_at).map(rfc3339_jst),
             rate_limit,
@@ -119,10 +119,10 @@ pub async fn list(
     security(("bearer" = [])))]
 pub async fn resume(
     State(state): State<SharedState>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let caller = state.tokens.require(&headers, Role::Admin)?;
+    caller.require(Role::Admin)?;
     if state.dispatcher.channel(&name).is_none() {
         return Err(Problem::not_found("enabled channel"));
     }

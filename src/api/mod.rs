@@ -1,9 +1,11 @@
 //! The HTTP edge: routes, bearer-token roles, problem+json errors, the OpenAPI document.
 
 pub mod announcements;
+pub mod audit;
 pub mod auth;
 pub mod channels;
 pub mod problem;
+pub mod redact;
 pub mod subscribers;
 
 use std::sync::Arc;
@@ -41,6 +43,8 @@ pub struct AppState {
     pub body_limit: usize,
     /// The supervised background tasks, for `/readyz`.
     pub tasks: crate::tasks::Tasks,
+    /// Where the audit hook sends each successful write.
+    pub audit: audit::Audit,
     /// One-click unsubscribe POSTs per client address.
     pub unsubscribe_limiter: PerClient,
     /// How long a client may take to send its request.
@@ -62,6 +66,7 @@ pub type SharedState = Arc<AppState>;
         announcements::deliveries,
         channels::list,
         channels::resume,
+        audit::list,
         subscribers::create,
         subscribers::list,
         subscribers::delete,
@@ -85,6 +90,8 @@ pub type SharedState = Arc<AppState>;
         crate::store::announcements::ChannelSummary,
         crate::store::announcements::AttemptRow,
         channels::ChannelView,
+        audit::AuditEntry,
+        audit::AuditPage,
         subscribers::NewSubscriberBody,
         subscribers::SubscriberPage,
         subscribers::ImportResult,
@@ -145,6 +152,12 @@ pub fn router(state: SharedState) -> Router {
                 .patch(not_yet_schedules)
                 .delete(not_yet_schedules),
         )
+        .route("/audit", get(audit::list))
+        // Runs for matched routes: the caller is identified once, and writes are audited.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::identify_caller,
+        ))
         .route("/openapi.json", get(openapi))
         .fallback(|| async { Problem::not_found("API route") });
     let mut app = Router::new()

@@ -8,7 +8,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::auth::Role;
+use super::auth::{Caller, Role};
 use super::problem::{parse_json, ApiResult, Problem};
 use super::SharedState;
 use crate::store::subscribers::{self as store, NewSubscriber, Subscriber};
@@ -58,10 +58,10 @@ fn check(
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<SharedState>,
-    headers: HeaderMap,
+    caller: Caller,
     body: Bytes,
 ) -> ApiResult<Response> {
-    state.tokens.require(&headers, Role::Admin)?;
+    caller.require(Role::Admin)?;
     let b: NewSubscriberBody = parse_json(&body)?;
     let new = check("", &b.email, b.lang.as_deref().unwrap_or("ja"), &b.topics)?;
     match store::create(&state.db, &new).await {
@@ -95,10 +95,10 @@ pub struct SubscriberPage {
     responses((status = 200, body = SubscriberPage)), security(("bearer" = [])))]
 pub async fn list(
     State(state): State<SharedState>,
-    headers: HeaderMap,
+    caller: Caller,
     query: Result<Query<SubscriberQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<SubscriberPage>> {
-    state.tokens.require(&headers, Role::Admin)?;
+    caller.require(Role::Admin)?;
     let Query(q) = query.map_err(|e| Problem::invalid("query", e.body_text()))?;
     if let Some(s) = &q.status {
         if s != "active" && s != "unsubscribed" {
@@ -129,10 +129,10 @@ pub async fn list(
     responses((status = 204), (status = 404, body = Problem)), security(("bearer" = [])))]
 pub async fn delete(
     State(state): State<SharedState>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    state.tokens.require(&headers, Role::Admin)?;
+    caller.require(Role::Admin)?;
     let id: i64 = id
         .parse()
         .map_err(|_| Problem::invalid("id", "must be a subscriber id (a number)"))?;
@@ -157,10 +157,11 @@ pub struct ImportResult {
     security(("bearer" = [])))]
 pub async fn import(
     State(state): State<SharedState>,
+    caller: Caller,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<ImportResult>> {
-    state.tokens.require(&headers, Role::Admin)?;
+    caller.require(Role::Admin)?;
     let ct = headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -949,3 +949,125 @@ async fn an_interrupted_import_is_all_or_nothing(backend: Backend) {
     assert!(!emails.iter().any(|e| e.starts_with("half")));
 }
 on_both!(an_interrupted_import_is_all_or_nothing);
+
+/// B.5: one caller identity per request and one audit hook: every successful write through
+/// the API is recorded with who, how authenticated, what and from where; reads and refusals
+/// are not; only admins read the log.
+async fn every_write_is_audited(backend: Backend) {
+    let d = Daemon::builder(backend).start().await;
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let (status, v) = d
+        .post(
+            "/api/v1/announcements",
+            STAFF,
+            json!({"title": "お知らせ", "body": "本文", "scheduled_at": later}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    d.post(
+        &format!("/api/v1/announcements/{id}/cancel"),
+        STAFF,
+        json!({}),
+    )
+    .await;
+    let (status, _) = d
+        .post(
+            "/api/v1/announcements",
+            VIEWER,
+            json!({"title": "x", "body": "y"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    d.get(&format!("/api/v1/announcements/{id}")).await;
+    let (status, _) = d
+        .request(reqwest::Method::GET, "/api/v1/audit", Some(VIEWER), None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let items = loop {
+        let (status, log) = d.get("/api/v1/audit").await;
+        assert_eq!(status, StatusCode::OK, "{log}");
+        let items = log["items"].as_array().unwrap().clone();
+        if items.len() >= 2 {
+            break items;
+        }
+        assert!(std::time::Instant::now() < deadline, "{log}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        items.len(),
+        2,
+        "writes only, refusals and reads not: {items:?}"
+    );
+    assert_eq!(items[0]["route"], "/api/v1/announcements/{id}/cancel");
+    assert_eq!(
+        items[0]["path"],
+        format!("/api/v1/announcements/{id}/cancel")
+    );
+    assert_eq!(items[1]["route"], "/api/v1/announcements");
+    for e in &items {
+        assert_eq!(e["who"], "pr-desk");
+        assert_eq!(e["role"], "staff");
+        assert_eq!(e["via"], "bearer_token");
+        assert_eq!(e["client"], "127.0.0.1");
+        assert_eq!(e["method"], "POST");
+    }
+}
+on_both!(every_write_is_audited);
+
+/// A.17: an SMTP refusal quotes the recipient's address; only admins see it, in the
+/// delivery log, the announcement and the channel view.
+async fn recipient_addresses_are_for_admins_only(backend: Backend) {
+    let smtp = noroshi_email::fake::FakeSmtp::start(Default::default()).await;
+    smtp.set_rcpt_reply(
+        "refused.person@example.jp",
+        "550 5.1.1 <refused.person@example.jp>: Recipient address rejected: User unknown",
+    );
+    let d = Daemon::builder(backend)
+        .config(&email_config(smtp.port()))
+        .start()
+        .await;
+    let (status, v) = d
+        .post(
+            "/api/v1/subscribers",
+            ADMIN,
+            json!({"email": "refused.person@example.jp"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let id = d
+        .submit(json!({"title": "お知らせ", "body": "本文", "channels": ["email"]}))
+        .await;
+    d.wait_status(
+        &id,
+        &["failed", "partially_failed"],
+        Duration::from_secs(30),
+    )
+    .await;
+    let address = "refused.person@example.jp";
+    let paths = [
+        format!("/api/v1/deliveries?announcement_id={id}"),
+        format!("/api/v1/announcements/{id}"),
+        "/api/v1/channels".to_string(),
+    ];
+    for path in &paths {
+        let (_, admin) = d
+            .request(reqwest::Method::GET, path, Some(ADMIN), None)
+            .await;
+        assert!(
+            admin.to_string().contains(address),
+            "admins see it: {path} {admin}"
+        );
+        for token in [STAFF, VIEWER] {
+            let (status, seen) = d
+                .request(reqwest::Method::GET, path, Some(token), None)
+                .await;
+            assert_eq!(status, StatusCode::OK);
+            let text = seen.to_string();
+            assert!(!text.contains(address), "{path}: {text}");
+            assert!(text.contains("[address]"), "{path}: {text}");
+        }
+    }
+}
+on_both!(recipient_addresses_are_for_admins_only);
