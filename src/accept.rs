@@ -10,7 +10,6 @@ use noroshi_channel_core::{Announcement, Audience, Channel, Preview, Priority};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::api::problem::{ApiResult, FieldError, Problem};
 use crate::store::announcements::{NewAnnouncement, NewChannelPlan};
 
 /// The body of `POST /api/v1/announcements` and `POST /api/v1/preview`.
@@ -72,6 +71,40 @@ pub struct Variant {
     pub body: String,
 }
 
+/// Why a submission was not accepted: a domain answer, no HTTP in it. The API maps it to
+/// problem+json (`422` naming the field, `403` for a role); CAP intake, schedules,
+/// templates and the console will map it their own way.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Refusal {
+    /// A field's value is not acceptable.
+    Invalid { field: String, detail: String },
+    /// The caller's role may not do this.
+    NotAllowed { field: String, detail: String },
+    /// One or more channels cannot carry it, each with its rule.
+    Channels(Vec<ChannelRefusal>),
+}
+
+/// One channel's refusal.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChannelRefusal {
+    /// The submission field to change (`body`, `overrides.x.text`, `channels.line`).
+    pub field: String,
+    pub detail: String,
+    pub channel: Option<String>,
+    /// The channel's rule (`max_weighted_length`, …).
+    pub rule: Option<String>,
+}
+
+impl Refusal {
+    pub fn invalid(field: impl Into<String>, detail: impl Into<String>) -> Refusal {
+        let field = field.into();
+        let detail = format!("{field}: {}", detail.into());
+        Refusal::Invalid { field, detail }
+    }
+}
+
+pub type Accepted<T> = Result<T, Refusal>;
+
 /// What acceptance needs to know of the daemon.
 pub struct AcceptContext<'a> {
     /// Enabled channels by name.
@@ -114,10 +147,10 @@ pub fn request_hash(s: &Submission) -> String {
     hex::encode(Sha256::digest(canonical.as_bytes()))
 }
 
-fn check_url(field: &str, value: &str, https_only: bool) -> ApiResult<()> {
+fn check_url(field: &str, value: &str, https_only: bool) -> Accepted<()> {
     match url::Url::parse(value) {
         Ok(u) if u.scheme() == "https" || (!https_only && u.scheme() == "http") => Ok(()),
-        Ok(_) => Err(Problem::invalid(
+        Ok(_) => Err(Refusal::invalid(
             field,
             if https_only {
                 "must be an https URL"
@@ -125,11 +158,11 @@ fn check_url(field: &str, value: &str, https_only: bool) -> ApiResult<()> {
                 "must be an http or https URL"
             },
         )),
-        Err(e) => Err(Problem::invalid(field, format!("is not a URL ({e})"))),
+        Err(e) => Err(Refusal::invalid(field, format!("is not a URL ({e})"))),
     }
 }
 
-pub fn check_lang(field: &str, lang: &str) -> ApiResult<()> {
+pub fn check_lang(field: &str, lang: &str) -> Accepted<()> {
     let ok = !lang.is_empty()
         && lang.len() <= 35
         && lang
@@ -138,7 +171,7 @@ pub fn check_lang(field: &str, lang: &str) -> ApiResult<()> {
     if ok {
         Ok(())
     } else {
-        Err(Problem::invalid(
+        Err(Refusal::invalid(
             field,
             format!("`{lang}` is not a language tag such as ja, en, ja-easy"),
         ))
@@ -155,22 +188,22 @@ pub fn plan(
     idempotency_key: Option<String>,
     request_id: Option<String>,
     now: DateTime<Utc>,
-) -> ApiResult<Plan> {
+) -> Accepted<Plan> {
     let title = s.title.trim();
     if title.is_empty() {
-        return Err(Problem::invalid("title", "must not be empty"));
+        return Err(Refusal::invalid("title", "must not be empty"));
     }
     if title.chars().count() > MAX_TITLE {
-        return Err(Problem::invalid(
+        return Err(Refusal::invalid(
             "title",
             format!("must be at most {MAX_TITLE} characters"),
         ));
     }
     if s.body.trim().is_empty() {
-        return Err(Problem::invalid("body", "must not be empty"));
+        return Err(Refusal::invalid("body", "must not be empty"));
     }
     if s.body.chars().count() > MAX_BODY {
-        return Err(Problem::invalid(
+        return Err(Refusal::invalid(
             "body",
             format!("must be at most {MAX_BODY} characters"),
         ));
@@ -185,7 +218,7 @@ pub fn plan(
         // network. Names are checked where they are resolved, when the image is fetched.
         if !ctx.allow_private_fetch {
             if let Some(refused) = noroshi_channel_core::fetch::literal_host_refusal(image) {
-                return Err(Problem::invalid(
+                return Err(Refusal::invalid(
                     field,
                     format!("must be on a public host: {refused}"),
                 ));
@@ -194,54 +227,55 @@ pub fn plan(
     }
     let priority = s.priority.unwrap_or_default();
     if priority == Priority::Disaster && !ctx.can_send_disaster {
-        return Err(Problem::forbidden(
-            "priority: only the disaster or admin role may send disaster announcements",
-        )
-        .field("priority"));
+        return Err(Refusal::NotAllowed {
+            field: "priority".into(),
+            detail: "priority: only the disaster or admin role may send disaster announcements"
+                .into(),
+        });
     }
     let lang = s.lang.clone().unwrap_or_else(|| "ja".to_string());
     check_lang("lang", &lang)?;
     for (code, v) in &s.variants {
         check_lang(&format!("variants.{code}"), code)?;
         if v.title.trim().is_empty() {
-            return Err(Problem::invalid(
+            return Err(Refusal::invalid(
                 format!("variants.{code}.title"),
                 "must not be empty",
             ));
         }
         if v.body.trim().is_empty() {
-            return Err(Problem::invalid(
+            return Err(Refusal::invalid(
                 format!("variants.{code}.body"),
                 "must not be empty",
             ));
         }
     }
     if s.tags.len() > MAX_TAGS {
-        return Err(Problem::invalid("tags", format!("at most {MAX_TAGS} tags")));
+        return Err(Refusal::invalid("tags", format!("at most {MAX_TAGS} tags")));
     }
     for (i, t) in s.tags.iter().enumerate() {
         if t.trim().is_empty() || t.chars().count() > 64 {
-            return Err(Problem::invalid(
+            return Err(Refusal::invalid(
                 format!("tags[{i}]"),
                 "must be 1 to 64 characters",
             ));
         }
     }
     if let Some(t) = &s.template {
-        return Err(Problem::invalid(
+        return Err(Refusal::invalid(
             "template",
             format!("no template named `{t}` (templates come with the disaster desk and are not available in this version)"),
         ));
     }
     if !s.params.is_empty() {
-        return Err(Problem::invalid("params", "only used with a template"));
+        return Err(Refusal::invalid("params", "only used with a template"));
     }
     let scheduled_at = match &s.scheduled_at {
         None => None,
         Some(text) => {
             let at = DateTime::parse_from_rfc3339(text)
                 .map_err(|_| {
-                    Problem::invalid(
+                    Refusal::invalid(
                         "scheduled_at",
                         "must be RFC 3339 with an offset, e.g. 2026-12-01T09:00:00+09:00",
                     )
@@ -256,7 +290,7 @@ pub fn plan(
         None => ctx.channels.iter().map(|c| c.name().to_string()).collect(),
         Some(list) => {
             if list.is_empty() {
-                return Err(Problem::invalid(
+                return Err(Refusal::invalid(
                     "channels",
                     "must name at least one channel",
                 ));
@@ -265,19 +299,19 @@ pub fn plan(
             for (i, name) in list.iter().enumerate() {
                 let field = format!("channels[{i}]");
                 if !ctx.known.contains(name) {
-                    return Err(Problem::invalid(
+                    return Err(Refusal::invalid(
                         field,
                         format!("unknown channel `{name}` (known: {})", ctx.known.join(", ")),
                     ));
                 }
                 if !ctx.channels.iter().any(|c| c.name() == name) {
-                    return Err(Problem::invalid(
+                    return Err(Refusal::invalid(
                         field,
                         format!("channel `{name}` is not enabled in this daemon's configuration"),
                     ));
                 }
                 if seen.contains(name) {
-                    return Err(Problem::invalid(
+                    return Err(Refusal::invalid(
                         field,
                         format!("channel `{name}` is listed twice"),
                     ));
@@ -288,7 +322,7 @@ pub fn plan(
         }
     };
     if selected.is_empty() {
-        return Err(Problem::invalid(
+        return Err(Refusal::invalid(
             "channels",
             "no channel is enabled in this daemon's configuration",
         ));
@@ -296,13 +330,13 @@ pub fn plan(
     for (name, o) in &s.overrides {
         let field = format!("overrides.{name}");
         if !selected.contains(name) {
-            return Err(Problem::invalid(
+            return Err(Refusal::invalid(
                 field,
                 format!("channel `{name}` is not selected"),
             ));
         }
         if o.text.trim().is_empty() {
-            return Err(Problem::invalid(
+            return Err(Refusal::invalid(
                 format!("{field}.text"),
                 "must not be empty",
             ));
@@ -336,7 +370,7 @@ pub fn plan(
             published_at,
         };
         match channel.render(&a) {
-            Ok(r) if r.units.is_empty() => refusals.push(FieldError {
+            Ok(r) if r.units.is_empty() => refusals.push(ChannelRefusal {
                 field: format!("channels.{name}"),
                 detail: format!("channel {name} rendered nothing to send"),
                 channel: Some(name.clone()),
@@ -348,7 +382,7 @@ pub fn plan(
                 units: r.units,
                 audience: channel.audience(),
             }),
-            Err(e) => refusals.push(FieldError {
+            Err(e) => refusals.push(ChannelRefusal {
                 field: if s.overrides.contains_key(name) {
                     format!("overrides.{name}.text")
                 } else {
@@ -361,15 +395,7 @@ pub fn plan(
         }
     }
     if !refusals.is_empty() {
-        let detail = refusals
-            .iter()
-            .map(|r| r.detail.clone())
-            .collect::<Vec<_>>()
-            .join("; ");
-        let mut p = Problem::new(axum::http::StatusCode::UNPROCESSABLE_ENTITY, detail);
-        p.field = Some(refusals[0].field.clone());
-        p.errors = refusals;
-        return Err(p);
+        return Err(Refusal::Channels(refusals));
     }
     let request = serde_json::to_string(s).unwrap_or_default();
     let announcement = NewAnnouncement {
@@ -422,6 +448,7 @@ impl ChannelPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::problem::{ApiResult, Problem};
     use noroshi_channel_core::BuildEnv;
 
     fn website() -> Arc<dyn Channel> {
@@ -461,7 +488,8 @@ mod tests {
             can_send_disaster,
             allow_private_fetch,
         };
-        plan(s, &ctx, "0193-test".into(), "desk", None, None, Utc::now())
+        // Through the API's mapping, so the tests see what a client sees.
+        plan(s, &ctx, "0193-test".into(), "desk", None, None, Utc::now()).map_err(Problem::from)
     }
 
     #[test]

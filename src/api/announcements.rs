@@ -305,9 +305,9 @@ pub async fn preview(
         })),
         // A channel refused: show every channel, the refusing ones with their reason, so the
         // author sees what to shorten where.
-        Err(p) if !p.errors.is_empty() => {
+        Err(accept::Refusal::Channels(refusals)) => {
             let mut out = Vec::new();
-            for err in &p.errors {
+            for err in &refusals {
                 out.push(ChannelPreview {
                     channel: err.channel.clone().unwrap_or_default(),
                     ok: false,
@@ -321,7 +321,7 @@ pub async fn preview(
                 });
             }
             // Render the others one by one for their previews.
-            let refused: Vec<String> = p.errors.iter().filter_map(|e| e.channel.clone()).collect();
+            let refused: Vec<String> = refusals.iter().filter_map(|e| e.channel.clone()).collect();
             let selected: Vec<String> = submission.channels.clone().unwrap_or_else(|| {
                 state
                     .channels
@@ -348,7 +348,7 @@ pub async fn preview(
             out.sort_by(|a, b| a.channel.cmp(&b.channel));
             Ok(Json(PreviewResponse { channels: out }))
         }
-        Err(p) => Err(p),
+        Err(refusal) => Err(refusal.into()),
     }
 }
 

@@ -101,6 +101,37 @@ impl Problem {
     }
 }
 
+impl From<crate::accept::Refusal> for Problem {
+    fn from(r: crate::accept::Refusal) -> Problem {
+        use crate::accept::Refusal;
+        match r {
+            Refusal::Invalid { field, detail } => {
+                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, detail).field(field)
+            }
+            Refusal::NotAllowed { field, detail } => Problem::forbidden(detail).field(field),
+            Refusal::Channels(refusals) => {
+                let detail = refusals
+                    .iter()
+                    .map(|r| r.detail.clone())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                let mut p = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, detail);
+                p.field = refusals.first().map(|r| r.field.clone());
+                p.errors = refusals
+                    .into_iter()
+                    .map(|r| FieldError {
+                        field: r.field,
+                        detail: r.detail,
+                        channel: r.channel,
+                        rule: r.rule,
+                    })
+                    .collect();
+                p
+            }
+        }
+    }
+}
+
 impl From<crate::store::StoreError> for Problem {
     fn from(e: crate::store::StoreError) -> Problem {
         if e.is_unavailable() {
