@@ -461,6 +461,7 @@ mod tests {
             http: reqwest::Client::new(),
             data_dir: dir.path().to_path_buf(),
             public_base_url: "http://127.0.0.1:8080/".into(),
+            clock: noroshi_channel_core::system_clock(),
         };
         noroshi_website::build(&cfg, &env).unwrap()
     }

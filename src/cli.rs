@@ -167,6 +167,7 @@ fn check_config(a: ConfigArg) -> anyhow::Result<ExitCode> {
         http: crate::server::http_client(&loaded.config)?,
         data_dir: loaded.config.server.data_dir.clone(),
         public_base_url: loaded.config.server.public_base_url(),
+        clock: std::sync::Arc::new(crate::clock::now),
     };
     match crate::registry::build_channels(&loaded.config.channels, &env) {
         Ok(channels) => {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use noroshi_channel_core::{ConfigProblem, SecretString};
+use noroshi_channel_core::SecretString;
 use serde::Deserialize;
 
 /// The whole daemon configuration. Every section and key has a default, so an empty file
@@ -171,6 +171,9 @@ impl Default for QueueConfig {
     }
 }
 
+/// `[channels]`: one section per channel adapter, each implementing
+/// [`noroshi_channel_core::ChannelConfig`]. [`crate::registry::sections`] lists every one of
+/// them once; validation, the build and the channel names all walk that list.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ChannelsConfig {
@@ -641,44 +644,10 @@ pub fn validate(loaded: &Loaded) -> Vec<Problem> {
         );
     }
     let ch = &c.channels;
-    let sections: Vec<(String, bool, Vec<ConfigProblem>)> = {
-        let mut v = vec![
-            (
-                "channels.line".to_string(),
-                ch.line.enabled,
-                ch.line.validate(),
-            ),
-            ("channels.x".to_string(), ch.x.enabled, ch.x.validate()),
-            (
-                "channels.facebook".to_string(),
-                ch.facebook.enabled,
-                ch.facebook.validate(),
-            ),
-            (
-                "channels.email".to_string(),
-                ch.email.enabled,
-                ch.email.validate(),
-            ),
-            (
-                "channels.website".to_string(),
-                ch.website.enabled,
-                ch.website.validate(),
-            ),
-        ];
-        for (name, w) in &ch.webhook {
-            v.push((format!("channels.webhook.{name}"), w.enabled, w.validate()));
-        }
-        v
-    };
-    for (section, enabled, found) in sections {
-        if !enabled {
-            continue;
-        }
-        for p in found {
-            let key = format!("{section}.{}", p.key);
-            let hint = unset_hint(loaded, &key);
-            push(&key, format!("{}{hint}", p.message));
-        }
+    // Each enabled channel's own checks, walked from the registry's one list of sections.
+    for p in crate::registry::validate_channels(ch) {
+        let hint = unset_hint(loaded, &p.key);
+        push(&p.key, format!("{}{hint}", p.message));
     }
     for name in ch.webhook.keys() {
         if name.is_empty()

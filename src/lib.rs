@@ -23,6 +23,7 @@ pub mod dispatch;
 pub mod queue;
 pub mod registry;
 pub mod server;
+pub mod status;
 pub mod store;
 pub mod tasks;
 pub mod time;

@@ -491,23 +491,16 @@ pub async fn refresh_announcement_status(db: &Db, announcement_id: &str) -> Resu
         rows.iter().map(|r| Ok((r.try_get::<String, _>("status")?, r.try_get::<i64, _>("n")?)))
             .collect::<Result<Vec<_>>>()?
     });
-    let count = |s: &str| {
-        rows.iter()
-            .filter(|(st, _)| st == s)
-            .map(|(_, n)| *n)
-            .sum::<i64>()
+    let mut tally = crate::status::Tally::default();
+    for (status, n) in &rows {
+        let status: crate::status::DeliveryStatus =
+            status.parse().map_err(crate::store::StoreError::Other)?;
+        tally.add(status, *n);
+    }
+    let Some(new_status) = crate::status::roll_up(tally) else {
+        return Ok(());
     };
-    let (sent, failed, cancelled) = (count("sent"), count("failed"), count("cancelled"));
-    // `cancelled` is only ever set by staff cancelling (see `cancel`); copies skipped
-    // because their subscriber left are not failures.
-    let _ = cancelled;
-    let new_status = if failed == 0 {
-        "sent"
-    } else if sent > 0 {
-        "partially_failed"
-    } else {
-        "failed"
-    };
+    let new_status = new_status.as_str();
     write_pool!(db, p => sqlx::query(
         "UPDATE announcements SET status = $2, updated_at = $3 WHERE id = $1 AND status <> 'cancelled'")
         .bind(announcement_id).bind(new_status).bind(now_ms()).execute(p).await?.rows_affected());

@@ -1,6 +1,7 @@
 //! `noroshi serve`: wires config, database, channels, dispatcher and HTTP together, and
 //! shuts down gracefully.
 
+use crate::status::ChannelState;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -159,6 +160,7 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         http: http_client(&config)?,
         data_dir: config.server.data_dir.clone(),
         public_base_url: public_base_url.clone(),
+        clock: Arc::new(crate::clock::now),
     };
     let registered = registry::build_channels(&config.channels, &env).map_err(|problems| {
         anyhow::anyhow!(
@@ -194,7 +196,7 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
     let paused: Vec<String> = store::channels::all(&db)
         .await?
         .into_iter()
-        .filter(|s| s.state == "paused")
+        .filter(|s| s.state == ChannelState::Paused.as_str())
         .map(|s| s.channel)
         .collect();
     let tasks = Tasks::default();
@@ -297,7 +299,13 @@ async fn health_loop(db: Db, dispatcher: Arc<Dispatcher>) {
                 Err(e) if e.class == ErrorClass::Auth => {
                     let reason = format!("healthcheck: credentials refused: {}", e.message);
                     tracing::error!(channel = %c.name, reason = %reason, "Channel paused");
-                    let _ = store::channels::set_state(&db, &c.name, "paused", Some(&reason)).await;
+                    let _ = store::channels::set_state(
+                        &db,
+                        &c.name,
+                        ChannelState::Paused,
+                        Some(&reason),
+                    )
+                    .await;
                     dispatcher.set_paused(&c.name, true);
                 }
                 Err(e) => {

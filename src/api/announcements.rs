@@ -5,6 +5,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use noroshi_channel_core::Priority;
 use serde::{Deserialize, Serialize};
 
 use super::auth::{Caller, Role};
@@ -531,7 +532,7 @@ pub async fn cancel(
     caller.require(Role::Staff)?;
     // A disaster alert is the disaster desk's: staff cannot stop one (A.8).
     let row = row_of(&state, &id).await?;
-    if row.priority == "disaster" && caller.role < Role::Disaster {
+    if Priority::parse(&row.priority) == Some(Priority::Disaster) && caller.role < Role::Disaster {
         return Err(Problem::forbidden(format!(
             "cancelling a disaster announcement needs the disaster or admin role; token `{}` has {}",
             caller.name,

@@ -1,5 +1,6 @@
 //! Channel routes: state of every channel, resume after an auth pause, the LINE webhook.
 
+use crate::status::ChannelState;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -92,7 +93,7 @@ pub async fn list(
         let mut state_name = st.map(|s| s.state.clone()).unwrap_or_else(|| "ok".into());
         let mut reason = st.and_then(|s| s.reason.clone());
         if state_name == "ok" && warnings_present {
-            state_name = "degraded".into();
+            state_name = ChannelState::Degraded.as_str().into();
             reason = platform["warnings"][0].as_str().map(str::to_string);
         }
         out.push(ChannelView {
@@ -126,7 +127,7 @@ pub async fn resume(
     if state.dispatcher.channel(&name).is_none() {
         return Err(Problem::not_found("enabled channel"));
     }
-    store::channels::set_state(&state.db, &name, "ok", None).await?;
+    store::channels::set_state(&state.db, &name, ChannelState::Ok, None).await?;
     state.dispatcher.set_paused(&name, false);
     tracing::info!(channel = %name, by = %caller.name, "Channel resumed");
     Ok(Json(serde_json::json!({ "name": name, "state": "ok" })))

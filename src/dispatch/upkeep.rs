@@ -2,6 +2,7 @@
 //! instances, rotated credentials, last-success stamps.
 
 use super::*;
+use crate::status::ChannelState;
 
 impl Dispatcher {
     pub(super) async fn flush_successes(&self) {
@@ -81,7 +82,7 @@ impl Dispatcher {
             for c in &self.channels {
                 let paused = states
                     .iter()
-                    .any(|s| s.channel == c.name && s.state == "paused");
+                    .any(|s| s.channel == c.name && s.state == ChannelState::Paused.as_str());
                 // A hold another instance was answered with holds this one too.
                 if let Some(until) = states
                     .iter()
@@ -174,8 +175,13 @@ impl Dispatcher {
                 Err(e) if e.class == noroshi_channel_core::ErrorClass::Auth => {
                     let reason = format!("credentials refused: {}", e.message);
                     tracing::error!(channel = %c.name, reason = %reason, "Channel paused");
-                    let _ = store::channels::set_state(&self.db, &c.name, "paused", Some(&reason))
-                        .await;
+                    let _ = store::channels::set_state(
+                        &self.db,
+                        &c.name,
+                        ChannelState::Paused,
+                        Some(&reason),
+                    )
+                    .await;
                     c.paused.store(true, Ordering::SeqCst);
                 }
                 Err(e) => tracing::warn!(channel = %c.name, error = %e, "Background read failed"),

@@ -3,6 +3,7 @@
 
 use super::outcome::{self, Attempt, Effect, Phase};
 use super::*;
+use crate::status::ChannelState;
 
 impl Dispatcher {
     pub(super) async fn acquire(
@@ -118,15 +119,7 @@ impl Dispatcher {
                     let abort = guard.dispatcher.abort.clone();
                     // After the shutdown grace an attempt still running is dropped here,
                     // and only then is its lease released (as uncertain).
-                    let live_alert = d.lane == Priority::Disaster.lane();
                     let attempt = guard.dispatcher.attempt(&guard.channel, d);
-                    let attempt = async {
-                        if live_alert {
-                            store::urgent(attempt).await
-                        } else {
-                            attempt.await
-                        }
-                    };
                     tokio::select! {
                         _ = attempt => {}
                         _ = abort.cancelled() => {}
@@ -200,14 +193,22 @@ impl Dispatcher {
     /// announcement, so an operator can follow one request to every delivery attempt.
     pub(super) async fn attempt(&self, c: &ChannelRuntime, d: Claimed) {
         use tracing::Instrument;
-        let request_id = self
-            .announcement_info(&d.announcement_id)
-            .await
-            .ok()
+        let info = self.announcement_info(&d.announcement_id).await.ok();
+        let request_id = info
+            .as_ref()
             .and_then(|i| i.request_id.clone())
             .unwrap_or_default();
+        // A live alert's writes (marking, releasing, its outcome) take the next write turn;
+        // a drill's do not.
+        let live_alert =
+            d.lane == Priority::Disaster.lane() && info.as_ref().is_some_and(|i| !i.exercise);
         let span = tracing::info_span!("attempt", request_id = %request_id);
-        self.attempt_inner(c, d).instrument(span).await
+        let attempt = self.attempt_inner(c, d).instrument(span);
+        if live_alert {
+            store::urgent(attempt).await
+        } else {
+            attempt.await
+        }
     }
 
     /// One attempt of one claimed delivery, start to recorded outcome.
@@ -489,14 +490,24 @@ impl Dispatcher {
         match effect {
             None => {}
             Some(Effect::Degrade(reason)) => {
-                let _ =
-                    store::channels::set_state(&self.db, &c.name, "degraded", Some(&reason)).await;
+                let _ = store::channels::set_state(
+                    &self.db,
+                    &c.name,
+                    ChannelState::Degraded,
+                    Some(&reason),
+                )
+                .await;
             }
             Some(Effect::Pause(reason)) => {
                 tracing::error!(channel = %c.name, reason = %reason,
                     "Channel paused: fix its credentials, then POST /api/v1/channels/{}/resume", c.name);
-                let _ =
-                    store::channels::set_state(&self.db, &c.name, "paused", Some(&reason)).await;
+                let _ = store::channels::set_state(
+                    &self.db,
+                    &c.name,
+                    ChannelState::Paused,
+                    Some(&reason),
+                )
+                .await;
                 c.paused.store(true, Ordering::SeqCst);
             }
             Some(Effect::Hold(until)) => {

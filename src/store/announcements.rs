@@ -4,6 +4,7 @@ use serde::Serialize;
 use sqlx::Row;
 
 use super::{now_ms, Db, Result, StoreError};
+use crate::status::DeliveryStatus;
 
 /// An announcement as accepted, ready to insert with its deliveries.
 #[derive(Clone, Debug)]
@@ -235,9 +236,6 @@ pub struct ChannelSummary {
     pub sent_at: Option<String>,
 }
 
-/// Order of advancement, least first: the channel status is the least advanced one.
-const PROGRESS: &[&str] = &["pending", "retrying", "in_flight", "cancelled", "sent"];
-
 pub async fn summarize(db: &Db, id: &str) -> Result<Vec<ChannelSummary>> {
     struct Group {
         channel: String,
@@ -302,26 +300,19 @@ pub async fn summarize(db: &Db, id: &str) -> Result<Vec<ChannelSummary>> {
         let expanding = mine
             .iter()
             .any(|g| g.kind == "expand" && g.status != "sent");
-        let status = if failed > 0 {
-            "failed".to_string()
-        } else if expanding {
-            mine.iter()
-                .filter(|g| g.kind == "expand")
-                .map(|g| g.status.as_str())
-                .chain(sends.iter().map(|g| g.status.as_str()))
-                .min_by_key(|s| PROGRESS.iter().position(|p| p == s).unwrap_or(0))
-                .unwrap_or("pending")
-                .to_string()
-        } else if total == 0 {
-            "sent".to_string()
+        let parse = |g: &&Group| g.status.parse::<DeliveryStatus>().ok();
+        let status = if expanding {
+            crate::status::channel_status(
+                mine.iter()
+                    .filter(|g| g.kind == "expand")
+                    .chain(sends.iter().copied())
+                    .filter_map(parse),
+            )
         } else {
-            sends
-                .iter()
-                .map(|g| g.status.as_str())
-                .min_by_key(|s| PROGRESS.iter().position(|p| p == s).unwrap_or(0))
-                .unwrap_or("pending")
-                .to_string()
-        };
+            crate::status::channel_status(sends.iter().copied().filter_map(parse))
+        }
+        .as_str()
+        .to_string();
         let remote_ids = extras
             .iter()
             .filter(|(c, r, _, _)| c == &channel && r.is_some())

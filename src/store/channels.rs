@@ -4,9 +4,10 @@ use serde::Serialize;
 use sqlx::Row;
 
 use super::{now_ms, Db, Result};
+use crate::status::ChannelState;
 
 #[derive(Clone, Debug, Default, Serialize)]
-pub struct ChannelState {
+pub struct ChannelRow {
     pub channel: String,
     /// ok | degraded | paused
     pub state: String,
@@ -19,12 +20,12 @@ pub struct ChannelState {
     pub hold_until: Option<i64>,
 }
 
-pub async fn all(db: &Db) -> Result<Vec<ChannelState>> {
+pub async fn all(db: &Db) -> Result<Vec<ChannelRow>> {
     with_pool!(db, p => {
         let rows = sqlx::query(
             "SELECT channel, state, reason, since, last_error, last_error_at, last_success_at, hold_until FROM channel_states")
             .fetch_all(p).await?;
-        rows.iter().map(|r| Ok(ChannelState {
+        rows.iter().map(|r| Ok(ChannelRow {
             channel: r.try_get("channel")?,
             state: r.try_get("state")?,
             reason: r.try_get("reason")?,
@@ -38,8 +39,14 @@ pub async fn all(db: &Db) -> Result<Vec<ChannelState>> {
 }
 
 /// Sets the channel's state (`paused` with a reason, or `ok`/`degraded`).
-pub async fn set_state(db: &Db, channel: &str, state: &str, reason: Option<&str>) -> Result<()> {
+pub async fn set_state(
+    db: &Db,
+    channel: &str,
+    state: ChannelState,
+    reason: Option<&str>,
+) -> Result<()> {
     let now = now_ms();
+    let state = state.as_str();
     write_pool!(db, p => sqlx::query(
         "INSERT INTO channel_states (channel, state, reason, since) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (channel) DO UPDATE SET state = $2, reason = $3, \

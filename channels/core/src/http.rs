@@ -1,11 +1,12 @@
-//! Helpers shared by the HTTP adapters: `Retry-After`, transport failures.
+//! Helpers shared by the HTTP adapters: `Retry-After`, transport failures, HTTP's own
+//! status semantics.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
-use crate::DeliveryError;
+use crate::{DeliveryError, ErrorClass};
 
 /// `Retry-After` as delta-seconds or an HTTP-date (RFC 9110 §10.2.3).
 pub fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
@@ -43,6 +44,21 @@ pub fn transport_error(err: reqwest::Error, write: bool) -> DeliveryError {
     }
 }
 
+/// What an HTTP status means by HTTP's own semantics alone, for an endpoint that says
+/// nothing more (a generic webhook, a proxy's page in front of a platform). `retry_after`
+/// is what the response's `Retry-After` said.
+///
+/// Platforms with their own error bodies classify by their own tables first.
+pub fn classify_status(status: u16, retry_after: Option<Duration>) -> ErrorClass {
+    match status {
+        408 | 429 => ErrorClass::RateLimited { retry_after },
+        401 | 403 => ErrorClass::Auth,
+        500..=599 => ErrorClass::Transient,
+        // 3xx is left here only when redirects were not followed: a config problem.
+        _ => ErrorClass::Permanent,
+    }
+}
+
 /// Cuts a platform's error body to a length fit for a log line.
 pub fn snippet(body: &str) -> String {
     const MAX: usize = 300;
@@ -75,6 +91,27 @@ mod tests {
         assert_eq!(retry_after(&h, now), Some(Duration::from_secs(30)));
         h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&h, now), None);
+    }
+
+    #[test]
+    fn statuses_are_classified_by_http_semantics() {
+        let wait = Some(Duration::from_secs(7));
+        let table = [
+            (408, ErrorClass::RateLimited { retry_after: wait }),
+            (429, ErrorClass::RateLimited { retry_after: wait }),
+            (401, ErrorClass::Auth),
+            (403, ErrorClass::Auth),
+            (500, ErrorClass::Transient),
+            (503, ErrorClass::Transient),
+            (599, ErrorClass::Transient),
+            (302, ErrorClass::Permanent),
+            (400, ErrorClass::Permanent),
+            (404, ErrorClass::Permanent),
+            (422, ErrorClass::Permanent),
+        ];
+        for (status, class) in table {
+            assert_eq!(classify_status(status, wait), class, "{status}");
+        }
     }
 
     #[test]

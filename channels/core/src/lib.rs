@@ -7,14 +7,19 @@
 //! leases and pausing are the queue's business; an adapter only says what happened, as an
 //! [`ErrorClass`].
 
+pub mod clock;
+pub mod config;
 mod error;
 pub mod fetch;
 pub mod http;
+pub mod text;
 mod types;
 
 #[cfg(feature = "fake")]
 pub mod fake;
 
+pub use clock::{jst, system_clock, Clock};
+pub use config::ChannelConfig;
 pub use error::{ConfigProblem, DeliveryError, ErrorClass, RenderError};
 pub use secrecy::{ExposeSecret, SecretString};
 pub use types::*;

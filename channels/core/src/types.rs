@@ -6,6 +6,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::Clock;
+
 /// The lane an announcement travels in. Ordered: `Disaster` outranks `Urgent` outranks
 /// `Normal`, everywhere (queue claim order, reserved workers, rate-limit reserve).
 #[derive(
@@ -223,7 +225,7 @@ pub struct Budget {
 }
 
 /// What adapters get when they are built.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct BuildEnv {
     /// One shared HTTP client (rustls with ring, connect and request timeouts set).
     pub http: reqwest::Client,
@@ -231,6 +233,19 @@ pub struct BuildEnv {
     pub data_dir: PathBuf,
     /// The daemon's public base URL (`http://127.0.0.1:8080/`), for links back to it.
     pub public_base_url: String,
+    /// Where adapters read the time: the daemon's own clock ([`crate::system_clock`]
+    /// outside it, a controlled one in tests).
+    pub clock: Clock,
+}
+
+impl std::fmt::Debug for BuildEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuildEnv")
+            .field("http", &self.http)
+            .field("data_dir", &self.data_dir)
+            .field("public_base_url", &self.public_base_url)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The timeout the daemon's shared HTTP client uses for a whole request.

@@ -13,7 +13,7 @@
 
 use std::fmt;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use lettre::address::Envelope;
@@ -25,8 +25,9 @@ use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::{Address, Message};
 use noroshi_channel_core::{
-    Announcement, Audience, Channel, ConfigProblem, DeliveryContext, DeliveryError, DeliveryUnit,
-    ExposeSecret, Limits, Priority, Receipt, Recipient, RenderError, Rendering,
+    system_clock, Announcement, Audience, Channel, Clock, ConfigProblem, DeliveryContext,
+    DeliveryError, DeliveryUnit, ExposeSecret, Limits, Priority, Receipt, Recipient, RenderError,
+    Rendering,
 };
 use tokio::sync::Semaphore;
 use tokio::time::timeout;
@@ -53,6 +54,8 @@ pub struct EmailChannel {
     unsubscribe_mailto_domain: Option<String>,
     message_id_domain: String,
     pool: Pool,
+    /// Where the adapter reads the time (the `Date:` header).
+    clock: Clock,
 }
 
 impl fmt::Debug for EmailChannel {
@@ -168,7 +171,14 @@ impl EmailChannel {
                 disaster_permits: Semaphore::new(config.disaster_connections.max(1) as usize),
                 size: pool_size,
             },
+            clock: system_clock(),
         })
+    }
+
+    /// Replaces the clock (the daemon's own, or a test's).
+    pub fn with_clock(mut self, clock: Clock) -> EmailChannel {
+        self.clock = clock;
+        self
     }
 
     /// The complete message for one recipient, and its envelope.
@@ -227,7 +237,7 @@ impl EmailChannel {
                 id_token(announcement_id),
                 self.message_id_domain
             )))
-            .date_now()
+            .date(SystemTime::from((self.clock)()))
             .raw_header(header("List-Id", self.list_id.clone()))
             .raw_header(header("List-Unsubscribe", list_unsubscribe));
         // RFC 8058 one-click needs an HTTPS URI; a plain-HTTP one (a dev setup) still gets

@@ -21,20 +21,37 @@ mod tests;
 
 use std::sync::Arc;
 
-use noroshi_channel_core::{BuildEnv, Channel, ConfigProblem};
+use noroshi_channel_core::{BuildEnv, Channel, ChannelConfig, ConfigProblem, DeliverySettings};
 
 pub use address::validate_address;
 pub use client::EmailChannel;
 pub use config::{Config, TlsMode};
 pub use render::EmailPayload;
 
-/// Validates `config` and builds the channel (named `email`). SMTP needs no HTTP client,
-/// so `env` is unused.
+/// Validates `config` and builds the channel (named `email`). SMTP needs no HTTP client:
+/// of `env` only the clock is used.
 pub fn build(config: &Config, env: &BuildEnv) -> Result<Arc<dyn Channel>, Vec<ConfigProblem>> {
-    let _ = env;
     let problems = config.validate();
     if !problems.is_empty() {
         return Err(problems);
     }
-    Ok(Arc::new(EmailChannel::new("email", config)?))
+    Ok(Arc::new(
+        EmailChannel::new("email", config)?.with_clock(env.clock.clone()),
+    ))
+}
+
+/// `[channels.email]` as the daemon's registry drives it (the channel `email`).
+impl ChannelConfig for Config {
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+    fn delivery(&self) -> &DeliverySettings {
+        &self.delivery
+    }
+    fn validate(&self) -> Vec<ConfigProblem> {
+        Config::validate(self)
+    }
+    fn build(&self, _name: &str, env: &BuildEnv) -> Result<Arc<dyn Channel>, Vec<ConfigProblem>> {
+        build(self, env)
+    }
 }

@@ -1,6 +1,7 @@
 //! Pure rendering: an announcement becomes one `{subject, text, html}` unit; the
 //! per-recipient unsubscribe footer is added at delivery time.
 
+use noroshi_channel_core::text::escape_html;
 use noroshi_channel_core::{Announcement, Preview, RenderError, Rendering};
 use serde::{Deserialize, Serialize};
 
@@ -123,18 +124,18 @@ pub(crate) fn render_payload(a: &Announcement) -> Result<EmailPayload, RenderErr
         "<!DOCTYPE html>\n<html lang=\"{lang}\">\n<head>\n<meta charset=\"UTF-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
          <title>{title}</title>\n</head>\n<body>\n<h1>{title}</h1>\n",
-        lang = escape(&lang),
-        title = escape(&subject),
+        lang = escape_html(&lang),
+        title = escape_html(&subject),
     );
     for paragraph in body.split("\n\n").map(str::trim).filter(|p| !p.is_empty()) {
-        let lines: Vec<String> = paragraph.lines().map(escape).collect();
+        let lines: Vec<String> = paragraph.lines().map(escape_html).collect();
         html.push_str(&format!("<p>{}</p>\n", lines.join("<br>\n")));
     }
     for (label, url) in [(l.details, link), (l.page, page)] {
         let Some(url) = url else { continue };
         html.push_str(&format!(
             "<p>{}: {}</p>\n",
-            escape(label),
+            escape_html(label),
             html_link(url, &subject, &l)
         ));
     }
@@ -154,13 +155,13 @@ fn html_link(url: &str, subject: &str, l: &Labels) -> String {
     if url.starts_with("https://") || url.starts_with("http://") {
         format!(
             "<a href=\"{}\">{}（{}）</a>",
-            escape(url),
-            escape(subject),
-            escape(l.details_link)
+            escape_html(url),
+            escape_html(subject),
+            escape_html(l.details_link)
         )
     } else {
         // Not a web link (e.g. `javascript:`): show it, never make it clickable.
-        escape(url)
+        escape_html(url)
     }
 }
 
@@ -181,9 +182,9 @@ pub(crate) fn personal_html(payload: &EmailPayload, unsubscribe_url: &str, lang:
     let l = labels(lang);
     let footer = format!(
         "<hr>\n<footer>\n<p>{}</p>\n<p><a href=\"{}\">{}</a></p>\n</footer>",
-        escape(l.footer_why),
-        escape(unsubscribe_url),
-        escape(l.footer_unsubscribe)
+        escape_html(l.footer_why),
+        escape_html(unsubscribe_url),
+        escape_html(l.footer_unsubscribe)
     );
     if payload.html.contains(UNSUBSCRIBE_MARK) {
         payload.html.replacen(UNSUBSCRIBE_MARK, &footer, 1)
@@ -202,19 +203,4 @@ fn one_line(s: &str) -> String {
         .map(str::trim)
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-pub(crate) fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
 }

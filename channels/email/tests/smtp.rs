@@ -560,6 +560,7 @@ async fn build_validates_and_the_channel_targets_subscribers() {
         http: reqwest::Client::new(),
         data_dir: std::env::temp_dir(),
         public_base_url: "http://127.0.0.1:8080/".into(),
+        clock: noroshi_channel_core::system_clock(),
     };
     let bad = Config {
         from: "nobody".into(),
@@ -574,6 +575,34 @@ async fn build_validates_and_the_channel_targets_subscribers() {
         noroshi_channel_core::Audience::EmailSubscribers
     );
     assert!(ch.fetch_reach().await.unwrap().is_empty());
+}
+
+/// B.2: the adapter dates its messages by the clock the daemon hands it at build.
+#[tokio::test]
+async fn build_takes_its_clock_from_the_build_env() {
+    use noroshi_channel_core::ChannelConfig;
+    let fake = FakeSmtp::start(FakeSmtpOptions::default()).await;
+    let at: chrono::DateTime<chrono::Utc> = "2026-12-01T00:00:00Z".parse().unwrap();
+    let env = BuildEnv {
+        http: reqwest::Client::new(),
+        data_dir: std::env::temp_dir(),
+        public_base_url: "http://127.0.0.1:8080/".into(),
+        clock: Arc::new(move || at),
+    };
+    let section = config(fake.port());
+    let section: &dyn ChannelConfig = &section;
+    assert!(section.enabled() && section.validate().is_empty());
+    let ch = section.build("email", &env).unwrap();
+    assert_eq!(ch.name(), "email");
+    let p = payload(ch.as_ref(), "お知らせ");
+    ch.deliver(&unit(&p, "taro@example.jp"), &ctx("d-clock"))
+        .await
+        .expect("sent");
+    assert!(fake.wait_for(1, Duration::from_secs(2)).await);
+    let msg = fake.messages().remove(0);
+    let date = raw_header(&msg.text(), "Date").unwrap();
+    let date = chrono::DateTime::parse_from_rfc2822(&date).unwrap();
+    assert_eq!(date, at);
 }
 
 #[tokio::test]

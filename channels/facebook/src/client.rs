@@ -3,14 +3,14 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use hmac::{Hmac, Mac};
 use noroshi_channel_core::http::{retry_after, transport_error};
 use noroshi_channel_core::{
-    AdapterStatus, Announcement, Channel, DeliveryContext, DeliveryError, DeliveryUnit,
+    AdapterStatus, Announcement, Channel, Clock, DeliveryContext, DeliveryError, DeliveryUnit,
     ExposeSecret, Limits, Priority, Receipt, RenderError, Rendering, SecretString,
 };
 use reqwest::header::{HeaderMap, AUTHORIZATION};
@@ -22,9 +22,6 @@ use crate::error::{classify, GraphError};
 use crate::reach;
 use crate::render::{render, PostKind, PostPayload};
 use crate::usage::Usage;
-
-/// Where the adapter reads the time; tests move it.
-pub(crate) type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
 /// Warn this long before the Page token stops working (CHANNELS.md §3.1).
 const TOKEN_WARNING: chrono::Duration = chrono::Duration::days(7);

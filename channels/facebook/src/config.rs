@@ -1,6 +1,7 @@
 //! `[channels.facebook]`: the Page, the Graph API version and the credentials.
 
-use noroshi_channel_core::{ConfigProblem, DeliverySettings, ExposeSecret, SecretString};
+use noroshi_channel_core::config::{http_url, is_blank, required_secret};
+use noroshi_channel_core::{ConfigProblem, DeliverySettings, SecretString};
 use serde::Deserialize;
 
 /// Graph API versions and the day Meta stops serving them (CHANNELS.md §3.1). A version
@@ -76,12 +77,11 @@ impl Config {
     /// Pure checks, no I/O; called only when the channel is enabled.
     pub fn validate(&self) -> Vec<ConfigProblem> {
         let mut problems = Vec::new();
-        match url::Url::parse(&self.graph_base) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.query().is_none() => {}
-            _ => problems.push(ConfigProblem::new(
+        if http_url(&self.graph_base).is_none_or(|u| u.query().is_some()) {
+            problems.push(ConfigProblem::new(
                 "graph_base",
                 "must be an http(s) URL without a query, e.g. https://graph.facebook.com",
-            )),
+            ));
         }
         match parse_version(&self.api_version) {
             None => problems.push(ConfigProblem::new(
@@ -107,25 +107,16 @@ impl Config {
                 "must be the Page's numeric id (Page settings → About → Page ID)",
             ));
         }
-        match &self.page_access_token {
-            None => problems.push(ConfigProblem::new(
-                "page_access_token",
-                "missing: set page_access_token_env (default FACEBOOK_PAGE_TOKEN) or \
-                 page_access_token_file",
-            )),
-            Some(t) if t.expose_secret().trim().is_empty() => {
-                problems.push(ConfigProblem::new("page_access_token", "is empty"))
-            }
-            Some(_) => {}
-        }
+        problems.extend(required_secret(
+            "page_access_token",
+            self.page_access_token.as_ref(),
+            Some("FACEBOOK_PAGE_TOKEN"),
+        ));
         for (key, secret) in [
             ("app_secret", &self.app_secret),
             ("app_token", &self.app_token),
         ] {
-            if secret
-                .as_ref()
-                .is_some_and(|s| s.expose_secret().trim().is_empty())
-            {
+            if secret.as_ref().is_some_and(is_blank) {
                 problems.push(ConfigProblem::new(
                     key,
                     "is empty; remove it or give a value",

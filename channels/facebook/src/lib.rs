@@ -22,7 +22,7 @@ mod tests;
 
 use std::sync::Arc;
 
-use noroshi_channel_core::{BuildEnv, Channel, ConfigProblem};
+use noroshi_channel_core::{BuildEnv, Channel, ChannelConfig, ConfigProblem, DeliverySettings};
 
 pub use client::FacebookChannel;
 pub use config::Config;
@@ -37,6 +37,22 @@ pub fn build(config: &Config, env: &BuildEnv) -> Result<Arc<dyn Channel>, Vec<Co
     Ok(Arc::new(FacebookChannel::new(
         config,
         env.http.clone(),
-        Arc::new(chrono::Utc::now),
+        env.clock.clone(),
     )))
+}
+
+/// `[channels.facebook]` as the daemon's registry drives it (the channel `facebook`).
+impl ChannelConfig for Config {
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+    fn delivery(&self) -> &DeliverySettings {
+        &self.delivery
+    }
+    fn validate(&self) -> Vec<ConfigProblem> {
+        Config::validate(self)
+    }
+    fn build(&self, _name: &str, env: &BuildEnv) -> Result<Arc<dyn Channel>, Vec<ConfigProblem>> {
+        build(self, env)
+    }
 }

@@ -256,11 +256,53 @@ fn build_refuses_a_bad_config() {
         http: reqwest::Client::new(),
         data_dir: "data".into(),
         public_base_url: "http://127.0.0.1:8080/".into(),
+        clock: noroshi_channel_core::system_clock(),
     };
     let problems = crate::build(&Config::default(), &env).err().unwrap();
     assert_eq!(problems.len(), 2);
     let ch = crate::build(&config("https://graph.facebook.com"), &env).unwrap();
     assert_eq!(ch.name(), "facebook");
+}
+
+#[test]
+fn the_registry_drives_the_section_through_channel_config() {
+    use noroshi_channel_core::ChannelConfig;
+    let env = BuildEnv {
+        http: reqwest::Client::new(),
+        data_dir: "data".into(),
+        public_base_url: "http://127.0.0.1:8080/".into(),
+        clock: noroshi_channel_core::system_clock(),
+    };
+    let mut cfg = config("https://graph.facebook.com");
+    cfg.delivery.max_attempts = Some(3);
+    let section: &dyn ChannelConfig = &cfg;
+    assert!(section.enabled());
+    assert_eq!(section.delivery().max_attempts, Some(3));
+    assert!(section.validate().is_empty());
+    assert_eq!(section.build("facebook", &env).unwrap().name(), "facebook");
+    let bad = Config::default();
+    let section: &dyn ChannelConfig = &bad;
+    assert!(!section.enabled());
+    let keys: Vec<String> = section.validate().into_iter().map(|p| p.key).collect();
+    assert_eq!(keys, ["page_id", "page_access_token"]);
+    assert_eq!(section.build("facebook", &env).err().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn build_reads_the_time_from_the_build_env() {
+    let fb = fake::start(PAGE, TOKEN).await;
+    fb.set_followers(7);
+    let at: DateTime<Utc> = "2026-12-01T00:00:00Z".parse().unwrap();
+    let env = BuildEnv {
+        http: http(Duration::from_secs(5)),
+        data_dir: "data".into(),
+        public_base_url: "http://127.0.0.1:8080/".into(),
+        clock: Arc::new(move || at),
+    };
+    let ch = crate::build(&config(&fb.base_url()), &env).unwrap();
+    let samples = ch.fetch_reach().await.unwrap();
+    assert!(!samples.is_empty());
+    assert!(samples.iter().all(|s| s.collected_at == at), "{samples:?}");
 }
 
 // ---- delivery ----

@@ -2,15 +2,16 @@
 //! with its disaster reserve, the quota check, health check and status.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Datelike, FixedOffset, TimeZone, Utc};
+use chrono::{DateTime, Datelike, TimeZone, Utc};
 use noroshi_channel_core::http::{retry_after, snippet, transport_error};
 use noroshi_channel_core::{
-    AdapterStatus, Announcement, Budget, Channel, DeliveryContext, DeliveryError, DeliveryUnit,
-    ExposeSecret, Limits, Priority, ReachSample, Receipt, RenderError, Rendering, SecretString,
+    jst, system_clock, AdapterStatus, Announcement, Budget, Channel, DeliveryContext,
+    DeliveryError, DeliveryUnit, ExposeSecret, Limits, Priority, ReachSample, Receipt, RenderError,
+    Rendering, SecretString,
 };
 use reqwest::header::CONTENT_TYPE;
 use serde::Deserialize;
@@ -21,17 +22,11 @@ use crate::error::{self, Outcome, RETRY_KEY_ACCEPTED};
 use crate::render::{self, Unit};
 
 /// Where the adapter reads the time: injectable so tests can move through an hour.
-pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+pub use noroshi_channel_core::Clock;
 
 const HOUR: chrono::TimeDelta = chrono::TimeDelta::hours(1);
 /// Request ids kept for per-message reach (views) and narrowcast progress.
 const TRACKED_REQUESTS: usize = 20;
-
-/// Japan has no daylight saving time: UTC+9 all year, which is what LINE's `date`
-/// parameters and monthly quota periods use.
-pub(crate) fn jst() -> FixedOffset {
-    FixedOffset::east_opt(9 * 3600).expect("UTC+9 is a valid offset")
-}
 
 /// 00:00 JST on the first of next month: when LINE's monthly message count resets.
 pub(crate) fn next_month_start(now: DateTime<Utc>) -> DateTime<Utc> {
@@ -198,7 +193,7 @@ impl LineChannel {
             config,
             token,
             http,
-            clock: Arc::new(Utc::now),
+            clock: system_clock(),
             state: Mutex::new(State::default()),
         })
     }

@@ -1,5 +1,6 @@
 //! `[channels.line]`: the LINE channel's settings and their pure validation.
 
+use noroshi_channel_core::config::{check_api_base, is_blank, required_secret};
 use noroshi_channel_core::{ConfigProblem, DeliverySettings, ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -127,17 +128,9 @@ pub(crate) fn is_area_code(code: &str) -> bool {
 }
 
 fn check_base(key: &str, value: &str, problems: &mut Vec<ConfigProblem>) {
-    match url::Url::parse(value) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
-            if u.query().is_some() {
-                problems.push(ConfigProblem::new(key, "must not carry a query string"));
-            }
-        }
-        _ => problems.push(ConfigProblem::new(
-            key,
-            format!("must be an http(s) URL such as https://api.line.me, got {value:?}"),
-        )),
-    }
+    problems.extend(check_api_base(key, value, || {
+        format!("must be an http(s) URL such as https://api.line.me, got {value:?}")
+    }));
 }
 
 impl Config {
@@ -146,30 +139,21 @@ impl Config {
         let mut problems = Vec::new();
         check_base("api_base", &self.api_base, &mut problems);
         check_base("data_api_base", &self.data_api_base, &mut problems);
-        match &self.channel_access_token {
-            None => problems.push(ConfigProblem::new(
+        let token = self.channel_access_token.as_ref();
+        if let Some(p) = required_secret("channel_access_token", token, None) {
+            problems.push(p);
+        } else if token.is_some_and(|t| {
+            t.expose_secret()
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        }) {
+            problems.push(ConfigProblem::new(
                 "channel_access_token",
-                "missing: set channel_access_token_env or channel_access_token_file",
-            )),
-            Some(t) if t.expose_secret().trim().is_empty() => {
-                problems.push(ConfigProblem::new("channel_access_token", "is empty"))
-            }
-            Some(t)
-                if t.expose_secret()
-                    .chars()
-                    .any(|c| c.is_whitespace() || c.is_control()) =>
-            {
-                problems.push(ConfigProblem::new(
-                    "channel_access_token",
-                    "contains whitespace (a stray newline in the file?)",
-                ))
-            }
-            Some(_) => {}
+                "contains whitespace (a stray newline in the file?)",
+            ));
         }
-        if let Some(s) = &self.channel_secret {
-            if s.expose_secret().trim().is_empty() {
-                problems.push(ConfigProblem::new("channel_secret", "is empty"));
-            }
+        if self.channel_secret.as_ref().is_some_and(is_blank) {
+            problems.push(ConfigProblem::new("channel_secret", "is empty"));
         }
         match self.mode {
             Mode::Multicast => {

@@ -382,7 +382,7 @@ fn detail(property: impl Into<String>, message: impl Into<String>) -> Value {
 }
 
 fn jst_date(t: DateTime<Utc>) -> String {
-    t.with_timezone(&crate::client::jst())
+    t.with_timezone(&noroshi_channel_core::jst())
         .format("%Y%m%d")
         .to_string()
 }

@@ -22,7 +22,7 @@ mod tests;
 
 use std::sync::Arc;
 
-use noroshi_channel_core::{BuildEnv, Channel, ConfigProblem};
+use noroshi_channel_core::{BuildEnv, Channel, ChannelConfig, ConfigProblem, DeliverySettings};
 
 pub use client::{Clock, LineChannel, NarrowcastProgress};
 pub use config::{Config, Mode, NarrowcastSettings};
@@ -43,6 +43,22 @@ pub fn build(config: &Config, env: &BuildEnv) -> Result<Arc<dyn Channel>, Vec<Co
         return Err(problems);
     }
     LineChannel::new(config.clone(), env.http.clone())
-        .map(|c| Arc::new(c) as Arc<dyn Channel>)
+        .map(|c| Arc::new(c.with_clock(env.clock.clone())) as Arc<dyn Channel>)
         .map_err(|m| vec![ConfigProblem::new("channel_access_token", m)])
+}
+
+/// `[channels.line]` as the daemon's registry drives it (the channel `line`).
+impl ChannelConfig for Config {
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+    fn delivery(&self) -> &DeliverySettings {
+        &self.delivery
+    }
+    fn validate(&self) -> Vec<ConfigProblem> {
+        Config::validate(self)
+    }
+    fn build(&self, _name: &str, env: &BuildEnv) -> Result<Arc<dyn Channel>, Vec<ConfigProblem>> {
+        build(self, env)
+    }
 }

@@ -5,7 +5,9 @@ use chrono::{DateTime, Utc};
 use noroshi_channel_core::{DeliveryError, ErrorClass, ReachSample};
 use serde_json::Value;
 
-use crate::client::{jst, progress_note, LineChannel};
+use noroshi_channel_core::jst;
+
+use crate::client::{progress_note, LineChannel};
 
 /// Insight numbers are computed about a day late, so the collector asks for yesterday.
 pub(crate) fn insight_date(now: DateTime<Utc>) -> String {

@@ -1014,6 +1014,26 @@ async fn unready_statistics_are_not_zero() {
     assert!(line.status().warnings.iter().any(|w| w.contains("unready")));
 }
 
+/// B.2: the adapter reads the time from the clock the daemon hands it at build.
+#[tokio::test]
+async fn build_takes_its_clock_from_the_build_env() {
+    let fake = start_fake(FakeOptions::default()).await;
+    let at = Utc::now() + chrono::TimeDelta::days(1);
+    let env = noroshi_channel_core::BuildEnv {
+        http: client(Duration::from_secs(5)),
+        data_dir: "data".into(),
+        public_base_url: "http://127.0.0.1:8080/".into(),
+        clock: Arc::new(move || at),
+    };
+    let line = build(&config(&fake), &env).unwrap();
+    let _ = line.fetch_reach().await;
+    let followers = &fake.requests_to("/insight/followers")[0];
+    assert_eq!(
+        followers.query.as_deref(),
+        Some(format!("date={}", yesterday_jst(at)).as_str())
+    );
+}
+
 #[tokio::test]
 async fn narrowcast_progress_is_polled_until_it_settles() {
     let fake = start_fake(FakeOptions::default()).await;
@@ -1201,6 +1221,7 @@ fn config_defaults_unknown_keys_and_problems() {
         http: reqwest::Client::new(),
         data_dir: "data".into(),
         public_base_url: "http://127.0.0.1:8080/".into(),
+        clock: noroshi_channel_core::system_clock(),
     };
     assert!(build(&c, &env).is_err());
     let ok = Config {
@@ -1208,6 +1229,37 @@ fn config_defaults_unknown_keys_and_problems() {
         ..Config::default()
     };
     assert_eq!(build(&ok, &env).unwrap().name(), "line");
+}
+
+#[test]
+fn the_registry_drives_the_section_through_channel_config() {
+    use noroshi_channel_core::ChannelConfig;
+    let env = noroshi_channel_core::BuildEnv {
+        http: reqwest::Client::new(),
+        data_dir: "data".into(),
+        public_base_url: "http://127.0.0.1:8080/".into(),
+        clock: noroshi_channel_core::system_clock(),
+    };
+    let mut c = Config {
+        enabled: true,
+        channel_access_token: Some(SecretString::from("t")),
+        ..Config::default()
+    };
+    c.delivery.burst = Some(4);
+    let section: &dyn ChannelConfig = &c;
+    assert!(section.enabled());
+    assert_eq!(section.delivery().burst, Some(4));
+    assert!(section.validate().is_empty());
+    assert_eq!(section.build("line", &env).unwrap().name(), "line");
+    let missing = Config::default();
+    let section: &dyn ChannelConfig = &missing;
+    let problems = section.validate();
+    assert_eq!(problems[0].key, "channel_access_token");
+    assert_eq!(
+        problems[0].message,
+        "missing: set channel_access_token_env or channel_access_token_file"
+    );
+    assert!(section.build("line", &env).is_err());
 }
 
 /// A.2: a disaster send never waits for a quota read: with LINE's quota endpoint stalling,

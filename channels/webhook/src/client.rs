@@ -1,14 +1,12 @@
 //! The webhook adapter: one signed request per delivery, classified by HTTP status.
 
 use std::fmt;
-use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use noroshi_channel_core::http::{retry_after, transport_error};
 use noroshi_channel_core::{
-    Announcement, Channel, DeliveryContext, DeliveryError, DeliveryUnit, ExposeSecret, Limits,
-    Receipt, RenderError, Rendering, SecretString,
+    Announcement, Channel, Clock, DeliveryContext, DeliveryError, DeliveryUnit, ExposeSecret,
+    Limits, Receipt, RenderError, Rendering, SecretString,
 };
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, LOCATION};
 use reqwest::Method;
@@ -17,8 +15,6 @@ use crate::config::Config;
 use crate::error::classify;
 use crate::render::{render, WebhookPayload};
 use crate::sign::{signature, timestamped};
-
-pub(crate) type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
 /// One `[channels.webhook.NAME]` instance.
 pub struct WebhookChannel {

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use noroshi_channel_core::config::http_url;
 use noroshi_channel_core::{ConfigProblem, DeliverySettings, ExposeSecret, SecretString};
 use reqwest::header::{HeaderName, HeaderValue};
 use serde::Deserialize;
@@ -71,8 +72,8 @@ impl Config {
     /// Pure checks, no I/O; called only when the instance is enabled.
     pub fn validate(&self) -> Vec<ConfigProblem> {
         let mut problems = Vec::new();
-        match url::Url::parse(&self.url) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") => {
+        match http_url(&self.url) {
+            Some(u) => {
                 if !u.username().is_empty() || u.password().is_some() {
                     problems.push(ConfigProblem::new(
                         "url",
@@ -80,7 +81,7 @@ impl Config {
                     ));
                 }
             }
-            _ => problems.push(ConfigProblem::new(
+            None => problems.push(ConfigProblem::new(
                 "url",
                 "must be an http(s) URL, e.g. https://cms.example.jp/hooks/noroshi",
             )),

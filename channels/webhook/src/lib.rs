@@ -26,7 +26,7 @@ mod tests;
 
 use std::sync::Arc;
 
-use noroshi_channel_core::{BuildEnv, Channel, ConfigProblem};
+use noroshi_channel_core::{BuildEnv, Channel, ChannelConfig, ConfigProblem, DeliverySettings};
 
 pub use client::WebhookChannel;
 pub use config::Config;
@@ -48,6 +48,23 @@ pub fn build(
         name,
         config,
         env.http.clone(),
-        Arc::new(chrono::Utc::now),
+        env.clock.clone(),
     )))
+}
+
+/// `[channels.webhook.NAME]` as the daemon's registry drives it. The channel is named
+/// `webhook.NAME`; [`ChannelConfig::build`] takes that name.
+impl ChannelConfig for Config {
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+    fn delivery(&self) -> &DeliverySettings {
+        &self.delivery
+    }
+    fn validate(&self) -> Vec<ConfigProblem> {
+        Config::validate(self)
+    }
+    fn build(&self, name: &str, env: &BuildEnv) -> Result<Arc<dyn Channel>, Vec<ConfigProblem>> {
+        build(name.strip_prefix("webhook.").unwrap_or(name), self, env)
+    }
 }

@@ -230,6 +230,7 @@ fn build_names_the_instance() {
         http: reqwest::Client::new(),
         data_dir: "data".into(),
         public_base_url: "http://127.0.0.1:8080/".into(),
+        clock: noroshi_channel_core::system_clock(),
     };
     let ch = crate::build("cms", &config("https://cms.example.jp/h"), &env).unwrap();
     assert_eq!(ch.name(), "webhook.cms");
@@ -239,7 +240,59 @@ fn build_names_the_instance() {
     assert!(problems[0].message.contains("Bad Name"));
 }
 
+#[test]
+fn the_registry_builds_an_instance_by_its_channel_name() {
+    use noroshi_channel_core::ChannelConfig;
+    let env = BuildEnv {
+        http: reqwest::Client::new(),
+        data_dir: "data".into(),
+        public_base_url: "http://127.0.0.1:8080/".into(),
+        clock: noroshi_channel_core::system_clock(),
+    };
+    let mut cfg = config("https://cms.example.jp/h");
+    cfg.delivery.rate_per_second = Some(2.0);
+    let section: &dyn ChannelConfig = &cfg;
+    assert_eq!(section.enabled(), cfg.enabled);
+    assert_eq!(section.delivery().rate_per_second, Some(2.0));
+    assert!(section.validate().is_empty());
+    let ch = section.build("webhook.cms", &env).unwrap();
+    assert_eq!(ch.name(), "webhook.cms");
+    cfg.url = "ftp://cms.example.jp/h".into();
+    let section: &dyn ChannelConfig = &cfg;
+    assert_eq!(section.validate()[0].key, "url");
+    assert_eq!(
+        section.build("webhook.cms", &env).err().unwrap()[0].key,
+        "url"
+    );
+}
+
 // ---- delivery ----
+
+#[tokio::test]
+async fn build_signs_with_the_clock_of_the_build_env() {
+    let hook = fake::start(Some(SECRET)).await;
+    // Two minutes behind this host: inside the receiver's window, and not the host's time.
+    let at = Utc::now() - chrono::Duration::minutes(2);
+    let env = BuildEnv {
+        http: http(Duration::from_secs(5)),
+        data_dir: "data".into(),
+        public_base_url: "http://127.0.0.1:8080/".into(),
+        clock: Arc::new(move || at),
+    };
+    let ch = crate::build("cms", &config(&hook.url()), &env).unwrap();
+    let unit = DeliveryUnit {
+        payload: ch.render(&announcement()).unwrap().units[0].clone(),
+        recipient: None,
+    };
+    ch.deliver(&unit, &ctx()).await.unwrap();
+    let got = hook.received();
+    let ts: i64 = got[0]
+        .header("x-noroshi-timestamp")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(ts, at.timestamp());
+}
 
 #[tokio::test]
 async fn signed_delivery_reaches_the_receiver() {

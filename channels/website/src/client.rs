@@ -23,7 +23,7 @@ use crate::page;
 use crate::render::{self, is_safe_id, page_path, page_url, PageUnit};
 
 /// Where "now" comes from; tests replace it to make updates observable.
-pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+pub use noroshi_channel_core::Clock;
 
 /// What one delivery did on disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,7 +81,7 @@ impl Website {
                 .feed_entries
                 .clamp(1, crate::config::MAX_FEED_ENTRIES),
             exercise_target: config.exercise_target.clone(),
-            clock: Arc::new(Utc::now),
+            clock: noroshi_channel_core::system_clock(),
             lock: Arc::new(Mutex::new(())),
         }
     }

@@ -28,7 +28,7 @@ mod tests;
 
 use std::sync::Arc;
 
-use noroshi_channel_core::{BuildEnv, Channel, ConfigProblem};
+use noroshi_channel_core::{BuildEnv, Channel, ChannelConfig, ConfigProblem, DeliverySettings};
 
 pub use client::{Clock, Published, Website};
 pub use config::{Config, MAX_FEED_ENTRIES};
@@ -37,12 +37,28 @@ pub use render::{page_url, render, PageUnit};
 
 /// Validates `config` and builds the website channel.
 ///
-/// `env` is unused: the channel makes no network calls, and `output_dir` is taken as
-/// configured (relative to the working directory, like the default `data/site`).
-pub fn build(config: &Config, _env: &BuildEnv) -> Result<Arc<dyn Channel>, Vec<ConfigProblem>> {
+/// Of `env` only the clock is used: the channel makes no network calls, and `output_dir`
+/// is taken as configured (relative to the working directory, like the default `data/site`).
+pub fn build(config: &Config, env: &BuildEnv) -> Result<Arc<dyn Channel>, Vec<ConfigProblem>> {
     let problems = config.validate();
     if !problems.is_empty() {
         return Err(problems);
     }
-    Ok(Arc::new(Website::new(config)))
+    Ok(Arc::new(Website::new(config).with_clock(env.clock.clone())))
+}
+
+/// `[channels.website]` as the daemon's registry drives it (the channel `website`).
+impl ChannelConfig for Config {
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+    fn delivery(&self) -> &DeliverySettings {
+        &self.delivery
+    }
+    fn validate(&self) -> Vec<ConfigProblem> {
+        Config::validate(self)
+    }
+    fn build(&self, _name: &str, env: &BuildEnv) -> Result<Arc<dyn Channel>, Vec<ConfigProblem>> {
+        build(self, env)
+    }
 }

@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 
 use chrono::{DateTime, Utc};
 use minijinja::{context, AutoEscape, Environment, UndefinedBehavior, Value};
+use noroshi_channel_core::text::escape_html;
 use serde::Serialize;
 
 use crate::config::Site;
@@ -159,21 +160,6 @@ fn environment() -> &'static Environment<'static> {
             .expect("index template parses");
         env
     })
-}
-
-fn escape_html(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// Paragraphs split on blank lines; each paragraph's lines kept (shown with `<br>`).

@@ -1,7 +1,7 @@
 //! Pure rendering: an announcement becomes one page unit; text clean-up; dates in Asia/Tokyo.
 
-use chrono::{DateTime, FixedOffset, SecondsFormat, Utc};
-use noroshi_channel_core::{Announcement, Preview, Priority, RenderError, Rendering};
+use chrono::{DateTime, SecondsFormat, Utc};
+use noroshi_channel_core::{jst, Announcement, Preview, Priority, RenderError, Rendering};
 use serde::{Deserialize, Serialize};
 
 /// Everything `deliver` needs to write one announcement's page; stored as the queue row's
@@ -191,25 +191,20 @@ fn is_xml_char(c: char) -> bool {
             && !('\u{7F}'..='\u{9F}').contains(&c))
 }
 
-/// Japan Standard Time. Japan has no daylight saving time, so a fixed offset is exact.
-pub(crate) fn tokyo() -> FixedOffset {
-    FixedOffset::east_opt(9 * 3600).expect("+09:00 is a valid offset")
-}
-
 /// RFC 3339 in Asia/Tokyo: `2026-11-23T15:00:00+09:00` (Atom, `<time datetime>`).
 pub(crate) fn rfc3339(at: DateTime<Utc>) -> String {
-    at.with_timezone(&tokyo())
+    at.with_timezone(&jst())
         .to_rfc3339_opts(SecondsFormat::Secs, false)
 }
 
 /// RFC 822 with a four-digit year in Asia/Tokyo: `Mon, 23 Nov 2026 15:00:00 +0900` (RSS).
 pub(crate) fn rfc822(at: DateTime<Utc>) -> String {
-    at.with_timezone(&tokyo()).to_rfc2822()
+    at.with_timezone(&jst()).to_rfc2822()
 }
 
 /// The date as a reader of `lang` expects it, in Asia/Tokyo.
 pub(crate) fn display_date(at: DateTime<Utc>, lang: &str) -> String {
-    let local = at.with_timezone(&tokyo());
+    let local = at.with_timezone(&jst());
     if is_japanese(lang) {
         const WEEKDAYS: [&str; 7] = ["月", "火", "水", "木", "金", "土", "日"];
         let weekday = WEEKDAYS[chrono::Datelike::weekday(&local).num_days_from_monday() as usize];

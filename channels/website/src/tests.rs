@@ -1188,10 +1188,61 @@ fn validate_names_each_bad_key() {
         http: reqwest_client(),
         data_dir: PathBuf::from("data"),
         public_base_url: "http://127.0.0.1:8080/".into(),
+        clock: noroshi_channel_core::system_clock(),
     };
     assert_eq!(build(&c, &env).err().unwrap().len(), 6);
     let channel = build(&Config::default(), &env).unwrap();
     assert_eq!(channel.name(), "website");
+}
+
+#[test]
+fn the_registry_drives_the_section_through_channel_config() {
+    use noroshi_channel_core::ChannelConfig;
+    let env = BuildEnv {
+        http: reqwest_client(),
+        data_dir: PathBuf::from("data"),
+        public_base_url: "http://127.0.0.1:8080/".into(),
+        clock: noroshi_channel_core::system_clock(),
+    };
+    let mut c = Config::default();
+    c.delivery.concurrency = Some(1);
+    let section: &dyn ChannelConfig = &c;
+    assert!(section.enabled(), "the website is enabled by default");
+    assert_eq!(section.delivery().concurrency, Some(1));
+    assert!(section.validate().is_empty());
+    assert_eq!(section.build("website", &env).unwrap().name(), "website");
+    c.feed_entries = 0;
+    let section: &dyn ChannelConfig = &c;
+    assert_eq!(section.validate()[0].key, "feed_entries");
+    assert_eq!(
+        section.build("website", &env).err().unwrap()[0].key,
+        "feed_entries"
+    );
+}
+
+/// B.2: the adapter stamps updates with the clock the daemon hands it at build.
+#[tokio::test]
+async fn build_takes_its_clock_from_the_build_env() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = BuildEnv {
+        http: reqwest_client(),
+        data_dir: PathBuf::from("data"),
+        public_base_url: "http://127.0.0.1:8080/".into(),
+        clock: Arc::new(|| at(100)),
+    };
+    let site = build(&config(dir.path()), &env).unwrap();
+    for body in ["最初の本文", "訂正した本文"] {
+        let a = announcement(1, "お知らせ", body);
+        let unit = DeliveryUnit {
+            payload: site.render(&a).unwrap().units[0].clone(),
+            recipient: None,
+        };
+        site.deliver(&unit, &ctx(&a.id)).await.unwrap();
+    }
+    let atom = parse_xml(&read(dir.path(), "feed.atom"));
+    let entry = atom.one("entry");
+    assert_eq!(entry.text_of("published"), "2026-11-23T15:01:00+09:00");
+    assert_eq!(entry.text_of("updated"), "2026-11-23T16:40:00+09:00");
 }
 
 fn reqwest_client() -> reqwest::Client {

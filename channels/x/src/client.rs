@@ -9,8 +9,9 @@ use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use noroshi_channel_core::fetch::{FetchError, Fetcher};
 use noroshi_channel_core::http::{header_i64, snippet, transport_error};
 use noroshi_channel_core::{
-    AdapterStatus, Announcement, Budget, Channel, ConfigProblem, DeliveryContext, DeliveryError,
-    DeliveryUnit, ExposeSecret, Limits, ReachSample, Receipt, RenderError, Rendering, SecretString,
+    system_clock, AdapterStatus, Announcement, Budget, Channel, Clock, ConfigProblem,
+    DeliveryContext, DeliveryError, DeliveryUnit, ExposeSecret, Limits, ReachSample, Receipt,
+    RenderError, Rendering, SecretString,
 };
 use reqwest::header::{HeaderMap, AUTHORIZATION};
 use reqwest::Method;
@@ -86,6 +87,9 @@ pub struct XChannel {
     /// Serialises OAuth 2.0 refreshes: two concurrent refreshes with a rotating token
     /// would log the city out (the loser presents a dead refresh token).
     refresh_lock: tokio::sync::Mutex<()>,
+    /// Where the adapter reads the time (OAuth 1.0a timestamps, reconcile windows,
+    /// rate-limit resets).
+    clock: Clock,
 }
 
 /// A request body, kept so a request can be sent again after an OAuth 2.0 refresh.
@@ -200,7 +204,18 @@ impl XChannel {
                 .as_ref()
                 .map(|t| fingerprint(t.expose_secret())),
             refresh_lock: tokio::sync::Mutex::new(()),
+            clock: system_clock(),
         })
+    }
+
+    /// Replaces the clock (the daemon's own, or a test's).
+    pub fn with_clock(mut self, clock: Clock) -> XChannel {
+        self.clock = clock;
+        self
+    }
+
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        (self.clock)()
     }
 
     /// The OAuth 2.0 pair in use (rotated by refreshes), for the daemon to persist.
@@ -305,7 +320,7 @@ impl XChannel {
                     url,
                     &[],
                     &oauth::new_nonce(),
-                    Utc::now().timestamp(),
+                    self.now().timestamp(),
                 );
                 rb = rb.header(AUTHORIZATION, header);
             }
@@ -411,14 +426,14 @@ impl XChannel {
             .with_status(status));
         }
         if !(200..300).contains(&status) {
-            return Err(classify(Call::Read, status, &headers, &body, Utc::now()));
+            return Err(classify(Call::Read, status, &headers, &body, self.now()));
         }
         let v: Value = serde_json::from_str(&body)
             .map_err(|_| DeliveryError::transient("OAuth 2.0 token answer is not JSON"))?;
         let access = v["access_token"]
             .as_str()
             .ok_or_else(|| DeliveryError::auth("OAuth 2.0 token answer has no access_token"))?;
-        let now = Utc::now();
+        let now = self.now();
         let mut state = self.state.lock().unwrap();
         let tokens = state.oauth2.get_or_insert(OAuth2Tokens {
             access_token: SecretString::from(String::new()),
@@ -466,7 +481,7 @@ impl XChannel {
                 reply.status,
                 &reply.headers,
                 &reply.body,
-                Utc::now(),
+                self.now(),
             ));
         }
         Ok(reply.json())
@@ -570,7 +585,7 @@ impl XChannel {
                 reply.status,
                 &reply.headers,
                 &reply.body,
-                Utc::now(),
+                self.now(),
             ));
         }
         reply.json()["data"]["id"]
@@ -617,7 +632,7 @@ impl XChannel {
             reply.status,
             &reply.headers,
             &reply.body,
-            Utc::now(),
+            self.now(),
         ))
     }
 
@@ -680,7 +695,7 @@ impl XChannel {
         Some(
             self.progress(delivery_id)
                 .map(|p| p.first_attempt_at)
-                .unwrap_or_else(|| Utc::now() - ChronoDuration::hours(23))
+                .unwrap_or_else(|| self.now() - ChronoDuration::hours(23))
                 - ChronoDuration::minutes(1),
         )
     }
@@ -691,7 +706,7 @@ impl XChannel {
         ctx: &DeliveryContext,
     ) -> Result<Receipt, DeliveryError> {
         let mut progress = self.progress(&ctx.delivery_id).unwrap_or(Progress {
-            first_attempt_at: Utc::now(),
+            first_attempt_at: self.now(),
             posted: Vec::new(),
             created_any: false,
         });
@@ -727,7 +742,7 @@ impl XChannel {
                     // recorded) probably posted it. Look for it from just before the first
                     // attempt; a first attempt that finds nothing is a genuine repeat of an
                     // older post, which X refuses for good (CHANNELS.md §2.4).
-                    let since = duplicate_since(&progress, ctx);
+                    let since = duplicate_since(&progress, ctx, self.now());
                     let found = self.find_posted(&payload.posts, Some(since)).await?;
                     match found.get(i) {
                         Some(id) => {
@@ -824,7 +839,7 @@ impl XChannel {
                 }
                 Created::Duplicate => {
                     // X refuses the same text twice: an earlier attempt posted it.
-                    let since = duplicate_since(&progress, ctx);
+                    let since = duplicate_since(&progress, ctx, self.now());
                     let found = self
                         .find_posted(std::slice::from_ref(text), Some(since))
                         .await?;
@@ -856,10 +871,14 @@ impl XChannel {
 
 /// Where the duplicate rule looks for an earlier copy: from just before the first attempt,
 /// or a day back when this process may have lost that time (a retry after a restart).
-fn duplicate_since(progress: &Progress, ctx: &DeliveryContext) -> DateTime<Utc> {
+fn duplicate_since(
+    progress: &Progress,
+    ctx: &DeliveryContext,
+    now: DateTime<Utc>,
+) -> DateTime<Utc> {
     let since = progress.first_attempt_at - ChronoDuration::minutes(1);
     if ctx.attempt > 1 {
-        since.min(Utc::now() - ChronoDuration::hours(23))
+        since.min(now - ChronoDuration::hours(23))
     } else {
         since
     }
@@ -972,7 +991,7 @@ impl Channel for XChannel {
         }
         // Otherwise remember what landed so the next attempt continues after it.
         let mut progress = self.progress(&ctx.delivery_id).unwrap_or(Progress {
-            first_attempt_at: since.unwrap_or_else(Utc::now) + ChronoDuration::minutes(1),
+            first_attempt_at: since.unwrap_or_else(|| self.now()) + ChronoDuration::minutes(1),
             posted: Vec::new(),
             created_any: false,
         });

@@ -1,7 +1,8 @@
 //! `[channels.x]`: endpoints, credentials (OAuth 1.0a or 2.0) and the long-text policy.
 
+use noroshi_channel_core::config::{check_api_base, is_blank};
 use noroshi_channel_core::fetch::FetchPolicy;
-use noroshi_channel_core::{ConfigProblem, DeliverySettings, ExposeSecret, SecretString};
+use noroshi_channel_core::{ConfigProblem, DeliverySettings, SecretString};
 use serde::Deserialize;
 
 /// Which credential set signs requests.
@@ -100,19 +101,12 @@ impl Config {
             ("api_base", &self.api_base),
             ("upload_base", &self.upload_base),
         ] {
-            match url::Url::parse(value) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
-                    if u.query().is_some() {
-                        problems.push(ConfigProblem::new(key, "must not carry a query string"));
-                    }
-                }
-                _ => problems.push(ConfigProblem::new(key, "must be an http(s) URL")),
-            }
+            problems.extend(check_api_base(key, value, || {
+                "must be an http(s) URL".to_string()
+            }));
         }
         let missing = |problems: &mut Vec<ConfigProblem>, key: &str, v: &Option<SecretString>| {
-            if v.as_ref()
-                .is_none_or(|s| s.expose_secret().trim().is_empty())
-            {
+            if v.as_ref().is_none_or(is_blank) {
                 problems.push(ConfigProblem::new(
                     key,
                     format!("required when auth = \"{}\"", self.auth_name()),

@@ -20,7 +20,7 @@ mod tests;
 
 use std::sync::Arc;
 
-use noroshi_channel_core::{BuildEnv, Channel, ConfigProblem};
+use noroshi_channel_core::{BuildEnv, Channel, ChannelConfig, ConfigProblem, DeliverySettings};
 
 pub use client::{OAuth2Tokens, XChannel};
 pub use config::{AuthMode, Config, LongText};
@@ -39,5 +39,21 @@ pub fn build_x(config: &Config, env: &BuildEnv) -> Result<Arc<XChannel>, Vec<Con
     if !problems.is_empty() {
         return Err(problems);
     }
-    XChannel::new(config, env.http.clone()).map(Arc::new)
+    XChannel::new(config, env.http.clone()).map(|c| Arc::new(c.with_clock(env.clock.clone())))
+}
+
+/// `[channels.x]` as the daemon's registry drives it (the channel `x`).
+impl ChannelConfig for Config {
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+    fn delivery(&self) -> &DeliverySettings {
+        &self.delivery
+    }
+    fn validate(&self) -> Vec<ConfigProblem> {
+        Config::validate(self)
+    }
+    fn build(&self, _name: &str, env: &BuildEnv) -> Result<Arc<dyn Channel>, Vec<ConfigProblem>> {
+        build(self, env)
+    }
 }

@@ -1,6 +1,6 @@
 //! Reach for X: followers from `users/me`, views (`impression_count`) per recent own post.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use noroshi_channel_core::{DeliveryError, ReachSample};
 
 use crate::client::XChannel;
@@ -8,13 +8,18 @@ use crate::client::XChannel;
 /// How many recent own posts `fetch_reach` reads views for (one `GET /2/tweets` call).
 pub const RECENT_POSTS_FOR_REACH: u32 = 20;
 
-fn sample(metric: &str, value: i64, subject: Option<String>) -> ReachSample {
+fn sample(
+    metric: &str,
+    value: i64,
+    subject: Option<String>,
+    collected_at: DateTime<Utc>,
+) -> ReachSample {
     ReachSample {
         metric: metric.to_string(),
         value,
         api_version: Some("2".to_string()),
         subject,
-        collected_at: Utc::now(),
+        collected_at,
     }
 }
 
@@ -50,7 +55,8 @@ impl XChannel {
     }
 
     pub(crate) async fn collect_reach(&self) -> Result<Vec<ReachSample>, DeliveryError> {
-        let mut samples = vec![sample("followers_count", self.followers().await?, None)];
+        let followers = self.followers().await?;
+        let mut samples = vec![sample("followers_count", followers, None, self.now())];
         let recent = self
             .own_recent_posts(None, RECENT_POSTS_FOR_REACH)
             .await?
@@ -59,7 +65,7 @@ impl XChannel {
             .collect::<Vec<_>>();
         if !recent.is_empty() {
             for (id, n) in self.impressions(&recent).await? {
-                samples.push(sample("impression_count", n, Some(id)));
+                samples.push(sample("impression_count", n, Some(id), self.now()));
             }
         }
         Ok(samples)

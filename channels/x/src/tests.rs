@@ -555,6 +555,39 @@ fn config_defaults_and_validation() {
     assert!(!format!("{c:?}").contains("ck-secret-value"));
 }
 
+#[test]
+fn the_registry_drives_the_section_through_channel_config() {
+    use noroshi_channel_core::ChannelConfig;
+    let env = noroshi_channel_core::BuildEnv {
+        http: reqwest::Client::new(),
+        data_dir: "data".into(),
+        public_base_url: "http://127.0.0.1:8080/".into(),
+        clock: noroshi_channel_core::system_clock(),
+    };
+    let c: Config = toml_like(
+        r#"{"enabled": true, "consumer_key": "a", "consumer_secret": "b", "access_token": "c",
+            "access_token_secret": "d", "delivery": {"concurrency": 1}}"#,
+    );
+    let section: &dyn ChannelConfig = &c;
+    assert!(section.enabled());
+    assert_eq!(section.delivery().concurrency, Some(1));
+    assert!(section.validate().is_empty());
+    assert_eq!(section.build("x", &env).unwrap().name(), "x");
+    let c: Config = toml_like(r#"{"api_base": "https://api.x.com/?q=1", "consumer_key": " "}"#);
+    let section: &dyn ChannelConfig = &c;
+    assert!(!section.enabled());
+    let problems = section.validate();
+    assert_eq!(
+        (problems[0].key.as_str(), problems[0].message.as_str()),
+        ("api_base", "must not carry a query string")
+    );
+    assert_eq!(
+        (problems[1].key.as_str(), problems[1].message.as_str()),
+        ("consumer_key", "required when auth = \"oauth1\"")
+    );
+    assert!(section.build("x", &env).is_err());
+}
+
 fn toml_like(json: &str) -> Config {
     serde_json::from_str(json).unwrap()
 }

@@ -21,6 +21,7 @@ fn env(timeout_ms: u64) -> BuildEnv {
             .unwrap(),
         data_dir: std::env::temp_dir(),
         public_base_url: "http://127.0.0.1:8080/".into(),
+        clock: noroshi_channel_core::system_clock(),
     }
 }
 
@@ -119,6 +120,30 @@ fn secrets(fake: &FakeX) -> Vec<String> {
         a,
         r,
     ]
+}
+
+/// B.2: the adapter reads the time from the clock the daemon hands it at build (here the
+/// OAuth 1.0a timestamp, inside the fake's five-minute window).
+#[tokio::test]
+async fn build_takes_its_clock_from_the_build_env() {
+    let fake = fake::start().await;
+    let at = Utc::now() - chrono::Duration::seconds(90);
+    let env = BuildEnv {
+        clock: Arc::new(move || at),
+        ..env(5_000)
+    };
+    let ch = noroshi_x::build_x(&fake.config(), &env).unwrap();
+    post(&ch, "時計のテスト", "d-clock", 1).await.unwrap();
+    let reqs = fake.server.state.requests_to("/2/tweets");
+    let header = reqs[0].header("authorization").unwrap();
+    let params = oauth::parse_authorization_header(header).unwrap();
+    let ts = params
+        .iter()
+        .find(|(k, _)| k == "oauth_timestamp")
+        .unwrap()
+        .1
+        .clone();
+    assert_eq!(ts, at.timestamp().to_string());
 }
 
 #[tokio::test]
