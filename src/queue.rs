@@ -20,6 +20,11 @@ use sqlx::Row;
 
 pub const KIND_EXPAND: &str = "expand";
 
+/// Outcomes per recorder transaction, adapted to about one short write turn.
+pub static RECORD_TURN: crate::store::TurnSize = crate::store::TurnSize::new(128);
+/// Subscribers per expansion turn (at most `queue.expand_batch`).
+pub static EXPAND_TURN: crate::store::TurnSize = crate::store::TurnSize::new(10_000);
+
 /// A delivery a worker holds the lease on.
 #[derive(Clone, Debug)]
 pub struct Claimed {
@@ -216,6 +221,7 @@ pub async fn finish_batch(db: &Db, owner: &str, items: &[Finished]) -> Result<Ve
     let mut order: Vec<usize> = (0..items.len()).collect();
     order.sort_by_key(|&i| items[i].delivery.id);
     let results = write_tx!(db, tx => {
+        let started = std::time::Instant::now();
         let mut results = vec![false; items.len()];
         for &index in &order {
             let item = &items[index];
@@ -273,6 +279,7 @@ pub async fn finish_batch(db: &Db, owner: &str, items: &[Finished]) -> Result<Ve
                     .execute(&mut *tx).await?;
             }
         }
+        RECORD_TURN.observe(items.len(), started.elapsed());
         results
     });
     // Roll up each announcement that may have finished, once per batch.
@@ -339,6 +346,7 @@ pub async fn expand_batch(db: &Db, d: &Claimed, owner: &str, batch: i64) -> Resu
                 None
             }
             Some((cursor, _)) => {
+                let started = std::time::Instant::now();
                 // One statement gives the batch's end and size, so a subscriber leaving
                 // between two reads cannot make a full batch look like the last one.
                 let batch_row = sqlx::query(
@@ -372,6 +380,7 @@ pub async fn expand_batch(db: &Db, d: &Claimed, owner: &str, batch: i64) -> Resu
                          lease_owner = NULL, lease_until = NULL, updated_at = $4 \
                      WHERE id = $1 AND status = 'in_flight'")
                     .bind(d.id).bind(next_status).bind(new_cursor).bind(now).execute(&mut *tx).await?;
+                EXPAND_TURN.observe(n as usize, started.elapsed());
                 Some((inserted, finished))
             }
         }

@@ -36,10 +36,11 @@ impl Dispatcher {
     /// SQLite) per delivery into one per batch; when idle a batch is a single outcome and
     /// nothing waits.
     pub(super) async fn run_recorder(&self, rx: &mut RecorderRx) {
-        const MAX_BATCH: usize = 128;
         while let Some(first) = rx.recv().await {
             let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
+            // Outcomes per transaction: at most 128, fewer when a turn would be long.
+            let max = queue::RECORD_TURN.get(&self.db, 128);
+            while batch.len() < max {
                 match rx.try_recv() {
                     Ok(next) => batch.push(next),
                     Err(_) => break,

@@ -215,7 +215,9 @@ impl Dispatcher {
     pub(super) async fn attempt_inner(&self, c: &ChannelRuntime, d: Claimed) {
         let started = now_ms();
         if d.kind == queue::KIND_EXPAND {
-            match queue::expand_batch(&self.db, &d, &self.owner, self.settings.expand_batch).await {
+            // Subscribers per turn: `expand_batch`, fewer when a turn would be long.
+            let batch = queue::EXPAND_TURN.get(&self.db, self.settings.expand_batch as usize);
+            match queue::expand_batch(&self.db, &d, &self.owner, batch as i64).await {
                 Ok(Some(n)) => {
                     tracing::debug!(channel = %c.name, announcement = %d.announcement_id, inserted = n, "Expanded subscribers");
                     // The new copies and the rest of the expansion are due now, for every
@@ -334,11 +336,15 @@ impl Dispatcher {
         };
         let info = self.announcement_info(&d.announcement_id).await?;
         if !info.marked_sending.swap(true, Ordering::SeqCst) {
-            if let Err(e) = queue::mark_sending(&self.db, &d.announcement_id).await {
-                // Only the status shown is late; the sweep puts it right.
-                tracing::warn!(announcement = %d.announcement_id, error = %e, "Could not mark the announcement as sending");
-                info.marked_sending.store(false, Ordering::SeqCst);
-            }
+            // Off the send's path: only the status shown waits for it.
+            let (db, id, info) = (self.db.clone(), d.announcement_id.clone(), info.clone());
+            tokio::spawn(async move {
+                if let Err(e) = queue::mark_sending(&db, &id).await {
+                    // Only the status shown is late; the sweep puts it right.
+                    tracing::warn!(announcement = %id, error = %e, "Could not mark the announcement as sending");
+                    info.marked_sending.store(false, Ordering::SeqCst);
+                }
+            });
         }
         let unit = DeliveryUnit { payload, recipient };
         let mut ctx = DeliveryContext {

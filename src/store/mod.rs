@@ -380,6 +380,51 @@ impl WriteTurns {
     }
 }
 
+/// How long one write turn should take at most: a live alert waits for at most one turn.
+pub const TURN_TARGET: Duration = Duration::from_millis(10);
+
+/// How many rows (or outcomes) one write turn of a large job carries, adapted so a turn
+/// takes about [`TURN_TARGET`] on this machine: halved after a slow turn, grown after fast
+/// ones, between 1 and `max`. (On PostgreSQL there is no process-wide turn; callers use
+/// `max`.)
+#[derive(Debug)]
+pub struct TurnSize {
+    size: std::sync::atomic::AtomicUsize,
+    max: usize,
+}
+
+impl TurnSize {
+    pub const fn new(max: usize) -> TurnSize {
+        TurnSize {
+            size: std::sync::atomic::AtomicUsize::new(max),
+            max,
+        }
+    }
+
+    /// Rows for the next turn, at most `cap`.
+    pub fn get(&self, db: &Db, cap: usize) -> usize {
+        if db.is_postgres() {
+            return cap.max(1);
+        }
+        self.size
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .min(cap)
+            .max(1)
+    }
+
+    /// Learns from a turn that wrote `rows` in `took`.
+    pub fn observe(&self, rows: usize, took: Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let size = self.size.load(Relaxed);
+        if took > TURN_TARGET && rows > 1 {
+            self.size.store((rows / 2).max(1), Relaxed);
+        } else if took < TURN_TARGET / 2 && rows >= size {
+            self.size
+                .store((size + size / 2 + 1).min(self.max), Relaxed);
+        }
+    }
+}
+
 /// Starts a write transaction. On SQLite it is `BEGIN IMMEDIATE`: taking the write lock up
 /// front means a transaction that reads before it writes cannot fail with `SQLITE_BUSY`
 /// when another writer committed in between.
@@ -428,6 +473,28 @@ pub mod subscribers;
 mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn turn_sizes_shrink_after_slow_turns_and_grow_after_fast_ones() {
+        let t = TurnSize::new(128);
+        t.observe(128, Duration::from_millis(30));
+        assert_eq!(t.size.load(std::sync::atomic::Ordering::Relaxed), 64);
+        t.observe(64, Duration::from_millis(25));
+        assert_eq!(t.size.load(std::sync::atomic::Ordering::Relaxed), 32);
+        t.observe(10, Duration::from_millis(1)); // a small turn says nothing about size
+        assert_eq!(t.size.load(std::sync::atomic::Ordering::Relaxed), 32);
+        t.observe(32, Duration::from_millis(2));
+        assert_eq!(t.size.load(std::sync::atomic::Ordering::Relaxed), 49);
+        for _ in 0..20 {
+            let n = t.size.load(std::sync::atomic::Ordering::Relaxed);
+            t.observe(n, Duration::from_millis(1));
+        }
+        assert_eq!(
+            t.size.load(std::sync::atomic::Ordering::Relaxed),
+            128,
+            "capped"
+        );
+    }
 
     #[tokio::test]
     async fn urgent_writers_go_before_normal_writers_waiting() {

@@ -95,8 +95,8 @@ pub async fn delete(db: &Db, id: i64) -> Result<bool> {
     )
 }
 
-/// Rows written per write turn: short turns, so a disaster alert's writes never wait
-/// behind a large import.
+/// Rows written per write turn at most (fewer when a turn would be long): short turns, so
+/// a disaster alert's writes never wait behind a large import.
 const IMPORT_TURN_ROWS: usize = 200;
 
 /// Imports all rows, all or nothing: either every new address becomes active or none.
@@ -128,9 +128,15 @@ pub async fn import(db: &Db, rows: &[NewSubscriber]) -> Result<(u64, u64)> {
 
 async fn stage(db: &Db, import_id: &str, rows: &[NewSubscriber]) -> Result<(u64, u64)> {
     let (mut created, mut existing) = (0u64, 0u64);
-    for chunk in rows.chunks(IMPORT_TURN_ROWS) {
+    static TURN: super::TurnSize = super::TurnSize::new(IMPORT_TURN_ROWS);
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let (chunk, later) = rest.split_at(TURN.get(db, IMPORT_TURN_ROWS).min(rest.len()));
+        rest = later;
         let now = now_ms();
         write_tx!(db, tx => {
+            // Timed from inside the turn: waiting for it says nothing about its size.
+            let started = std::time::Instant::now();
             for s in chunk {
                 let topics = serde_json::to_string(&s.topics).unwrap_or_else(|_| "[]".into());
                 let n = sqlx::query(
@@ -140,6 +146,7 @@ async fn stage(db: &Db, import_id: &str, rows: &[NewSubscriber]) -> Result<(u64,
                     .execute(&mut *tx).await?.rows_affected();
                 if n == 1 { created += 1 } else { existing += 1 }
             }
+            TURN.observe(chunk.len(), started.elapsed());
         });
     }
     Ok((created, existing))

@@ -1,0 +1,432 @@
+//! The daemon under test: its configuration, the release `noroshi serve` process on a
+//! fresh SQLite file or a fresh PostgreSQL database, and its clean-up.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use sha2::Digest;
+
+use crate::fakes::{Fakes, FB_PAGE, FB_TOKEN, LINE_TOKEN, LINE_USER};
+use crate::{Args, LineMode};
+
+/// X allows 100 posts per user per 15 minutes (CHANNELS.md §2.7).
+const X_POSTS_PER_15_MIN: usize = 100;
+
+/// The daemon under test, its directory and (on PostgreSQL) its database.
+pub struct Daemon {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    log_path: PathBuf,
+    /// (the server's URL, the database created there) on PostgreSQL.
+    postgres: Option<(String, String)>,
+}
+
+impl Daemon {
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// SIGTERM, up to 30 s to stop, then SIGKILL; then the PostgreSQL database is dropped.
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if Instant::now() > deadline => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                    Ok(None) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        }
+        if let Some((admin, name)) = self.postgres.take() {
+            if let Err(e) = drop_database(&admin, &name).await {
+                eprintln!("noroshi-bench: could not drop database {name}: {e:#}");
+            }
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn sha256_hex(s: &str) -> String {
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}
+
+/// The daemon binary to run: `--bin`, else the workspace's release build.
+pub fn daemon_bin(args: &Args) -> Result<PathBuf> {
+    let bin = args.bin.clone().unwrap_or_else(default_bin);
+    if !bin.is_file() {
+        bail!(
+            "no daemon binary at {} (build it: cargo build --release -p noroshi, or pass --bin)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+fn default_bin() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir).join("release/noroshi"),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/noroshi"),
+    }
+}
+
+fn require_loopback(url: &url::Url) -> Result<()> {
+    match url.host_str() {
+        Some("127.0.0.1") | Some("localhost") | Some("[::1]") => Ok(()),
+        other => bail!("the PostgreSQL server must be on loopback, got host {other:?}"),
+    }
+}
+
+async fn create_database(admin: &str) -> Result<(String, String)> {
+    let mut url = url::Url::parse(admin).context("--postgres is not a URL")?;
+    require_loopback(&url)?;
+    let name = format!("noroshi_bench_{}", uuid::Uuid::new_v4().simple());
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(admin)
+        .await
+        .with_context(|| format!("connect to {admin}"))?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&pool)
+        .await
+        .context("CREATE DATABASE")?;
+    pool.close().await;
+    url.set_path(&format!("/{name}"));
+    Ok((url.to_string(), name))
+}
+
+async fn drop_database(admin: &str, name: &str) -> Result<()> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(admin)
+        .await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&pool)
+        .await?;
+    pool.close().await;
+    Ok(())
+}
+
+/// Pacing of the social channels for the run, within each platform's published limits.
+pub struct Pacing {
+    /// `(rate_per_second, burst)` for `[channels.x.delivery]`, or the adapter's default.
+    x: Option<(f64, usize)>,
+    /// `burst` for `[channels.facebook.delivery]` (rate stays at the adapter's 0.5/s).
+    facebook_burst: Option<usize>,
+}
+
+impl Pacing {
+    pub fn for_run(args: &Args) -> Pacing {
+        if args.default_pacing {
+            return Pacing {
+                x: None,
+                facebook_burst: None,
+            };
+        }
+        // X: a burst that covers the alerts, and a sustained rate low enough that the
+        // bucket never lets more than 100 posts through in any 15 minutes.
+        let x_burst = args.alerts.clamp(10, X_POSTS_PER_15_MIN - 10);
+        let x_rate = ((X_POSTS_PER_15_MIN - x_burst) as f64 / 900.0 * 1e6).floor() / 1e6;
+        // Facebook: the Pages budget is per 24 hours (4,800 calls × engaged users), so a
+        // burst of a few dozen posts is within it; the sustained rate stays 0.5/s.
+        let fb_burst = args.alerts.clamp(3, 100);
+        Pacing {
+            x: Some((x_rate, x_burst)),
+            facebook_burst: Some(fb_burst),
+        }
+    }
+
+    /// What the bench set; everything else is the adapters' and the queue's defaults.
+    pub fn describe(&self) -> String {
+        let x = match self.x {
+            Some((rate, burst)) => format!(
+                "x burst {burst}, rate_per_second {rate:.4} (≤ {X_POSTS_PER_15_MIN} posts in any \
+                 15 minutes)"
+            ),
+            None => "x default".into(),
+        };
+        let fb = match self.facebook_burst {
+            Some(burst) => format!("facebook burst {burst}, rate default"),
+            None => "facebook default".into(),
+        };
+        format!(
+            "line default; {x}; {fb}; email rate_per_second 100000, burst 10000, concurrency 16"
+        )
+    }
+}
+
+/// `GET /api/v1/channels` as an admin.
+async fn channel_view(
+    http: &reqwest::Client,
+    base: &str,
+    admin: &str,
+) -> Result<serde_json::Value> {
+    Ok(http
+        .get(format!("{base}/api/v1/channels"))
+        .bearer_auth(admin)
+        .send()
+        .await?
+        .json()
+        .await?)
+}
+
+/// The pacing each channel runs with, as `GET /api/v1/channels` shows it.
+pub async fn effective_pacing(
+    http: &reqwest::Client,
+    base: &str,
+    admin: &str,
+) -> Result<Vec<String>> {
+    let channels = channel_view(http, base, admin).await?;
+    let mut out = Vec::new();
+    for c in channels.as_array().into_iter().flatten() {
+        let r = &c["rate_limit"];
+        if r.is_null() {
+            continue;
+        }
+        out.push(format!(
+            "{}: {}/s, burst {}, disaster_burst {}, concurrency {} + {} reserved for disaster",
+            c["name"].as_str().unwrap_or("?"),
+            r["rate_per_second"]
+                .as_f64()
+                .map_or("?".into(), |v| if v >= 10.0 {
+                    format!("{v:.0}")
+                } else {
+                    format!("{v:.4}")
+                }),
+            r["burst"],
+            r["disaster_burst"],
+            r["concurrency"],
+            r["reserved_disaster_workers"],
+        ));
+    }
+    Ok(out)
+}
+
+/// Channels whose state is not `ok` after the run, with their reason.
+pub async fn unhealthy_channels(
+    http: &reqwest::Client,
+    base: &str,
+    admin: &str,
+) -> Result<Vec<String>> {
+    let channels = channel_view(http, base, admin).await?;
+    Ok(channels
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["enabled"] == true && c["state"] != "ok")
+        .map(|c| format!("{} {} ({})", c["name"], c["state"], c["reason"]))
+        .collect())
+}
+
+/// The bench's API tokens (only their SHA-256 goes into the configuration).
+pub struct Tokens {
+    pub admin: String,
+    pub disaster: String,
+}
+
+fn config(
+    args: &Args,
+    fakes: &Fakes,
+    smtp_port: u16,
+    dir: &Path,
+    db: &str,
+    tokens: &Tokens,
+    pacing: &Pacing,
+) -> String {
+    let creds = noroshi_x::fake::FakeCredentials::default();
+    let line_target = match args.line_mode {
+        LineMode::Broadcast => "mode = \"broadcast\"".to_string(),
+        LineMode::Multicast => format!("mode = \"multicast\"\nto = [\"{LINE_USER}\"]"),
+    };
+    let x_delivery = match pacing.x {
+        Some((rate, burst)) => {
+            format!("[channels.x.delivery]\nrate_per_second = {rate:.6}\nburst = {burst}\n")
+        }
+        None => String::new(),
+    };
+    let fb_delivery = match pacing.facebook_burst {
+        Some(burst) => format!("[channels.facebook.delivery]\nburst = {burst}\n"),
+        None => String::new(),
+    };
+    format!(
+        r#"# Written by noroshi-bench.
+[server]
+bind = "127.0.0.1:0"
+public_url = "https://noroshi.city.example.jp/"
+data_dir = "{data}"
+
+[database]
+url = "{db}"
+
+[[auth.tokens]]
+name = "bench-admin"
+role = "admin"
+token_sha256 = "{admin}"
+
+[[auth.tokens]]
+name = "bousai"
+role = "disaster"
+token_sha256 = "{disaster}"
+
+[log]
+level = "{log_level}"
+
+[channels.website]
+output_dir = "{site}"
+
+[channels.email]
+enabled = true
+smtp_host = "127.0.0.1"
+smtp_port = {smtp_port}
+tls = "none"
+from = "須坂市 <info@city.example.jp>"
+list_id = "announce.city.example.jp"
+pool_size = 16
+
+[channels.email.delivery]
+rate_per_second = 100000.0
+burst = 10000
+concurrency = 16
+
+[channels.line]
+enabled = true
+api_base = "{line}"
+data_api_base = "{line}"
+channel_access_token_env = "BENCH_LINE_TOKEN"
+{line_target}
+
+[channels.x]
+enabled = true
+api_base = "{x}"
+upload_base = "{x}"
+consumer_key = "{ck}"
+consumer_secret_env = "BENCH_X_CONSUMER_SECRET"
+access_token = "{at}"
+access_token_secret_env = "BENCH_X_ACCESS_SECRET"
+long_text = "shorten"
+
+{x_delivery}
+[channels.facebook]
+enabled = true
+graph_base = "{fb}"
+page_id = "{FB_PAGE}"
+page_access_token_env = "BENCH_FB_TOKEN"
+
+{fb_delivery}"#,
+        data = dir.join("data").display(),
+        site = dir.join("site").display(),
+        admin = sha256_hex(&tokens.admin),
+        disaster = sha256_hex(&tokens.disaster),
+        log_level = args.log_level,
+        line = fakes.line.base_url(),
+        x = fakes.x.base_url(),
+        ck = creds.consumer_key,
+        at = creds.access_token,
+        fb = fakes.facebook.base_url(),
+    )
+}
+
+pub async fn start_daemon(
+    args: &Args,
+    fakes: &Fakes,
+    smtp_port: u16,
+    tokens: &Tokens,
+    pacing: &Pacing,
+    http: &reqwest::Client,
+) -> Result<Daemon> {
+    let bin = daemon_bin(args)?;
+    let dir = tempfile::Builder::new()
+        .prefix("noroshi-bench-")
+        .tempdir()
+        .context("a temporary directory")?;
+    let (db, postgres) = match &args.postgres {
+        Some(admin) => {
+            let (url, name) = create_database(admin).await?;
+            (url, Some((admin.clone(), name)))
+        }
+        None => (
+            format!("sqlite://{}", dir.path().join("noroshi.db").display()),
+            None,
+        ),
+    };
+    let config_path = dir.path().join("noroshi.toml");
+    std::fs::write(
+        &config_path,
+        config(args, fakes, smtp_port, dir.path(), &db, tokens, pacing),
+    )?;
+    let log_path = dir.path().join("daemon.log");
+    let log = std::fs::File::create(&log_path)?;
+    let creds = noroshi_x::fake::FakeCredentials::default();
+    let child = Command::new(&bin)
+        .arg("serve")
+        .arg("--config")
+        .arg(&config_path)
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .env_remove("NOROSHI_LOG")
+        .env("BENCH_LINE_TOKEN", LINE_TOKEN)
+        .env("BENCH_X_CONSUMER_SECRET", &creds.consumer_secret)
+        .env("BENCH_X_ACCESS_SECRET", &creds.access_token_secret)
+        .env("BENCH_FB_TOKEN", FB_TOKEN)
+        .stdout(Stdio::from(log.try_clone()?))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .with_context(|| format!("start {}", bin.display()))?;
+    let mut d = Daemon {
+        child: Some(child),
+        dir,
+        base: String::new(),
+        log_path,
+        postgres,
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if !d.alive() {
+            let logs = d.logs();
+            d.stop().await;
+            bail!("noroshi exited at start:\n{logs}");
+        }
+        let logs = d.logs();
+        if let Some(addr) = logs
+            .split("Noroshi is listening bind=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+        {
+            let base = format!("http://{addr}");
+            if let Ok(r) = http.get(format!("{base}/readyz")).send().await {
+                if r.status().is_success() {
+                    d.base = base;
+                    return Ok(d);
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            d.stop().await;
+            bail!("noroshi did not become ready within 60 s:\n{logs}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
