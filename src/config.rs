@@ -100,6 +100,10 @@ pub struct DatabaseConfig {
     pub url: String,
     /// Connections in the pool.
     pub max_connections: u32,
+    /// SQLite only: the largest the database may grow, in pages (4 KiB each); unset = no
+    /// limit. Reaching it behaves like a full disk: writes are refused with `503`
+    /// `storage-full` until space is freed, and the daemon recovers by itself.
+    pub sqlite_max_page_count: Option<u64>,
 }
 
 impl Default for DatabaseConfig {
@@ -107,6 +111,7 @@ impl Default for DatabaseConfig {
         DatabaseConfig {
             url: "sqlite://data/noroshi.db".into(),
             max_connections: 10,
+            sqlite_max_page_count: None,
         }
     }
 }

@@ -41,14 +41,18 @@ pub fn init_tracing(config: &Config) {
 }
 
 pub async fn open_database(config: &Config) -> anyhow::Result<Db> {
-    let db = Db::connect(&config.database.url, config.database.max_connections)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot open the database ({})",
-                redact_url(&config.database.url)
-            )
-        })?;
+    let db = Db::connect(
+        &config.database.url,
+        config.database.max_connections,
+        config.database.sqlite_max_page_count,
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "cannot open the database ({})",
+            redact_url(&config.database.url)
+        )
+    })?;
     db.migrate()
         .await
         .context("cannot apply database migrations")?;

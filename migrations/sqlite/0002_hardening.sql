@@ -37,3 +37,10 @@ CREATE TABLE audit_log (
     path            TEXT NOT NULL,               -- /api/v1/announcements/0193…/cancel
     status          INTEGER NOT NULL
 );
+
+-- Storage probe: after the database was full, a row of this table is written and rolled
+-- back to learn whether there is room again (no row is ever kept).
+CREATE TABLE storage_probe (
+    id              INTEGER PRIMARY KEY,
+    filler          BLOB NOT NULL
+);

@@ -171,3 +171,13 @@ pub async fn line_webhook(
     }
     Ok(StatusCode::OK)
 }
+
+/// Whether the database takes writes: ok | full | unavailable, with the reason and since
+/// when. While not ok, writes answer `503` (`storage-full`, `storage-unavailable`) and
+/// `/readyz` is not ready; reads keep working.
+#[utoipa::path(get, path = "/api/v1/storage", responses((status = 200, body = crate::store::health::StorageState)),
+    security(("bearer" = [])))]
+pub async fn storage(caller: Caller) -> ApiResult<Json<crate::store::health::StorageState>> {
+    caller.require(Role::Viewer)?;
+    Ok(Json(crate::store::health::state()))
+}

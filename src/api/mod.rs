@@ -66,6 +66,7 @@ pub type SharedState = Arc<AppState>;
         announcements::deliveries,
         channels::list,
         channels::resume,
+        channels::storage,
         audit::list,
         subscribers::create,
         subscribers::list,
@@ -90,6 +91,7 @@ pub type SharedState = Arc<AppState>;
         crate::store::announcements::ChannelSummary,
         crate::store::announcements::AttemptRow,
         channels::ChannelView,
+        crate::store::health::StorageState,
         audit::AuditEntry,
         audit::AuditPage,
         subscribers::NewSubscriberBody,
@@ -153,6 +155,7 @@ pub fn router(state: SharedState) -> Router {
                 .delete(not_yet_schedules),
         )
         .route("/audit", get(audit::list))
+        .route("/storage", get(channels::storage))
         // Runs for matched routes: the caller is identified once, and writes are audited.
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -345,6 +348,22 @@ pub async fn readyz(State(state): State<SharedState>) -> Result<&'static str, Pr
             "not ready: the database is unreachable or not migrated",
         )
     })?;
+    if crate::store::health::fault() == Some(crate::store::health::Fault::Full) {
+        // Look again now rather than at the next upkeep tick.
+        let _ = state.db.probe_room().await;
+    }
+    if let Some(fault) = crate::store::health::fault() {
+        let s = crate::store::health::state();
+        return Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "not ready: storage {} since {} ({})",
+                s.state,
+                s.since.unwrap_or_default(),
+                fault.problem()
+            ),
+        ));
+    }
     let down = state.tasks.down();
     if !down.is_empty() {
         // Task names only (their causes are in the log at error level).

@@ -134,16 +134,22 @@ impl From<crate::accept::Refusal> for Problem {
 
 impl From<crate::store::StoreError> for Problem {
     fn from(e: crate::store::StoreError) -> Problem {
-        if e.is_unavailable() {
-            // The database did not take the statement (busy, unreachable, out of
-            // connections): nothing was written, and trying again later is right.
-            tracing::warn!(error = %e, "Storage unavailable; answered 503");
-            let mut p = Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "storage is unavailable or busy; nothing was stored, try again shortly",
-            );
-            p.kind = "https://noroshi.invalid/problems/storage-unavailable".into();
-            p.retry_after = Some(5);
+        if let Some(fault) = e.storage_fault() {
+            // The database did not take the write (full, busy, unreachable, read-only):
+            // nothing was written, and trying again later is right. The first such error is
+            // logged at error level by the storage health, not once per request.
+            tracing::debug!(error = %e, "Storage fault; answered 503");
+            let detail = match fault {
+                crate::store::health::Fault::Full => {
+                    "storage is full: nothing was stored; try again once the operator has freed space"
+                }
+                crate::store::health::Fault::Unavailable => {
+                    "storage is unavailable or busy: nothing was stored; try again shortly"
+                }
+            };
+            let mut p = Problem::new(StatusCode::SERVICE_UNAVAILABLE, detail);
+            p.kind = format!("https://noroshi.invalid/problems/{}", fault.problem());
+            p.retry_after = Some(fault.retry_after());
             return p;
         }
         Problem::internal(e)

@@ -51,11 +51,26 @@ impl Dispatcher {
             let urgent = items
                 .iter()
                 .any(|i| i.delivery.lane == Priority::Disaster.lane());
-            let record = queue::finish_batch(&self.db, &self.owner, &items);
-            let recorded = if urgent {
-                store::urgent(record).await
-            } else {
-                record.await
+            let mut wait = Duration::from_millis(500);
+            let recorded = loop {
+                let record = queue::finish_batch(&self.db, &self.owner, &items);
+                let recorded = if urgent {
+                    store::urgent(record).await
+                } else {
+                    record.await
+                };
+                match recorded {
+                    // Storage is full or gone: these outcomes are kept here (bounded: one
+                    // batch, whose workers hold their leases and wait) and written once it
+                    // returns. A delivery already on the wire is recorded as sent then,
+                    // never sent again blindly.
+                    Err(e) if e.is_unavailable() && !self.abort.is_cancelled() => {
+                        tracing::debug!(error = %e, items = items.len(), "Outcomes wait for storage");
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_secs(5));
+                    }
+                    other => break other,
+                }
             };
             match recorded {
                 Ok(results) => {

@@ -129,6 +129,11 @@ impl Dispatcher {
                 _ = self.stop.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
             }
+            if store::health::fault() == Some(store::health::Fault::Full) {
+                if let Err(e) = self.db.probe_room().await {
+                    tracing::warn!(error = %e, "Could not probe the database for room");
+                }
+            }
             let live: Vec<i64> = self.live.lock().unwrap().iter().copied().collect();
             if let Err(e) =
                 queue::extend_leases(&self.db, &self.owner, &live, self.settings.lease_ms).await

@@ -31,15 +31,20 @@ pub(crate) use with_pool;
 /// Like [`with_pool!`], for a statement that writes. On SQLite it first takes the
 /// process's write turn (see [`Db::writer`]).
 macro_rules! write_pool {
-    ($db:expr, $p:ident => $body:expr) => {
-        match &$db.pool {
-            crate::store::Pool::Sqlite($p) => {
-                let _turn = $db.writer.turn().await;
-                $body
-            }
-            crate::store::Pool::Postgres($p) => $body,
+    ($db:expr, $p:ident => $body:expr) => {{
+        let out: crate::store::Result<_> = async {
+            Ok::<_, crate::store::StoreError>(match &$db.pool {
+                crate::store::Pool::Sqlite($p) => {
+                    let _turn = $db.writer.turn().await;
+                    $body
+                }
+                crate::store::Pool::Postgres($p) => $body,
+            })
         }
-    };
+        .await;
+        crate::store::health::observe(&out);
+        out?
+    }};
 }
 pub(crate) use write_pool;
 
@@ -79,9 +84,39 @@ impl StoreError {
         matches!(self, StoreError::Sql(sqlx::Error::Database(e)) if e.is_unique_violation())
     }
 
-    /// The database could not take the statement at all (busy, locked, unreachable, out of
-    /// connections): nothing was written, and the same request can be tried again later.
+    /// The database could not take the write: it is full, or it could not take the
+    /// statement at all (busy, locked, unreachable, read-only, out of connections). Nothing
+    /// was written, and the same request can be tried again later.
     pub fn is_unavailable(&self) -> bool {
+        self.storage_fault().is_some()
+    }
+
+    /// Which storage fault this is, if any.
+    pub fn storage_fault(&self) -> Option<health::Fault> {
+        if let StoreError::Sql(sqlx::Error::Database(e)) = self {
+            let code = e.code().unwrap_or_default();
+            // SQLite: SQLITE_FULL (13) and its extended codes. PostgreSQL: disk full
+            // (53100), out of memory (53200).
+            let full = code.parse::<i64>().is_ok_and(|c| c & 0xff == 13)
+                || matches!(code.as_ref(), "53100" | "53200");
+            if full {
+                return Some(health::Fault::Full);
+            }
+            // SQLite: SQLITE_IOERR (10) and SQLITE_READONLY (8) with their extended codes.
+            // PostgreSQL: read-only transaction (25006), too many connections (53300).
+            let io = code
+                .parse::<i64>()
+                .is_ok_and(|c| c & 0xff == 10 || c & 0xff == 8)
+                || matches!(code.as_ref(), "25006" | "53300");
+            if io {
+                return Some(health::Fault::Unavailable);
+            }
+        }
+        self.is_unavailable_legacy()
+            .then_some(health::Fault::Unavailable)
+    }
+
+    fn is_unavailable_legacy(&self) -> bool {
         match self {
             StoreError::Sql(
                 sqlx::Error::PoolTimedOut
@@ -160,7 +195,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
 impl Db {
     /// Opens the database named by `url`, creating a SQLite file (and its directory) when
     /// missing.
-    pub async fn connect(url: &str, max_connections: u32) -> Result<Db> {
+    pub async fn connect(
+        url: &str,
+        max_connections: u32,
+        sqlite_max_page_count: Option<u64>,
+    ) -> Result<Db> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections)
@@ -185,6 +224,10 @@ impl Db {
             .foreign_keys(true)
             // Writers queue behind each other for up to this long instead of failing.
             .busy_timeout(Duration::from_secs(10));
+        let options = match sqlite_max_page_count {
+            Some(pages) => options.pragma("max_page_count", pages.to_string()),
+            None => options,
+        };
         if let Some(parent) = options.get_filename().parent() {
             if !parent.as_os_str().is_empty() {
                 std::fs::create_dir_all(parent).map_err(|e| {
@@ -276,6 +319,63 @@ impl Db {
         }
         crate::clock::set_db_offset(offset);
         Ok(())
+    }
+
+    /// After the database was full: writes (and rolls back) a 64 KiB row to learn whether
+    /// there is room again; ends the "full" spell when there is.
+    pub async fn probe_room(&self) -> Result<bool> {
+        const BYTES: usize = 64 * 1024;
+        // Written and rolled back like every transaction here: a connection whose ROLLBACK
+        // fails is closed, never returned to the pool inside a transaction.
+        macro_rules! probe {
+            ($p:expr, $begin:literal, $insert:literal, $n:expr) => {{
+                let mut conn = $p.acquire().await?;
+                match sqlx::query($begin).execute(&mut *conn).await {
+                    Err(e) => {
+                        conn.close_on_drop();
+                        Err(e)
+                    }
+                    Ok(_) => {
+                        let r = sqlx::query($insert).bind($n).execute(&mut *conn).await;
+                        if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
+                            conn.close_on_drop();
+                        }
+                        r.map(|_| ())
+                    }
+                }
+            }};
+        }
+        let room = match &self.pool {
+            Pool::Sqlite(p) => {
+                let _turn = self.writer.turn().await;
+                probe!(
+                    p,
+                    "BEGIN IMMEDIATE",
+                    "INSERT INTO storage_probe (filler) VALUES (zeroblob($1))",
+                    BYTES as i64
+                )
+            }
+            Pool::Postgres(p) => probe!(
+                p,
+                "BEGIN",
+                "INSERT INTO storage_probe (filler) VALUES (convert_to(repeat('x', $1), 'UTF8'))",
+                BYTES as i32
+            ),
+        };
+        match room {
+            Ok(_) => {
+                health::recovered();
+                Ok(true)
+            }
+            Err(e) => {
+                let e = StoreError::from(e);
+                if e.storage_fault().is_some() {
+                    Ok(false)
+                } else {
+                    Err(e)
+                }
+            }
+        }
     }
 
     pub async fn close(&self) {
@@ -425,38 +525,74 @@ impl TurnSize {
     }
 }
 
-/// Starts a write transaction. On SQLite it is `BEGIN IMMEDIATE`: taking the write lock up
-/// front means a transaction that reads before it writes cannot fail with `SQLITE_BUSY`
-/// when another writer committed in between.
-macro_rules! begin_write {
-    ($p:expr, sqlite) => {
-        $p.begin_with("BEGIN IMMEDIATE").await?
-    };
-    ($p:expr, postgres) => {
-        $p.begin().await?
-    };
-}
-pub(crate) use begin_write;
-
-/// Runs `$body` inside a write transaction `$tx` on either dialect, committing on success.
-macro_rules! write_tx {
-    ($db:expr, $tx:ident => $body:expr) => {
-        match &$db.pool {
-            crate::store::Pool::Sqlite(p) => {
-                let _turn = $db.writer.turn().await;
-                let mut $tx = crate::store::begin_write!(p, sqlite);
-                let out = $body;
-                $tx.commit().await?;
-                out
-            }
-            crate::store::Pool::Postgres(p) => {
-                let mut $tx = crate::store::begin_write!(p, postgres);
-                let out = $body;
-                $tx.commit().await?;
-                out
+/// Ends a transaction on `$conn` (a pooled connection) after its body: `COMMIT` when the
+/// body succeeded, `ROLLBACK` when it failed. A connection whose `COMMIT` or `ROLLBACK`
+/// failed is closed when it goes back to the pool, never reused inside a transaction (a
+/// full disk must not leave the pool poisoned).
+macro_rules! finish_tx {
+    ($conn:ident, $body:expr) => {
+        match $body {
+            Ok(v) => match sqlx::query("COMMIT").execute(&mut *$conn).await {
+                Ok(_) => Ok(v),
+                Err(e) => {
+                    if sqlx::query("ROLLBACK").execute(&mut *$conn).await.is_err() {
+                        $conn.close_on_drop();
+                    }
+                    Err(crate::store::StoreError::from(e))
+                }
+            },
+            Err(e) => {
+                if sqlx::query("ROLLBACK").execute(&mut *$conn).await.is_err() {
+                    $conn.close_on_drop();
+                }
+                Err(e)
             }
         }
     };
+}
+pub(crate) use finish_tx;
+
+/// Runs `$body` inside a write transaction `$tx` (a pooled connection) on either dialect,
+/// committing on success and rolling back on failure; the one way every writer runs a
+/// transaction. On SQLite it starts with `BEGIN IMMEDIATE` in this process's write turn:
+/// taking the write lock up front means a transaction that reads before it writes cannot
+/// fail with `SQLITE_BUSY` when another writer committed in between. A connection whose
+/// `BEGIN`, `COMMIT` or `ROLLBACK` failed is closed, not returned. Every outcome tells the
+/// storage health ([`health`]).
+macro_rules! write_tx {
+    ($db:expr, $tx:ident => $body:expr) => {{
+        let out: crate::store::Result<_> = match &$db.pool {
+            crate::store::Pool::Sqlite(p) => {
+                let _turn = $db.writer.turn().await;
+                async {
+                    let mut $tx = p.acquire().await?;
+                    if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *$tx).await {
+                        $tx.close_on_drop();
+                        return Err(crate::store::StoreError::from(e));
+                    }
+                    let body: crate::store::Result<_> =
+                        async { Ok::<_, crate::store::StoreError>($body) }.await;
+                    crate::store::finish_tx!($tx, body)
+                }
+                .await
+            }
+            crate::store::Pool::Postgres(p) => {
+                async {
+                    let mut $tx = p.acquire().await?;
+                    if let Err(e) = sqlx::query("BEGIN").execute(&mut *$tx).await {
+                        $tx.close_on_drop();
+                        return Err(crate::store::StoreError::from(e));
+                    }
+                    let body: crate::store::Result<_> =
+                        async { Ok::<_, crate::store::StoreError>($body) }.await;
+                    crate::store::finish_tx!($tx, body)
+                }
+                .await
+            }
+        };
+        crate::store::health::observe(&out);
+        out?
+    }};
 }
 pub(crate) use write_tx;
 
@@ -467,6 +603,7 @@ pub fn now_ms() -> i64 {
 
 pub mod announcements;
 pub mod channels;
+pub mod health;
 pub mod subscribers;
 
 #[cfg(test)]

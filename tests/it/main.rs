@@ -9,3 +9,4 @@ mod fetch;
 mod hardening;
 mod input;
 mod social;
+mod storage;

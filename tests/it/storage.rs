@@ -1,0 +1,201 @@
+//! Issue 13 (storage faults): a full database or a lost connection never poisons the
+//! daemon; it answers clearly and recovers by itself, losing and duplicating nothing.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+async fn sqlite(d: &Daemon) -> sqlx::SqliteConnection {
+    use sqlx::Connection;
+    let url = std::fs::read_to_string(&d.config_path)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("url = \""))
+        .map(|u| u.trim_end_matches('"').to_string())
+        .unwrap();
+    sqlx::SqliteConnection::connect(&url).await.unwrap()
+}
+
+/// Submissions until one is refused; returns the ids accepted and the refusal.
+async fn submit_until_refused(
+    d: &Daemon,
+    n: usize,
+) -> (Vec<String>, Option<(StatusCode, Value, Option<String>)>) {
+    let mut accepted = Vec::new();
+    for i in 0..n {
+        let r = d
+            .http
+            .post(format!("{}/api/v1/announcements", d.base))
+            .bearer_auth(STAFF)
+            .json(&json!({"title": format!("お知らせ {i}"), "body": "本文。".repeat(400)}))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let retry_after = r
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_string());
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        if status == StatusCode::ACCEPTED {
+            accepted.push(v["id"].as_str().unwrap().to_string());
+        } else {
+            return (accepted, Some((status, v, retry_after)));
+        }
+    }
+    (accepted, None)
+}
+
+/// SQLite full (`database.sqlite_max_page_count`): submissions get `503 storage-full` with
+/// `Retry-After` and nothing half-stored; reads and `/readyz` say so; once space is freed
+/// every request succeeds again without a restart, and everything accepted is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_sqlite_database_answers_503_and_recovers_by_itself() {
+    let mut d = Daemon::builder(Backend::Sqlite).start().await;
+    d.add_subscribers(3000, "filler").await;
+    let mut c = sqlite(&d).await;
+    let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    drop(c);
+    d.kill9();
+    // The same daemon, capped a few pages above its size.
+    let text = std::fs::read_to_string(&d.config_path).unwrap().replacen(
+        "[database]\n",
+        &format!("[database]\nsqlite_max_page_count = {}\n", pages + 8),
+        1,
+    );
+    std::fs::write(&d.config_path, text).unwrap();
+    d.start_again().await;
+
+    let (before, refused) = submit_until_refused(&d, 300).await;
+    let (status, problem, retry_after) = refused.expect("the database filled up");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
+    assert!(
+        problem["type"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with("/storage-full"),
+        "{problem}"
+    );
+    assert!(retry_after.is_some(), "Retry-After");
+    // Reads keep working, and readiness says what is wrong.
+    assert_eq!(
+        d.count_announcements().await,
+        before.len(),
+        "nothing half-stored"
+    );
+    let ready = d
+        .http
+        .get(format!("{}/readyz", d.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(ready.text().await.unwrap().contains("storage"));
+
+    // Space comes back: the operator deletes what is not needed.
+    let mut c = sqlite(&d).await;
+    sqlx::query("DELETE FROM subscribers WHERE email LIKE 'filler%'")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    drop(c);
+    // Every request works again, on every pooled connection, without a restart.
+    let (after, refused) = submit_until_refused(&d, 20).await;
+    assert!(refused.is_none(), "{refused:?}\n{}", d.logs());
+    assert_eq!(after.len(), 20);
+    let ready = d
+        .http
+        .get(format!("{}/readyz", d.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::OK, "{}", d.logs());
+    for id in before.iter().chain(&after) {
+        d.wait_status(id, &["sent"], Duration::from_secs(60)).await;
+    }
+    let logs = d.logs();
+    assert!(!logs.contains("non-zero transaction depth"), "{logs}");
+    assert_eq!(
+        logs.matches("Storage is full").count(),
+        1,
+        "said once at error level, not once per request:\n{logs}"
+    );
+    assert!(logs.contains("Storage is writable again"), "{logs}");
+}
+
+/// PostgreSQL: the daemon's connections are killed (`pg_terminate_backend`) in the middle
+/// of the work; requests get their real answer or `503 storage-unavailable`, never 500, and
+/// the daemon recovers by itself; nothing accepted is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_connections_killed_mid_work_recover_by_themselves() {
+    if postgres_url().is_none() {
+        eprintln!("SKIPPED: PostgreSQL suite (set NOROSHI_TEST_POSTGRES_URL to run it)");
+        return;
+    }
+    use sqlx::Connection;
+    let d = Daemon::builder(Backend::Postgres).start().await;
+    let url = std::fs::read_to_string(&d.config_path)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("url = \""))
+        .map(|u| u.trim_end_matches('"').to_string())
+        .unwrap();
+    let db_name = url.rsplit('/').next().unwrap().to_string();
+    let mut admin = sqlx::PgConnection::connect(&postgres_url().unwrap())
+        .await
+        .unwrap();
+    let mut accepted = Vec::new();
+    for round in 0..3 {
+        let killed: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+        )
+        .bind(&db_name)
+        .fetch_all(&mut admin)
+        .await
+        .unwrap();
+        assert!(!killed.is_empty(), "round {round}: no backend to kill");
+        for i in 0..10 {
+            let (status, v) = d
+                .post(
+                    "/api/v1/announcements",
+                    STAFF,
+                    json!({"title": format!("r{round}-{i}"), "body": "本文"}),
+                )
+                .await;
+            match status {
+                StatusCode::ACCEPTED => accepted.push(v["id"].as_str().unwrap().to_string()),
+                StatusCode::SERVICE_UNAVAILABLE => {
+                    assert!(
+                        v["type"]
+                            .as_str()
+                            .unwrap()
+                            .ends_with("/storage-unavailable"),
+                        "{v}"
+                    )
+                }
+                other => panic!("round {round}: {other} {v}\n{}", d.logs()),
+            }
+        }
+    }
+    assert!(
+        accepted.len() >= 25,
+        "it recovered: {} of 30",
+        accepted.len()
+    );
+    for id in &accepted {
+        d.wait_status(id, &["sent"], Duration::from_secs(60)).await;
+    }
+    let ready = d
+        .http
+        .get(format!("{}/readyz", d.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+}
