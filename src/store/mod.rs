@@ -103,11 +103,12 @@ impl StoreError {
                 return Some(health::Fault::Full);
             }
             // SQLite: SQLITE_IOERR (10) and SQLITE_READONLY (8) with their extended codes.
-            // PostgreSQL: read-only transaction (25006), too many connections (53300).
+            // PostgreSQL: read-only transaction (25006), too many connections (53300), the
+            // database not accepting connections (55000, e.g. ALLOW_CONNECTIONS false).
             let io = code
                 .parse::<i64>()
                 .is_ok_and(|c| c & 0xff == 10 || c & 0xff == 8)
-                || matches!(code.as_ref(), "25006" | "53300");
+                || matches!(code.as_ref(), "25006" | "53300" | "55000");
             if io {
                 return Some(health::Fault::Unavailable);
             }

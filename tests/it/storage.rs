@@ -54,7 +54,14 @@ async fn submit_until_refused(
 /// every request succeeds again without a restart, and everything accepted is delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_sqlite_database_answers_503_and_recovers_by_itself() {
-    let mut d = Daemon::builder(Backend::Sqlite).start().await;
+    let hook = noroshi_webhook::fake::start(None).await;
+    let mut d = Daemon::builder(Backend::Sqlite)
+        .config(&format!(
+            "[channels.webhook.cms]\nenabled = true\nurl = \"{}\"\n",
+            hook.url()
+        ))
+        .start()
+        .await;
     d.add_subscribers(3000, "filler").await;
     let mut c = sqlite(&d).await;
     let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
@@ -71,7 +78,6 @@ async fn a_full_sqlite_database_answers_503_and_recovers_by_itself() {
     );
     std::fs::write(&d.config_path, text).unwrap();
     d.start_again().await;
-
     let (before, refused) = submit_until_refused(&d, 300).await;
     let (status, problem, retry_after) = refused.expect("the database filled up");
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
@@ -97,6 +103,10 @@ async fn a_full_sqlite_database_answers_503_and_recovers_by_itself() {
         .unwrap();
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(ready.text().await.unwrap().contains("storage"));
+    let (status, storage) = d.get("/api/v1/storage").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(storage["state"], "full", "{storage}");
+    assert!(storage["since"].is_string(), "{storage}");
 
     // Space comes back: the operator deletes what is not needed.
     let mut c = sqlite(&d).await;
@@ -116,8 +126,25 @@ async fn a_full_sqlite_database_answers_503_and_recovers_by_itself() {
         .await
         .unwrap();
     assert_eq!(ready.status(), StatusCode::OK, "{}", d.logs());
+    assert_eq!(d.get("/api/v1/storage").await.1["state"], "ok");
     for id in before.iter().chain(&after) {
         d.wait_status(id, &["sent"], Duration::from_secs(60)).await;
+    }
+    // Nothing accepted was lost or sent twice: every accepted announcement reached the
+    // webhook exactly once.
+    let mut per_title = std::collections::HashMap::<String, usize>::new();
+    for r in hook
+        .state()
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST")
+    {
+        *per_title
+            .entry(r.json()["id"].as_str().unwrap_or("").to_string())
+            .or_default() += 1;
+    }
+    for id in before.iter().chain(&after) {
+        assert_eq!(per_title.get(id), Some(&1), "{id}: {per_title:?}");
     }
     let logs = d.logs();
     assert!(!logs.contains("non-zero transaction depth"), "{logs}");
@@ -198,4 +225,95 @@ async fn postgres_connections_killed_mid_work_recover_by_themselves() {
         .await
         .unwrap();
     assert_eq!(ready.status(), StatusCode::OK);
+}
+
+/// PostgreSQL unreachable while sends are on the wire: their outcomes wait in memory (the
+/// workers keep their leases) and are written once the database returns; nothing is sent
+/// twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_wait_for_the_database_and_nothing_is_sent_twice() {
+    if postgres_url().is_none() {
+        eprintln!("SKIPPED: PostgreSQL suite (set NOROSHI_TEST_POSTGRES_URL to run it)");
+        return;
+    }
+    use sqlx::Connection;
+    let hook = noroshi_webhook::fake::start(None).await;
+    let d = Daemon::builder(Backend::Postgres)
+        .config(&format!(
+            "[channels.website]\nenabled = false\n\n[channels.webhook.cms]\nenabled = true\nurl = \"{}\"\n",
+            hook.url()
+        ))
+        .start()
+        .await;
+    let url = std::fs::read_to_string(&d.config_path)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("url = \""))
+        .map(|u| u.trim_end_matches('"').to_string())
+        .unwrap();
+    let db_name = url.rsplit('/').next().unwrap().to_string();
+    let mut admin = sqlx::PgConnection::connect(&postgres_url().unwrap())
+        .await
+        .unwrap();
+    while !hook.state().requests().iter().any(|r| r.method == "HEAD") {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..4 {
+        hook.script(noroshi_channel_core::fake::ScriptedResponse {
+            status: 200,
+            body: "{}".into(),
+            delay_ms: 1_500,
+            ..Default::default()
+        });
+    }
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(
+            d.submit(
+                json!({"title": format!("断水 {i}"), "body": "本文", "channels": ["webhook.cms"]}),
+            )
+            .await,
+        );
+    }
+    let posts = || {
+        hook.state()
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == "POST")
+            .collect::<Vec<_>>()
+    };
+    while posts().len() < 4 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The database goes away while the four sends wait for their answers.
+    sqlx::query(&format!(
+        "ALTER DATABASE {db_name} WITH ALLOW_CONNECTIONS false"
+    ))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&db_name)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    // The answers come (1.5 s) while the database is gone; it stays away longer than the
+    // 5 s lease.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    sqlx::query(&format!(
+        "ALTER DATABASE {db_name} WITH ALLOW_CONNECTIONS true"
+    ))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    for id in &ids {
+        d.wait_status(id, &["sent"], Duration::from_secs(60)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(posts().len(), 4, "nothing sent twice:\n{}", d.logs());
+    assert!(
+        d.logs().contains("Outcomes wait for storage"),
+        "{}",
+        d.logs()
+    );
 }
