@@ -317,3 +317,99 @@ async fn outcomes_wait_for_the_database_and_nothing_is_sent_twice() {
         d.logs()
     );
 }
+
+/// A small file system mounted for one test, unmounted when dropped.
+struct SmallFs(std::path::PathBuf);
+
+impl SmallFs {
+    /// `None` (the test is skipped, and says so) where mounting needs privileges we lack.
+    fn mount(dir: &std::path::Path, bytes: usize) -> Option<SmallFs> {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        ok.then(|| SmallFs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// The website's output directory fills up: the write fails as a transient error, the
+/// pages and feeds already there stay intact, and it succeeds once space returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_site_directory_keeps_the_old_site_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = dir.path().join("site");
+    let Some(_fs) = SmallFs::mount(&site, 512 * 1024) else {
+        eprintln!("SKIPPED: mounting a small tmpfs needs root (CAP_SYS_ADMIN)");
+        return;
+    };
+    let d = Daemon::builder(Backend::Sqlite)
+        .env(
+            "NOROSHI__CHANNELS__WEBSITE__OUTPUT_DIR",
+            site.to_str().unwrap(),
+        )
+        // Retries continue while the disk stays full (the harness gives up after 4).
+        .env("NOROSHI__QUEUE__MAX_ATTEMPTS", "50")
+        .start()
+        .await;
+    let first = d
+        .submit(json!({"title": "一件目のお知らせ", "body": "本文", "channels": ["website"]}))
+        .await;
+    d.wait_status(&first, &["sent"], Duration::from_secs(20))
+        .await;
+    let index_before = std::fs::read_to_string(site.join("index.html")).unwrap();
+    let atom_before = std::fs::read_to_string(site.join("feed.atom")).unwrap();
+    // Fill the file system.
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(site.join("filler")).unwrap();
+        let block = vec![0u8; 4096];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.sync_all();
+    }
+    let second = d
+        .submit(json!({"title": "二件目のお知らせ", "body": "本文".repeat(200), "channels": ["website"]}))
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let failed_attempt = loop {
+        let (_, log) = d
+            .get(&format!("/api/v1/deliveries?announcement_id={second}"))
+            .await;
+        if let Some(a) = log["items"].as_array().and_then(|i| i.last()).cloned() {
+            break a;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", d.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(failed_attempt["outcome"], "transient", "{failed_attempt}");
+    assert!(
+        failed_attempt["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("No space left"),
+        "{failed_attempt}"
+    );
+    // The site as it was: whole pages and feeds, not half-written ones.
+    assert_eq!(
+        std::fs::read_to_string(site.join("index.html")).unwrap(),
+        index_before
+    );
+    assert_eq!(
+        std::fs::read_to_string(site.join("feed.atom")).unwrap(),
+        atom_before
+    );
+    // Space returns: the next attempt publishes.
+    std::fs::remove_file(site.join("filler")).unwrap();
+    d.wait_status(&second, &["sent"], Duration::from_secs(30))
+        .await;
+    let index = std::fs::read_to_string(site.join("index.html")).unwrap();
+    assert!(index.contains("二件目のお知らせ") && index.contains("一件目のお知らせ"));
+}
