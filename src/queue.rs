@@ -428,8 +428,10 @@ pub async fn extend_leases(db: &Db, owner: &str, ids: &[i64], lease_ms: i64) -> 
 
 /// Which leases [`reclaim`] takes back.
 pub enum Reclaim<'a> {
-    /// Leases that expired: their worker crashed or hung.
-    Expired,
+    /// Leases that expired: their worker crashed or hung. Never this process's own leases
+    /// whose tasks are alive (`live`): those are waiting for storage to record an outcome,
+    /// and taking them would send again what may already be on the platform.
+    Expired { owner: &'a str, live: &'a [i64] },
     /// Every lease: at start on SQLite, where one process owns the file (a lock file makes
     /// sure), anything in flight belongs to a run that died.
     All,
@@ -443,9 +445,20 @@ pub enum Reclaim<'a> {
 pub async fn reclaim(db: &Db, which: Reclaim<'_>) -> Result<u64> {
     let now = now_ms();
     let (filter, owner) = match which {
-        Reclaim::Expired => ("lease_until < $1", None),
-        Reclaim::All => ("TRUE", None),
-        Reclaim::OwnedBy(o) => ("lease_owner = $2", Some(o)),
+        Reclaim::Expired { owner, live } if !live.is_empty() => {
+            let list = live
+                .iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(",");
+            (
+                format!("lease_until < $1 AND NOT (lease_owner = $2 AND id IN ({list}))"),
+                Some(owner),
+            )
+        }
+        Reclaim::Expired { .. } => ("lease_until < $1".to_string(), None),
+        Reclaim::All => ("TRUE".to_string(), None),
+        Reclaim::OwnedBy(o) => ("lease_owner = $2".to_string(), Some(o)),
     };
     let sql = format!(
         "UPDATE deliveries SET status = 'retrying', run_after = $1, \

@@ -248,6 +248,7 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         tasks: tasks.clone(),
         audit: audit.clone(),
         request_timeout: Duration::from_secs(config.server.request_timeout_secs),
+        hsts: config.server.public_base_url().starts_with("https://"),
         unsubscribe_limiter: crate::api::PerClient::per_minute(
             config.server.unsubscribe_per_minute,
         ),

@@ -47,6 +47,8 @@ pub struct AppState {
     pub audit: audit::Audit,
     /// One-click unsubscribe POSTs per client address.
     pub unsubscribe_limiter: PerClient,
+    /// `Strict-Transport-Security` on every answer (the public URL is HTTPS).
+    pub hsts: bool,
     /// How long a client may take to send its request.
     pub request_timeout: std::time::Duration,
 }
@@ -183,10 +185,12 @@ pub fn router(state: SharedState) -> Router {
                 ServeDir::new(dir).append_index_html_on_directories(true),
             )
             .layer(axum::middleware::map_response(site_content_types))
+            .layer(axum::middleware::from_fn(conditional_get))
             .layer(axum::middleware::from_fn(hide_dotfiles));
         app = app.merge(site);
     }
     let read_timeout = state.request_timeout;
+    let hsts = state.hsts;
     app.layer(DefaultBodyLimit::max(limit))
         // A client that stalls sending its request does not hold a connection for ever.
         // Only the reading is timed: once a handler runs, a submission gets its real answer
@@ -200,6 +204,10 @@ pub fn router(state: SharedState) -> Router {
             HeaderValue::from_static("nosniff"),
         ))
         .layer(axum::middleware::map_response(problem_for_plain_errors))
+        .layer(axum::middleware::map_response_with_state(
+            hsts,
+            security_headers,
+        ))
         .layer(axum::middleware::from_fn(refuse_control_characters))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
@@ -274,6 +282,86 @@ async fn hide_dotfiles(request: axum::extract::Request, next: axum::middleware::
         return Problem::not_found("page").into_response();
     }
     next.run(request).await
+}
+
+/// The content security policy of every HTML page the daemon serves (website pages, the
+/// unsubscribe page): nothing runs, nothing frames it, forms post only to the daemon, and
+/// images come from the daemon or HTTPS hosts (announcement images).
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; img-src 'self' https:; \
+     style-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// Security headers: on HTML pages a strict CSP, `Referrer-Policy: no-referrer` (an
+/// unsubscribe link carries its token) and `X-Frame-Options: DENY`; HSTS on every answer
+/// when the public URL is HTTPS.
+async fn security_headers(State(hsts): State<bool>, mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    let html = headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/html"));
+    if html {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        );
+        headers.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
+        headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    }
+    if hsts {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
+    response
+}
+
+/// `/site/` for feed readers and CAP consumers that poll: every file carries a validator
+/// (`ETag` from its size and modification time, beside `Last-Modified`) and
+/// `Cache-Control: no-cache`, and a conditional GET whose validator still matches is
+/// answered `304` without a body.
+async fn conditional_get(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let if_none_match = request.headers().get(header::IF_NONE_MATCH).cloned();
+    let mut response = next.run(request).await;
+    if response.status() != StatusCode::OK {
+        return response;
+    }
+    let (Some(modified), Some(length)) = (
+        response.headers().get(header::LAST_MODIFIED).cloned(),
+        response.headers().get(header::CONTENT_LENGTH).cloned(),
+    ) else {
+        return response;
+    };
+    let tag = {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest([modified.as_bytes(), b"/", length.as_bytes()].concat());
+        format!("W/\"{}\"", hex::encode(&digest[..8]))
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if let Ok(v) = HeaderValue::from_str(&tag) {
+        headers.insert(header::ETAG, v);
+    }
+    let matches = if_none_match
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == tag || t.trim() == "*"));
+    if matches {
+        let mut not_modified = Response::new(axum::body::Body::empty());
+        *not_modified.status_mut() = StatusCode::NOT_MODIFIED;
+        for name in [header::ETAG, header::LAST_MODIFIED, header::CACHE_CONTROL] {
+            if let Some(v) = response.headers().get(&name) {
+                not_modified.headers_mut().insert(name, v.clone());
+            }
+        }
+        return not_modified;
+    }
+    response
 }
 
 /// Feeds are served with the types feed readers expect, and everything in UTF-8.

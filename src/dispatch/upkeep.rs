@@ -140,7 +140,12 @@ impl Dispatcher {
             {
                 tracing::warn!(error = %e, "Could not renew delivery leases");
             }
-            match queue::reclaim(&self.db, queue::Reclaim::Expired).await {
+            let live: Vec<i64> = self.live.lock().unwrap().iter().copied().collect();
+            let expired = queue::Reclaim::Expired {
+                owner: &self.owner,
+                live: &live,
+            };
+            match queue::reclaim(&self.db, expired).await {
                 Ok(0) => {}
                 Ok(n) => {
                     tracing::warn!(count = n, "Reclaimed deliveries whose lease expired");

@@ -8,5 +8,6 @@ mod delivery;
 mod fetch;
 mod hardening;
 mod input;
+mod public;
 mod social;
 mod storage;

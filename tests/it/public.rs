@@ -1,0 +1,108 @@
+//! Issue 14 (the public face), the parts done so far: security headers on every HTML page
+//! and conditional GETs for `/site/`.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+
+use crate::helpers::*;
+use crate::on_both;
+
+/// Every HTML page carries a strict CSP, `Referrer-Policy` and a closed `frame-ancestors`;
+/// HSTS comes with an HTTPS public URL; `/site/` answers conditional GETs with `304`.
+async fn html_pages_are_locked_down_and_site_files_revalidate(backend: Backend) {
+    let d = Daemon::builder(backend).start().await;
+    let id = d.submit(notice()).await;
+    d.wait_status(&id, &["sent"], Duration::from_secs(20)).await;
+    let pages = [
+        "/site/".to_string(),
+        "/site/index.html".to_string(),
+        format!("/site/a/{id}.html"),
+        "/unsubscribe?t=unknown".to_string(),
+    ];
+    for path in &pages {
+        let r = d
+            .http
+            .get(format!("{}{path}", d.base))
+            .send()
+            .await
+            .unwrap();
+        let h = r.headers();
+        assert!(
+            h["content-type"].to_str().unwrap().starts_with("text/html"),
+            "{path}"
+        );
+        let csp = h
+            .get("content-security-policy")
+            .unwrap_or_else(|| panic!("{path}: no CSP"))
+            .to_str()
+            .unwrap();
+        assert!(csp.contains("default-src 'none'"), "{path}: {csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert_eq!(h["referrer-policy"], "no-referrer", "{path}");
+        assert!(
+            h.get("strict-transport-security").is_some(),
+            "{path}: the harness's public URL is https"
+        );
+    }
+    // The feeds and pages carry validators; a conditional GET with either is answered 304.
+    for path in ["/site/feed.atom", "/site/feed.rss", "/site/index.html"] {
+        let r = d
+            .http
+            .get(format!("{}{path}", d.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let etag = r.headers()["etag"].to_str().unwrap().to_string();
+        let modified = r.headers()["last-modified"].to_str().unwrap().to_string();
+        assert_eq!(r.headers()["cache-control"], "no-cache");
+        let again = d
+            .http
+            .get(format!("{}{path}", d.base))
+            .header("if-none-match", &etag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), StatusCode::NOT_MODIFIED, "{path}");
+        assert_eq!(again.headers()["etag"].to_str().unwrap(), etag);
+        assert!(again.bytes().await.unwrap().is_empty());
+        let since = d
+            .http
+            .get(format!("{}{path}", d.base))
+            .header("if-modified-since", &modified)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(since.status(), StatusCode::NOT_MODIFIED, "{path}");
+        let other = d
+            .http
+            .get(format!("{}{path}", d.base))
+            .header("if-none-match", "W/\"stale\"")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(other.status(), StatusCode::OK, "{path}");
+    }
+    // A new announcement changes the feed: the old validator no longer matches.
+    let r = d
+        .http
+        .get(format!("{}/site/feed.atom", d.base))
+        .send()
+        .await
+        .unwrap();
+    let etag = r.headers()["etag"].to_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(1100)).await; // Last-Modified has 1 s steps
+    let id2 = d.submit(notice()).await;
+    d.wait_status(&id2, &["sent"], Duration::from_secs(20))
+        .await;
+    let r = d
+        .http
+        .get(format!("{}/site/feed.atom", d.base))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+on_both!(html_pages_are_locked_down_and_site_files_revalidate);
