@@ -61,6 +61,11 @@ pub struct ServerConfig {
     /// One-click unsubscribe POSTs allowed per client address and minute (it is
     /// unauthenticated and writes); more get `429` with `Retry-After`.
     pub unsubscribe_per_minute: u32,
+    /// Connections open at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// A client must send a request's headers within this many seconds of starting it (or
+    /// of opening the connection), else the connection is closed.
+    pub header_read_timeout_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -74,6 +79,8 @@ impl Default for ServerConfig {
             request_timeout_secs: 30,
             shutdown_grace_secs: 30,
             unsubscribe_per_minute: 20,
+            max_connections: 1024,
+            header_read_timeout_secs: 10,
         }
     }
 }
@@ -547,6 +554,18 @@ pub fn validate(loaded: &Loaded) -> Vec<Problem> {
     }
     if c.server.body_limit_bytes < 1024 {
         push("server.body_limit_bytes", "must be at least 1024".into());
+    }
+    if !(1..=100_000).contains(&c.server.max_connections) {
+        push(
+            "server.max_connections",
+            "must be between 1 and 100000".into(),
+        );
+    }
+    if !(1..=300).contains(&c.server.header_read_timeout_secs) {
+        push(
+            "server.header_read_timeout_secs",
+            "must be between 1 and 300".into(),
+        );
     }
     if !(1..=10_000).contains(&c.server.unsubscribe_per_minute) {
         push(

@@ -263,12 +263,14 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.server.bind))?;
     tracing::info!(bind = %listener.local_addr()?, channels = ?channels.iter().map(|c| c.name().to_string()).collect::<Vec<_>>(), "Noroshi is listening");
-    axum::serve(
+    serve_http(
         listener,
-        crate::api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        crate::api::router(state),
+        config.server.max_connections,
+        Duration::from_secs(config.server.header_read_timeout_secs),
+        shutdown_signal(),
     )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
+    .await;
     tracing::info!("Stopping: finishing attempts in flight");
     dispatcher
         .shutdown(Duration::from_secs(config.server.shutdown_grace_secs))
@@ -322,5 +324,83 @@ async fn health_loop(db: Db, dispatcher: Arc<Dispatcher>) {
             }
         }
         tokio::time::sleep(Duration::from_secs(300)).await;
+    }
+}
+
+/// The HTTP server: HTTP/1.1 with a header-read timeout (a client that opens a connection
+/// and sends nothing, or half a request, is dropped) and a cap on connections open at once
+/// (more are closed as soon as they are accepted). Each request carries the peer's address
+/// (`ConnectInfo`). On the shutdown signal it stops accepting and lets requests in progress
+/// finish.
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    max_connections: usize,
+    header_read_timeout: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let permits = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut refused_logged_at: Option<tokio::time::Instant> = None;
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a moment, keep serving.
+                    tracing::warn!(error = %e, "Could not accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            if refused_logged_at.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                tracing::warn!(
+                    max_connections,
+                    "Connection limit reached; closing new connections"
+                );
+                refused_logged_at = Some(tokio::time::Instant::now());
+            }
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = tower::ServiceExt::map_request(
+            app.clone(),
+            move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                request
+            },
+        );
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout)
+            .keep_alive(true);
+        let connection = builder.serve_connection(
+            TokioIo::new(stream),
+            hyper_util::service::TowerToHyperService::new(service),
+        );
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "Connection closed with an error");
+            }
+        });
+    }
+    drop(listener);
+    // Requests in progress finish; idle connections are closed.
+    if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("Some connections were still open 10 s after shutdown began");
     }
 }

@@ -106,3 +106,60 @@ async fn html_pages_are_locked_down_and_site_files_revalidate(backend: Backend) 
     assert_eq!(r.status(), StatusCode::OK);
 }
 on_both!(html_pages_are_locked_down_and_site_files_revalidate);
+
+/// Connection hygiene: a client that opens a connection and sends half a request is dropped
+/// after the header-read timeout; beyond `server.max_connections` new connections are
+/// closed at once; normal requests are served again as soon as slots free.
+async fn silent_clients_are_dropped_and_the_connection_cap_holds(backend: Backend) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let d = Daemon::builder(backend)
+        .env("NOROSHI__SERVER__HEADER_READ_TIMEOUT_SECS", "1")
+        .env("NOROSHI__SERVER__MAX_CONNECTIONS", "20")
+        .start()
+        .await;
+    let addr = d.base.trim_start_matches("http://").to_string();
+    // The harness's readiness check may still hold a keep-alive connection: let it go.
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    drop(d.http.clone());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut silent = Vec::new();
+    for _ in 0..20 {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: noroshi\r\n")
+            .await
+            .unwrap();
+        silent.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Over the cap: closed at once.
+    let mut extra = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let _ = extra
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: noroshi\r\n\r\n")
+        .await;
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(2), extra.read(&mut buf))
+        .await
+        .expect("the connection over the cap is closed at once")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "{}", String::from_utf8_lossy(&buf[..n]));
+    // The silent ones are dropped after the header-read timeout.
+    for s in &mut silent {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("a silent client is dropped")
+            .unwrap_or(0);
+        let answer = String::from_utf8_lossy(&buf[..n]).to_string();
+        assert!(n == 0 || answer.starts_with("HTTP/1.1 408"), "{answer}");
+    }
+    // And normal requests are served.
+    let r = fresh
+        .get(format!("{}/healthz", d.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+on_both!(silent_clients_are_dropped_and_the_connection_cap_holds);
