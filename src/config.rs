@@ -63,6 +63,10 @@ pub struct ServerConfig {
     pub unsubscribe_per_minute: u32,
     /// Connections open at once; more are closed as soon as they are accepted.
     pub max_connections: usize,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (their addresses, e.g.
+    /// `["127.0.0.1"]`); from anyone else the header is ignored and the socket's address
+    /// is the client's.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// A client must send a request's headers within this many seconds of starting it (or
     /// of opening the connection), else the connection is closed.
     pub header_read_timeout_secs: u64,
@@ -80,6 +84,7 @@ impl Default for ServerConfig {
             shutdown_grace_secs: 30,
             unsubscribe_per_minute: 20,
             max_connections: 1024,
+            trusted_proxies: Vec::new(),
             header_read_timeout_secs: 10,
         }
     }

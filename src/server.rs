@@ -249,6 +249,7 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         audit: audit.clone(),
         request_timeout: Duration::from_secs(config.server.request_timeout_secs),
         hsts: config.server.public_base_url().starts_with("https://"),
+        trusted_proxies: config.server.trusted_proxies.clone(),
         unsubscribe_limiter: crate::api::PerClient::per_minute(
             config.server.unsubscribe_per_minute,
         ),

@@ -45,6 +45,8 @@ pub struct AppState {
     pub tasks: crate::tasks::Tasks,
     /// Where the audit hook sends each successful write.
     pub audit: audit::Audit,
+    /// Reverse proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// One-click unsubscribe POSTs per client address.
     pub unsubscribe_limiter: PerClient,
     /// `Strict-Transport-Security` on every answer (the public URL is HTTPS).
@@ -507,5 +509,55 @@ impl PerClient {
         self.limiter
             .check_key(&client)
             .map_err(|_| (60 / self.per_minute.max(1)).max(1))
+    }
+}
+
+/// The client's address: the socket's peer, or, when the peer is a trusted reverse proxy,
+/// the nearest address in `X-Forwarded-For` that is not itself a trusted proxy. From anyone
+/// else the header is ignored: a client cannot pick its own address.
+pub fn client_address(
+    peer: std::net::IpAddr,
+    headers: &axum::http::HeaderMap,
+    trusted: &[std::net::IpAddr],
+) -> std::net::IpAddr {
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let forwarded: Vec<std::net::IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|a| a.trim().parse().ok())
+        .collect();
+    forwarded
+        .into_iter()
+        .rev()
+        .find(|a| !trusted.contains(a))
+        .unwrap_or(peer)
+}
+
+#[cfg(test)]
+mod client_address_tests {
+    use super::*;
+
+    #[test]
+    fn only_trusted_proxies_may_name_the_client() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let mut h = axum::http::HeaderMap::new();
+        h.insert("x-forwarded-for", "203.0.113.7, 10.0.0.2".parse().unwrap());
+        let trusted = [ip("127.0.0.1"), ip("10.0.0.2")];
+        assert_eq!(
+            client_address(ip("198.51.100.9"), &h, &trusted),
+            ip("198.51.100.9")
+        );
+        assert_eq!(
+            client_address(ip("127.0.0.1"), &h, &trusted),
+            ip("203.0.113.7")
+        );
+        assert_eq!(
+            client_address(ip("127.0.0.1"), &axum::http::HeaderMap::new(), &trusted),
+            ip("127.0.0.1")
+        );
     }
 }

@@ -317,10 +317,12 @@ pub async fn unsubscribe_page(
 pub async fn unsubscribe_post(
     State(state): State<SharedState>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: axum::http::HeaderMap,
     Query(q): Query<TokenQuery>,
 ) -> ApiResult<Response> {
     // Unauthenticated and writing: a client may not flood the database's write turns.
-    if let Err(wait) = state.unsubscribe_limiter.check(peer.ip()) {
+    let client = super::client_address(peer.ip(), &headers, &state.trusted_proxies);
+    if let Err(wait) = state.unsubscribe_limiter.check(client) {
         let mut r = answer(StatusCode::TOO_MANY_REQUESTS, TOO_MANY, None);
         r.headers_mut()
             .insert(axum::http::header::RETRY_AFTER, wait.into());

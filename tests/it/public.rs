@@ -163,3 +163,64 @@ async fn silent_clients_are_dropped_and_the_connection_cap_holds(backend: Backen
     assert_eq!(r.status(), StatusCode::OK);
 }
 on_both!(silent_clients_are_dropped_and_the_connection_cap_holds);
+
+async fn unsubscribe_statuses(
+    d: &Daemon,
+    from: &str,
+    forwarded: Option<&str>,
+    n: usize,
+) -> Vec<u16> {
+    let client = reqwest::Client::builder()
+        .local_address(from.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let mut out = Vec::new();
+    for i in 0..n {
+        let mut r = client.post(format!("{}/unsubscribe?t=unknown-{i}", d.base));
+        if let Some(f) = forwarded {
+            r = r.header("x-forwarded-for", f);
+        }
+        out.push(r.send().await.unwrap().status().as_u16());
+    }
+    out
+}
+
+/// A burst from one address is throttled while another address is served; a client cannot
+/// escape by naming another address in `X-Forwarded-For` unless it is a trusted proxy.
+async fn limits_are_per_client_and_only_trusted_proxies_name_the_client(backend: Backend) {
+    let d = Daemon::builder(backend)
+        .env("NOROSHI__SERVER__UNSUBSCRIBE_PER_MINUTE", "3")
+        .start()
+        .await;
+    assert_eq!(
+        unsubscribe_statuses(&d, "127.0.0.2", None, 4).await,
+        [404, 404, 404, 429]
+    );
+    assert_eq!(
+        unsubscribe_statuses(&d, "127.0.0.3", None, 1).await,
+        [404],
+        "another address"
+    );
+    // An untrusted peer's X-Forwarded-For is ignored.
+    assert_eq!(
+        unsubscribe_statuses(&d, "127.0.0.2", Some("203.0.113.50"), 1).await,
+        [429]
+    );
+    drop(d);
+    // Behind a trusted proxy (127.0.0.4 here), the forwarded address is the client.
+    let d = Daemon::builder(backend)
+        .env("NOROSHI__SERVER__UNSUBSCRIBE_PER_MINUTE", "3")
+        .env("NOROSHI__SERVER__TRUSTED_PROXIES", "[\"127.0.0.4\"]")
+        .start()
+        .await;
+    assert_eq!(
+        unsubscribe_statuses(&d, "127.0.0.4", Some("203.0.113.60"), 4).await,
+        [404, 404, 404, 429]
+    );
+    assert_eq!(
+        unsubscribe_statuses(&d, "127.0.0.4", Some("203.0.113.61"), 1).await,
+        [404],
+        "another client behind the same proxy"
+    );
+}
+on_both!(limits_are_per_client_and_only_trusted_proxies_name_the_client);
