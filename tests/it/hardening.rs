@@ -556,7 +556,7 @@ async fn a_slow_commit_gets_its_real_answer(backend: Backend) {
         .env("NOROSHI__SERVER__REQUEST_TIMEOUT_SECS", "1")
         .start()
         .await;
-    let url = database_url(&d);
+    let url = d.database_url();
     // Another writer holds the database for three seconds.
     let (locked_tx, locked_rx) = tokio::sync::oneshot::channel();
     let holder = tokio::spawn(async move {
@@ -656,20 +656,10 @@ async fn sigterm_mid_send_on_two_instances_sends_once() {
     sigterm_mid_send_never_sends_twice().await
 }
 
-/// The daemon's database URL, from its config file.
-fn database_url(d: &Daemon) -> String {
-    std::fs::read_to_string(&d.config_path)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("url = \""))
-        .map(|u| u.trim_end_matches('"').to_string())
-        .unwrap()
-}
-
 /// Runs one statement on the daemon's database (to age a delivery by a day).
 async fn execute(d: &Daemon, backend: Backend, sql: &str) {
     use sqlx::Connection;
-    let url = database_url(d);
+    let url = d.database_url();
     if backend == Backend::Sqlite {
         let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
         sqlx::query(sql).execute(&mut c).await.unwrap();

@@ -218,6 +218,16 @@ impl Daemon {
         }
     }
 
+    /// The daemon's database URL, from its config file.
+    pub fn database_url(&self) -> String {
+        std::fs::read_to_string(&self.config_path)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("url = \""))
+            .map(|u| u.trim_end_matches('"').to_string())
+            .unwrap()
+    }
+
     pub fn site_dir(&self) -> PathBuf {
         self.dir.path().join("data/site")
     }

@@ -10,12 +10,7 @@ use crate::helpers::*;
 
 async fn sqlite(d: &Daemon) -> sqlx::SqliteConnection {
     use sqlx::Connection;
-    let url = std::fs::read_to_string(&d.config_path)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("url = \""))
-        .map(|u| u.trim_end_matches('"').to_string())
-        .unwrap();
+    let url = d.database_url();
     sqlx::SqliteConnection::connect(&url).await.unwrap()
 }
 
@@ -167,12 +162,7 @@ async fn postgres_connections_killed_mid_work_recover_by_themselves() {
     }
     use sqlx::Connection;
     let d = Daemon::builder(Backend::Postgres).start().await;
-    let url = std::fs::read_to_string(&d.config_path)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("url = \""))
-        .map(|u| u.trim_end_matches('"').to_string())
-        .unwrap();
+    let url = d.database_url();
     let db_name = url.rsplit('/').next().unwrap().to_string();
     let mut admin = sqlx::PgConnection::connect(&postgres_url().unwrap())
         .await
@@ -245,12 +235,7 @@ async fn outcomes_wait_for_the_database_and_nothing_is_sent_twice() {
         ))
         .start()
         .await;
-    let url = std::fs::read_to_string(&d.config_path)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("url = \""))
-        .map(|u| u.trim_end_matches('"').to_string())
-        .unwrap();
+    let url = d.database_url();
     let db_name = url.rsplit('/').next().unwrap().to_string();
     let mut admin = sqlx::PgConnection::connect(&postgres_url().unwrap())
         .await
