@@ -225,13 +225,6 @@ impl Tokens {
         }
         found
     }
-
-    /// The caller, if they hold at least `min`.
-    pub fn require(&self, headers: &HeaderMap, min: Role) -> Result<Caller, Problem> {
-        let caller = self.identify(headers).ok_or_else(Problem::unauthorized)?;
-        caller.require(min)?;
-        Ok(caller)
-    }
 }
 
 /// A new random token: 32 bytes, URL-safe base64 (43 characters), prefixed for grep-ability
@@ -252,6 +245,13 @@ mod tests {
     use super::*;
     use axum::http::HeaderValue;
 
+    /// What every handler does: identify the caller, then check the role.
+    fn require(t: &Tokens, h: &HeaderMap, min: Role) -> Result<Caller, Problem> {
+        let caller = t.identify(h).ok_or_else(Problem::unauthorized)?;
+        caller.require(min)?;
+        Ok(caller)
+    }
+
     #[test]
     fn roles_include_lower_roles_and_tokens_are_matched_by_digest() {
         let mut t = Tokens::default();
@@ -260,12 +260,12 @@ mod tests {
             .unwrap();
         let mut h = HeaderMap::new();
         h.insert("authorization", HeaderValue::from_static("Bearer s3cret"));
-        assert_eq!(t.require(&h, Role::Viewer).unwrap().name, "desk");
-        assert_eq!(t.require(&h, Role::Admin).unwrap_err().status, 403);
+        assert_eq!(require(&t, &h, Role::Viewer).unwrap().name, "desk");
+        assert_eq!(require(&t, &h, Role::Admin).unwrap_err().status, 403);
         h.insert("authorization", HeaderValue::from_static("Bearer other"));
-        assert_eq!(t.require(&h, Role::Admin).unwrap().name, "boss");
+        assert_eq!(require(&t, &h, Role::Admin).unwrap().name, "boss");
         h.insert("authorization", HeaderValue::from_static("Bearer nope"));
-        assert_eq!(t.require(&h, Role::Viewer).unwrap_err().status, 401);
+        assert_eq!(require(&t, &h, Role::Viewer).unwrap_err().status, 401);
         assert!(new_token().starts_with("nrs_") && new_token().len() == 47);
     }
 }

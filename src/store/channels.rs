@@ -133,29 +133,21 @@ pub async fn saved_credentials(db: &Db) -> Result<Vec<(String, String)>> {
     })
 }
 
-/// The database's clock in ms, as SQL: on PostgreSQL the server's own time, so hosts with
-/// skewed clocks agree (SQLite serves one process, whose clock is the only one).
-pub fn db_now_sql(db: &Db) -> &'static str {
-    if db.is_postgres() {
-        "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
-    } else {
-        "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
-    }
-}
-
 /// Records that this instance is alive and returns how many instances are (heartbeats
 /// newer than `live_ms`, this one included). Stale rows are removed on the way.
 pub async fn instance_heartbeat(db: &Db, owner: &str, live_ms: i64) -> Result<u32> {
-    let now = db_now_sql(db);
+    // The daemon's clock follows the database server's (crate::clock), so every
+    // instance's stamps compare.
+    let now = now_ms();
     let n: i64 = write_tx!(db, tx => {
-        sqlx::query(&format!(
-            "INSERT INTO instances (owner, heartbeat_at) VALUES ($1, {now}) \
-             ON CONFLICT (owner) DO UPDATE SET heartbeat_at = {now}"))
-            .bind(owner).execute(&mut *tx).await?;
-        sqlx::query(&format!("DELETE FROM instances WHERE heartbeat_at < {now} - $1"))
-            .bind(live_ms * 10).execute(&mut *tx).await?;
-        sqlx::query_scalar(&format!("SELECT COUNT(*) FROM instances WHERE heartbeat_at >= {now} - $1"))
-            .bind(live_ms).fetch_one(&mut *tx).await?
+        sqlx::query(
+            "INSERT INTO instances (owner, heartbeat_at) VALUES ($1, $2) \
+             ON CONFLICT (owner) DO UPDATE SET heartbeat_at = $2")
+            .bind(owner).bind(now).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM instances WHERE heartbeat_at < $1")
+            .bind(now - live_ms * 10).execute(&mut *tx).await?;
+        sqlx::query_scalar("SELECT COUNT(*) FROM instances WHERE heartbeat_at >= $1")
+            .bind(now - live_ms).fetch_one(&mut *tx).await?
     });
     Ok(n.max(1) as u32)
 }

@@ -91,52 +91,36 @@ impl StoreError {
         self.storage_fault().is_some()
     }
 
-    /// Which storage fault this is, if any.
+    /// Which storage fault this is, if any: the database is full, or it cannot take writes
+    /// (unreachable, out of connections, I/O errors, read-only, busy or locked).
     pub fn storage_fault(&self) -> Option<health::Fault> {
-        if let StoreError::Sql(sqlx::Error::Database(e)) = self {
-            let code = e.code().unwrap_or_default();
-            // SQLite: SQLITE_FULL (13) and its extended codes. PostgreSQL: disk full
-            // (53100), out of memory (53200).
-            let full = code.parse::<i64>().is_ok_and(|c| c & 0xff == 13)
-                || matches!(code.as_ref(), "53100" | "53200");
-            if full {
-                return Some(health::Fault::Full);
-            }
-            // SQLite: SQLITE_IOERR (10) and SQLITE_READONLY (8) with their extended codes.
-            // PostgreSQL: read-only transaction (25006), too many connections (53300), the
-            // database not accepting connections (55000, e.g. ALLOW_CONNECTIONS false).
-            let io = code
-                .parse::<i64>()
-                .is_ok_and(|c| c & 0xff == 10 || c & 0xff == 8)
-                || matches!(code.as_ref(), "25006" | "53300" | "55000");
-            if io {
-                return Some(health::Fault::Unavailable);
-            }
-        }
-        self.is_unavailable_legacy()
-            .then_some(health::Fault::Unavailable)
-    }
-
-    fn is_unavailable_legacy(&self) -> bool {
-        match self {
+        let e = match self {
             StoreError::Sql(
                 sqlx::Error::PoolTimedOut
                 | sqlx::Error::PoolClosed
                 | sqlx::Error::Io(_)
                 | sqlx::Error::Tls(_)
                 | sqlx::Error::WorkerCrashed,
-            ) => true,
-            StoreError::Sql(sqlx::Error::Database(e)) => {
-                let code = e.code().unwrap_or_default();
-                // SQLite: SQLITE_BUSY (5) and SQLITE_LOCKED (6), with extended codes.
-                // PostgreSQL: connection exceptions (08…), lock not available (55P03),
-                // shutting down (57P0…).
-                matches!(code.as_ref(), "5" | "6" | "261" | "517" | "262" | "55P03")
-                    || code.starts_with("08")
-                    || code.starts_with("57P0")
-            }
-            _ => false,
+            ) => return Some(health::Fault::Unavailable),
+            StoreError::Sql(sqlx::Error::Database(e)) => e,
+            _ => return None,
+        };
+        let code = e.code().unwrap_or_default();
+        // SQLite's primary code is the low byte of its (extended) code.
+        let sqlite = code.parse::<i64>().ok().map(|c| c & 0xff);
+        // SQLite: SQLITE_FULL (13). PostgreSQL: disk full (53100), out of memory (53200).
+        if sqlite == Some(13) || matches!(code.as_ref(), "53100" | "53200") {
+            return Some(health::Fault::Full);
         }
+        // SQLite: SQLITE_BUSY (5), SQLITE_LOCKED (6), SQLITE_READONLY (8), SQLITE_IOERR (10).
+        // PostgreSQL: connection exceptions (08…), shutting down (57P0…), lock not available
+        // (55P03), not accepting connections (55000), read-only transaction (25006), too
+        // many connections (53300).
+        let unavailable = matches!(sqlite, Some(5 | 6 | 8 | 10))
+            || matches!(code.as_ref(), "55P03" | "55000" | "25006" | "53300")
+            || code.starts_with("08")
+            || code.starts_with("57P0");
+        unavailable.then_some(health::Fault::Unavailable)
     }
 }
 
