@@ -39,8 +39,12 @@ pub struct Config {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    /// Address and port the HTTP API, `/site/` and `/unsubscribe` listen on.
+    /// Address and port the public routes (`/site/`, `/unsubscribe`, `/webhooks/line`,
+    /// `/healthz`, `/readyz`) listen on, and the API too unless `admin_bind` is set.
     pub bind: String,
+    /// When set, the API (`/api/v1/…`) and `/metrics` listen here instead of on `bind`
+    /// (for example an internal address), and `bind` serves only the public routes.
+    pub admin_bind: Option<String>,
     /// The address residents and staff reach this daemon at, used in unsubscribe links.
     /// Default: `http://{bind}/`.
     pub public_url: Option<String>,
@@ -63,19 +67,29 @@ pub struct ServerConfig {
     pub unsubscribe_per_minute: u32,
     /// Connections open at once; more are closed as soon as they are accepted.
     pub max_connections: usize,
-    /// Reverse proxies whose `X-Forwarded-For` is believed (their addresses, e.g.
-    /// `["127.0.0.1"]`); from anyone else the header is ignored and the socket's address
-    /// is the client's.
-    pub trusted_proxies: Vec<std::net::IpAddr>,
-    /// A client must send a request's headers within this many seconds of starting it (or
-    /// of opening the connection), else the connection is closed.
+    /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` is believed: addresses or
+    /// networks (`"127.0.0.1"`, `"10.0.0.0/8"`). From anyone else those headers are
+    /// ignored and the socket's address is the client's.
+    pub trusted_proxies: Vec<TrustedProxy>,
+    /// A client must send a request's headers within this many seconds of opening the
+    /// connection, and a kept-alive connection must start its next request within it (the
+    /// idle keep-alive timeout), else the connection is closed.
     pub header_read_timeout_secs: u64,
+    /// Requests per client address and minute on `/site/` and the unsubscribe page (more:
+    /// `429` with `Retry-After`).
+    pub site_per_minute: u32,
+    /// Requests per client address and minute on `/webhooks/line`.
+    pub webhook_per_minute: u32,
+    /// API requests per token and minute (requests without a valid token: per client
+    /// address). More get `429` problem+json with `Retry-After`.
+    pub api_per_minute: u32,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             bind: "127.0.0.1:8080".into(),
+            admin_bind: None,
             public_url: None,
             data_dir: PathBuf::from("data"),
             body_limit_bytes: 1024 * 1024,
@@ -86,7 +100,39 @@ impl Default for ServerConfig {
             max_connections: 1024,
             trusted_proxies: Vec::new(),
             header_read_timeout_secs: 10,
+            site_per_minute: 600,
+            webhook_per_minute: 600,
+            api_per_minute: 1200,
         }
+    }
+}
+
+/// A reverse proxy's address or network, as `server.trusted_proxies` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TrustedProxy(pub ipnet::IpNet);
+
+impl TrustedProxy {
+    pub fn contains(&self, ip: &std::net::IpAddr) -> bool {
+        self.0.contains(ip)
+    }
+}
+
+impl std::str::FromStr for TrustedProxy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        s.parse::<ipnet::IpNet>()
+            .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map(TrustedProxy)
+            .map_err(|_| format!("`{s}` is not an address or network (10.0.0.0/8)"))
+    }
+}
+
+impl<'de> Deserialize<'de> for TrustedProxy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -552,6 +598,19 @@ pub fn validate(loaded: &Loaded) -> Vec<Problem> {
             format!("`{}` is not an address:port", c.server.bind),
         );
     }
+    if let Some(admin) = &c.server.admin_bind {
+        match admin.parse::<std::net::SocketAddr>() {
+            Err(_) => push(
+                "server.admin_bind",
+                format!("`{admin}` is not an address:port"),
+            ),
+            Ok(a) if a.port() != 0 && Some(a) == c.server.bind.parse().ok() => push(
+                "server.admin_bind",
+                "must differ from server.bind (leave it unset to serve everything on bind)".into(),
+            ),
+            Ok(_) => {}
+        }
+    }
     if let Some(url) = &c.server.public_url {
         if url::Url::parse(url).is_err() {
             push("server.public_url", format!("`{url}` is not a URL"));
@@ -572,11 +631,18 @@ pub fn validate(loaded: &Loaded) -> Vec<Problem> {
             "must be between 1 and 300".into(),
         );
     }
-    if !(1..=10_000).contains(&c.server.unsubscribe_per_minute) {
-        push(
+    for (key, value) in [
+        (
             "server.unsubscribe_per_minute",
-            "must be between 1 and 10000".into(),
-        );
+            c.server.unsubscribe_per_minute,
+        ),
+        ("server.site_per_minute", c.server.site_per_minute),
+        ("server.webhook_per_minute", c.server.webhook_per_minute),
+        ("server.api_per_minute", c.server.api_per_minute),
+    ] {
+        if !(1..=1_000_000).contains(&value) {
+            push(key, "must be between 1 and 1000000".into());
+        }
     }
     if !(1..=600).contains(&c.server.shutdown_grace_secs) {
         push(
@@ -843,6 +909,24 @@ mod tests {
         assert!(
             keys.contains(&"auth.tokens[0].token_sha256".to_string()),
             "{keys:?}"
+        );
+        let loaded = load_str(
+            "[server]\nbind = \"127.0.0.1:8080\"\nadmin_bind = \"127.0.0.1:8080\"\napi_per_minute = 0\n",
+            &[],
+        )
+        .unwrap();
+        let keys: Vec<String> = validate(&loaded).into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, ["server.admin_bind", "server.api_per_minute"]);
+        // A proxy list entry that is neither an address nor a network is refused by name.
+        let err = load_str(
+            "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"proxy.lan\"]\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("trusted_proxies") && err.contains("proxy.lan"),
+            "{err}"
         );
     }
 

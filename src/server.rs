@@ -250,9 +250,7 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         request_timeout: Duration::from_secs(config.server.request_timeout_secs),
         hsts: config.server.public_base_url().starts_with("https://"),
         trusted_proxies: config.server.trusted_proxies.clone(),
-        unsubscribe_limiter: crate::api::PerClient::per_minute(
-            config.server.unsubscribe_per_minute,
-        ),
+        limits: crate::api::Limits::from_config(&config.server),
     });
     {
         let (db, dispatcher) = (db.clone(), dispatcher.clone());
@@ -263,15 +261,56 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&config.server.bind)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.bind))?;
+    let admin_listener = match &config.server.admin_bind {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (server.admin_bind)"))?,
+        ),
+        None => None,
+    };
+    let limits = Connections {
+        max: config.server.max_connections,
+        header_read_timeout: Duration::from_secs(config.server.header_read_timeout_secs),
+    };
+    let (stop, _) = tokio::sync::watch::channel(false);
+    let stopped = |stop: &tokio::sync::watch::Sender<bool>| {
+        let mut rx = stop.subscribe();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let admin = match admin_listener {
+        Some(admin_listener) => {
+            tracing::info!(admin_bind = %admin_listener.local_addr()?, "Admin API is listening");
+            Some(tokio::spawn(serve_http(
+                admin_listener,
+                crate::api::router(state.clone(), crate::api::Face::Admin),
+                limits,
+                stopped(&stop),
+            )))
+        }
+        None => None,
+    };
+    let face = if admin.is_some() {
+        crate::api::Face::Public
+    } else {
+        crate::api::Face::All
+    };
     tracing::info!(bind = %listener.local_addr()?, channels = ?channels.iter().map(|c| c.name().to_string()).collect::<Vec<_>>(), "Noroshi is listening");
-    serve_http(
+    let public = tokio::spawn(serve_http(
         listener,
-        crate::api::router(state),
-        config.server.max_connections,
-        Duration::from_secs(config.server.header_read_timeout_secs),
-        shutdown_signal(),
-    )
-    .await;
+        crate::api::router(state, face),
+        limits,
+        stopped(&stop),
+    ));
+    shutdown_signal().await;
+    // Both listeners stop taking connections; requests in progress finish.
+    let _ = stop.send(true);
+    let _ = public.await;
+    if let Some(admin) = admin {
+        let _ = admin.await;
+    }
     tracing::info!("Stopping: finishing attempts in flight");
     dispatcher
         .shutdown(Duration::from_secs(config.server.shutdown_grace_secs))
@@ -329,15 +368,26 @@ async fn health_loop(db: Db, dispatcher: Arc<Dispatcher>) {
 }
 
 /// The HTTP server: HTTP/1.1 with a header-read timeout (a client that opens a connection
-/// and sends nothing, or half a request, is dropped) and a cap on connections open at once
+/// and sends nothing, or half a request, is dropped; hyper starts the same timer again when
+/// a kept-alive connection waits for its next request, so it is also the idle keep-alive
+/// timeout) and a cap on connections open at once
 /// (more are closed as soon as they are accepted). Each request carries the peer's address
 /// (`ConnectInfo`). On the shutdown signal it stops accepting and lets requests in progress
 /// finish.
+/// Connection hygiene for each listener (`server.max_connections` is per listener).
+#[derive(Clone, Copy)]
+struct Connections {
+    max: usize,
+    header_read_timeout: Duration,
+}
+
 async fn serve_http(
     listener: tokio::net::TcpListener,
     app: axum::Router,
-    max_connections: usize,
-    header_read_timeout: Duration,
+    Connections {
+        max: max_connections,
+        header_read_timeout,
+    }: Connections,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     use hyper_util::rt::{TokioIo, TokioTimer};

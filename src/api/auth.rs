@@ -2,6 +2,7 @@
 //! time; the first start with no token configured creates an admin token.
 
 use axum::http::HeaderMap;
+use axum::response::IntoResponse;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -59,7 +60,7 @@ pub struct Caller {
     pub name: String,
     pub role: Role,
     pub via: Via,
-    /// The client's address as the socket saw it.
+    /// The client's address: the socket's, or the one a trusted proxy forwarded.
     pub client: Option<std::net::IpAddr>,
 }
 
@@ -96,14 +97,19 @@ impl axum::extract::FromRequestParts<super::SharedState> for Caller {
 
 /// The caller of a request, if its credentials are valid.
 fn identify(state: &super::SharedState, parts: &axum::http::request::Parts) -> Option<Caller> {
-    let client = parts
-        .extensions
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip());
+    let client = connect_ip(parts)
+        .map(|peer| super::client_address(peer, &parts.headers, &state.trusted_proxies));
     state.tokens.identify(&parts.headers).map(|mut c| {
         c.client = client;
         c
     })
+}
+
+fn connect_ip(parts: &axum::http::request::Parts) -> Option<std::net::IpAddr> {
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
 }
 
 /// Middleware on the API: identifies the caller once (handlers take it from the request),
@@ -117,6 +123,29 @@ pub async fn identify_caller(
     let caller = identify(&state, &parts);
     if let Some(c) = &caller {
         parts.extensions.insert(c.clone());
+    }
+    // Each token has its share of requests; callers without one share their address's.
+    let key = match &caller {
+        Some(c) => super::ApiKey::Token(c.name.clone()),
+        None => super::ApiKey::Address(super::client_address(
+            connect_ip(&parts).unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()),
+            &parts.headers,
+            &state.trusted_proxies,
+        )),
+    };
+    if let Err(wait) = state.limits.api.check(&key) {
+        let who = match &key {
+            super::ApiKey::Token(name) => format!("token `{name}`"),
+            super::ApiKey::Address(_) => "this address".to_string(),
+        };
+        return Problem::too_many_requests(
+            format!(
+                "{who} has made more requests than server.api_per_minute allows; \
+                 nothing was done; try again in {wait} s"
+            ),
+            wait,
+        )
+        .into_response();
     }
     let write = !matches!(
         parts.method,

@@ -45,10 +45,10 @@ pub struct AppState {
     pub tasks: crate::tasks::Tasks,
     /// Where the audit hook sends each successful write.
     pub audit: audit::Audit,
-    /// Reverse proxies whose `X-Forwarded-For` is believed.
-    pub trusted_proxies: Vec<std::net::IpAddr>,
-    /// One-click unsubscribe POSTs per client address.
-    pub unsubscribe_limiter: PerClient,
+    /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<crate::config::TrustedProxy>,
+    /// Rate limits: public routes per client address, the API per token.
+    pub limits: Limits,
     /// `Strict-Transport-Security` on every answer (the public URL is HTTPS).
     pub hsts: bool,
     /// How long a client may take to send its request.
@@ -121,8 +121,31 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-pub fn router(state: SharedState) -> Router {
-    let limit = state.body_limit;
+/// What one listener serves: everything (one address), or, with `server.admin_bind`, the
+/// public routes on `bind` and the API on the admin address. `/healthz` and `/readyz` are
+/// on both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Face {
+    All,
+    Public,
+    Admin,
+}
+
+pub fn router(state: SharedState, face: Face) -> Router {
+    let mut app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz));
+    if face != Face::Public {
+        app = app.merge(admin_routes(&state));
+    }
+    if face != Face::Admin {
+        app = app.merge(public_routes(&state));
+    }
+    harden(app, state)
+}
+
+/// The API and `/metrics`: for staff, their tools and the operators.
+fn admin_routes(state: &SharedState) -> Router<SharedState> {
     let api = Router::new()
         .route(
             "/announcements",
@@ -160,26 +183,36 @@ pub fn router(state: SharedState) -> Router {
         )
         .route("/audit", get(audit::list))
         .route("/storage", get(channels::storage))
-        // Runs for matched routes: the caller is identified once, and writes are audited.
+        // Runs for matched routes: the caller is identified once (and counted against its
+        // token's rate limit), and writes are audited.
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::identify_caller,
         ))
         .route("/openapi.json", get(openapi))
         .fallback(|| async { Problem::not_found("API route") });
+    Router::new().nest("/api/v1", api).route(
+        "/metrics",
+        get(|| async { Problem::not_implemented("/metrics (Prometheus)") }),
+    )
+}
+
+/// What residents and platforms reach from the internet, each family limited per client
+/// address.
+fn public_routes(state: &SharedState) -> Router<SharedState> {
+    let limit =
+        |family| axum::middleware::from_fn_with_state((state.clone(), family), limit_per_client);
     let mut app = Router::new()
-        .nest("/api/v1", api)
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route(
-            "/metrics",
-            get(|| async { Problem::not_implemented("/metrics (Prometheus)") }),
-        )
         .route(
             "/unsubscribe",
             get(subscribers::unsubscribe_page).post(subscribers::unsubscribe_post),
         )
-        .route("/webhooks/line", post(channels::line_webhook));
+        .route_layer(limit(PublicFamily::Site))
+        .merge(
+            Router::new()
+                .route("/webhooks/line", post(channels::line_webhook))
+                .route_layer(limit(PublicFamily::Webhook)),
+        );
     if let Some(dir) = &state.site_dir {
         let site = Router::new()
             .nest_service(
@@ -188,9 +221,17 @@ pub fn router(state: SharedState) -> Router {
             )
             .layer(axum::middleware::map_response(site_content_types))
             .layer(axum::middleware::from_fn(conditional_get))
-            .layer(axum::middleware::from_fn(hide_dotfiles));
+            .layer(axum::middleware::from_fn(hide_dotfiles))
+            .layer(limit(PublicFamily::Site));
         app = app.merge(site);
     }
+    app
+}
+
+/// What every listener's answers go through: body limit and read timeout, request ids,
+/// problem+json for errors, security headers.
+fn harden(app: Router<SharedState>, state: SharedState) -> Router {
+    let limit = state.body_limit;
     let read_timeout = state.request_timeout;
     let hsts = state.hsts;
     app.layer(DefaultBodyLimit::max(limit))
@@ -485,56 +526,161 @@ async fn not_yet_schedules() -> Problem {
     Problem::not_implemented("Recurring schedules")
 }
 
-/// A rate limit per client address (unauthenticated routes that write).
-pub struct PerClient {
-    limiter: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
+/// A rate limit per key: a client address (public routes) or a token (the API).
+pub struct PerKey<K: std::hash::Hash + Eq + Clone> {
+    limiter: governor::DefaultKeyedRateLimiter<K>,
     per_minute: u32,
 }
 
-impl PerClient {
-    pub fn per_minute(n: u32) -> PerClient {
+/// A rate limit per client address.
+pub type PerClient = PerKey<std::net::IpAddr>;
+
+impl<K: std::hash::Hash + Eq + Clone> PerKey<K> {
+    /// `n` requests a minute, all of them at once if need be (the bucket refills evenly).
+    pub fn per_minute(n: u32) -> PerKey<K> {
         let n = std::num::NonZeroU32::new(n.max(1)).expect("non-zero");
-        PerClient {
+        PerKey {
             limiter: governor::RateLimiter::keyed(governor::Quota::per_minute(n)),
             per_minute: n.get(),
         }
     }
 
-    /// `Err(seconds to wait)` when `client` has used its share.
-    pub fn check(&self, client: std::net::IpAddr) -> Result<(), u32> {
+    /// `Err(seconds to wait)` when `key` has used its share.
+    pub fn check(&self, key: &K) -> Result<(), u32> {
         // Forget quiet clients now and then, so the table stays small.
         if self.limiter.len() > 10_000 {
             self.limiter.retain_recent();
         }
         self.limiter
-            .check_key(&client)
+            .check_key(key)
             .map_err(|_| (60 / self.per_minute.max(1)).max(1))
     }
 }
 
-/// The client's address: the socket's peer, or, when the peer is a trusted reverse proxy,
-/// the nearest address in `X-Forwarded-For` that is not itself a trusted proxy. From anyone
-/// else the header is ignored: a client cannot pick its own address.
+/// Public routes: one limiter per route family, keyed by the client's address.
+async fn limit_per_client(
+    State((state, family)): State<(SharedState, PublicFamily)>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let client = request_client(&state, &request);
+    let limiter = match family {
+        PublicFamily::Site => &state.limits.site,
+        PublicFamily::Webhook => &state.limits.webhook,
+    };
+    if let Err(wait) = limiter.check(&client) {
+        return Problem::too_many_requests(
+            format!("too many requests from this address; try again in {wait} s"),
+            wait,
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+#[derive(Clone, Copy)]
+enum PublicFamily {
+    Site,
+    Webhook,
+}
+
+/// The per-route-family limiters of the public routes and the per-token limiter of the API.
+pub struct Limits {
+    pub site: PerClient,
+    pub webhook: PerClient,
+    pub unsubscribe: PerClient,
+    pub api: PerKey<ApiKey>,
+}
+
+/// Who an API request is counted against: its token, or its address when it has none.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ApiKey {
+    Token(String),
+    Address(std::net::IpAddr),
+}
+
+impl Limits {
+    pub fn from_config(c: &crate::config::ServerConfig) -> Limits {
+        Limits {
+            site: PerClient::per_minute(c.site_per_minute),
+            webhook: PerClient::per_minute(c.webhook_per_minute),
+            unsubscribe: PerClient::per_minute(c.unsubscribe_per_minute),
+            api: PerKey::per_minute(c.api_per_minute),
+        }
+    }
+}
+
+/// The client of a request (see [`client_address`]).
+pub fn request_client(state: &AppState, request: &axum::extract::Request) -> std::net::IpAddr {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+    client_address(peer, request.headers(), &state.trusted_proxies)
+}
+
+/// The client's address: the socket's peer or, when the peer is a trusted reverse proxy,
+/// the nearest address in the proxies' chain (`Forwarded: for=…`, RFC 7239, or else
+/// `X-Forwarded-For`) that is not itself a trusted proxy. From anyone else the headers are
+/// ignored: a client cannot pick its own address. A hop the proxy could not name
+/// (`for=unknown`, an obfuscated name) stops the walk at the last address known.
 pub fn client_address(
     peer: std::net::IpAddr,
     headers: &axum::http::HeaderMap,
-    trusted: &[std::net::IpAddr],
+    trusted: &[crate::config::TrustedProxy],
 ) -> std::net::IpAddr {
-    if !trusted.contains(&peer) {
+    let is_trusted = |a: &std::net::IpAddr| trusted.iter().any(|t| t.contains(a));
+    if !is_trusted(&peer) {
         return peer;
     }
-    let forwarded: Vec<std::net::IpAddr> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|a| a.trim().parse().ok())
-        .collect();
-    forwarded
-        .into_iter()
-        .rev()
-        .find(|a| !trusted.contains(a))
-        .unwrap_or(peer)
+    let values = |name: &str| -> Vec<String> {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|hop| hop.trim().to_string())
+            .collect()
+    };
+    let forwarded = values("forwarded");
+    let chain: Vec<Option<std::net::IpAddr>> = if !forwarded.is_empty() {
+        forwarded
+            .iter()
+            .map(|hop| {
+                hop.split(';')
+                    .filter_map(|pair| pair.split_once('='))
+                    .find(|(k, _)| k.trim().eq_ignore_ascii_case("for"))
+                    .and_then(|(_, v)| hop_address(v))
+            })
+            .collect()
+    } else {
+        values("x-forwarded-for")
+            .iter()
+            .map(|hop| hop_address(hop))
+            .collect()
+    };
+    let mut client = peer;
+    for hop in chain.into_iter().rev() {
+        match hop {
+            Some(a) if is_trusted(&client) => client = a,
+            _ => break,
+        }
+    }
+    client
+}
+
+/// One hop's address: `192.0.2.7`, `192.0.2.7:4711`, `"[2001:db8::1]:4711"`, `2001:db8::1`.
+fn hop_address(value: &str) -> Option<std::net::IpAddr> {
+    let v = value.trim().trim_matches('"');
+    v.parse::<std::net::IpAddr>()
+        .ok()
+        .or_else(|| v.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))
+        .or_else(|| {
+            v.strip_prefix('[')
+                .and_then(|r| r.split_once(']'))
+                .and_then(|(a, _)| a.parse().ok())
+        })
 }
 
 #[cfg(test)]
@@ -546,7 +692,8 @@ mod client_address_tests {
         let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
         let mut h = axum::http::HeaderMap::new();
         h.insert("x-forwarded-for", "203.0.113.7, 10.0.0.2".parse().unwrap());
-        let trusted = [ip("127.0.0.1"), ip("10.0.0.2")];
+        let trusted: Vec<crate::config::TrustedProxy> =
+            vec!["127.0.0.1".parse().unwrap(), "10.0.0.0/24".parse().unwrap()];
         assert_eq!(
             client_address(ip("198.51.100.9"), &h, &trusted),
             ip("198.51.100.9")
@@ -558,6 +705,42 @@ mod client_address_tests {
         assert_eq!(
             client_address(ip("127.0.0.1"), &axum::http::HeaderMap::new(), &trusted),
             ip("127.0.0.1")
+        );
+    }
+
+    #[test]
+    fn forwarded_names_the_client_and_unknown_hops_stop_the_walk() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let trusted: Vec<crate::config::TrustedProxy> =
+            vec!["127.0.0.1".parse().unwrap(), "10.0.0.0/8".parse().unwrap()];
+        let with = |name: &str, value: &str| {
+            let mut h = axum::http::HeaderMap::new();
+            h.insert(
+                axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+            h
+        };
+        let peer = ip("127.0.0.1");
+        // RFC 7239: quoted IPv6 with a port, several hops, other parameters.
+        let h = with(
+            "forwarded",
+            r#"for="[2001:db8:cafe::17]:4711";proto=https, for=10.1.2.3;by=10.0.0.1"#,
+        );
+        assert_eq!(client_address(peer, &h, &trusted), ip("2001:db8:cafe::17"));
+        let h = with("forwarded", "For=198.51.100.4:5555");
+        assert_eq!(client_address(peer, &h, &trusted), ip("198.51.100.4"));
+        // A hop nobody could name: the last known address stands (here a trusted proxy's,
+        // so the client is never a forged address further left).
+        let h = with("forwarded", "for=203.0.113.9, for=unknown, for=10.2.2.2");
+        assert_eq!(client_address(peer, &h, &trusted), ip("10.2.2.2"));
+        let h = with("x-forwarded-for", "203.0.113.9, _hidden");
+        assert_eq!(client_address(peer, &h, &trusted), peer);
+        // From an untrusted peer, neither header counts.
+        let h = with("forwarded", "for=203.0.113.9");
+        assert_eq!(
+            client_address(ip("192.0.2.1"), &h, &trusted),
+            ip("192.0.2.1")
         );
     }
 }

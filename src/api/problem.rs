@@ -85,6 +85,12 @@ impl Problem {
     pub fn forbidden(detail: impl Into<String>) -> Problem {
         Problem::new(StatusCode::FORBIDDEN, detail)
     }
+    /// `429` with `Retry-After`: a rate limit was reached; nothing was done.
+    pub fn too_many_requests(detail: impl Into<String>, retry_after_secs: u32) -> Problem {
+        let mut p = Problem::new(StatusCode::TOO_MANY_REQUESTS, detail);
+        p.retry_after = Some(retry_after_secs);
+        p
+    }
     pub fn not_implemented(what: &str) -> Problem {
         Problem::new(
             StatusCode::NOT_IMPLEMENTED,

@@ -322,7 +322,7 @@ pub async fn unsubscribe_post(
 ) -> ApiResult<Response> {
     // Unauthenticated and writing: a client may not flood the database's write turns.
     let client = super::client_address(peer.ip(), &headers, &state.trusted_proxies);
-    if let Err(wait) = state.unsubscribe_limiter.check(client) {
+    if let Err(wait) = state.limits.unsubscribe.check(&client) {
         let mut r = answer(StatusCode::TOO_MANY_REQUESTS, TOO_MANY, None);
         r.headers_mut()
             .insert(axum::http::header::RETRY_AFTER, wait.into());

@@ -228,6 +228,18 @@ impl Daemon {
             .unwrap()
     }
 
+    /// The admin listener's base URL (`server.admin_bind`), from the start-up log line.
+    pub fn admin_base(&self) -> String {
+        let logs = self.logs();
+        let addr = logs
+            .rsplit("Admin API is listening admin_bind=")
+            .next()
+            .filter(|_| logs.contains("Admin API is listening"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no admin listener in the log:\n{logs}"));
+        format!("http://{addr}")
+    }
+
     pub fn site_dir(&self) -> PathBuf {
         self.dir.path().join("data/site")
     }

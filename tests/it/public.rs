@@ -1,5 +1,6 @@
-//! Issue 14 (the public face), the parts done so far: security headers on every HTML page
-//! and conditional GETs for `/site/`.
+//! Issue 14 (the public face): security headers on every HTML page, conditional GETs for
+//! `/site/`, connection hygiene, rate limits per client address and per token, trusted
+//! proxies, and the API on its own address.
 
 use std::time::Duration;
 
@@ -108,8 +109,9 @@ async fn html_pages_are_locked_down_and_site_files_revalidate(backend: Backend) 
 on_both!(html_pages_are_locked_down_and_site_files_revalidate);
 
 /// Connection hygiene: a client that opens a connection and sends half a request is dropped
-/// after the header-read timeout; beyond `server.max_connections` new connections are
-/// closed at once; normal requests are served again as soon as slots free.
+/// after the header-read timeout, and so is a kept-alive connection that sends no next
+/// request (the idle timeout); beyond `server.max_connections` new connections are closed
+/// at once; normal requests are served again as soon as slots free.
 async fn silent_clients_are_dropped_and_the_connection_cap_holds(backend: Backend) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let d = Daemon::builder(backend)
@@ -161,6 +163,30 @@ async fn silent_clients_are_dropped_and_the_connection_cap_holds(backend: Backen
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
+    // A kept-alive connection: one answered request, then silence. It is closed once the
+    // timeout has passed, not held open.
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: noroshi\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    while !String::from_utf8_lossy(&answer).ends_with("ok") {
+        let n = idle.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before answering");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert!(answer.starts_with(b"HTTP/1.1 200"));
+    let started = std::time::Instant::now();
+    let n = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf))
+        .await
+        .expect("an idle kept-alive connection is closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "{}", String::from_utf8_lossy(&buf[..n]));
+    assert!(
+        started.elapsed() >= Duration::from_millis(800),
+        "closed after the idle timeout, not at once: {:?}",
+        started.elapsed()
+    );
 }
 on_both!(silent_clients_are_dropped_and_the_connection_cap_holds);
 
@@ -224,3 +250,159 @@ async fn limits_are_per_client_and_only_trusted_proxies_name_the_client(backend:
     );
 }
 on_both!(limits_are_per_client_and_only_trusted_proxies_name_the_client);
+
+/// `count` requests from one local address; the statuses, in order.
+async fn statuses_from(
+    from: &str,
+    n: usize,
+    request: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+) -> Vec<u16> {
+    let client = reqwest::Client::builder()
+        .local_address(from.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(request(&client).send().await.unwrap().status().as_u16());
+    }
+    out
+}
+
+/// Every public route family is limited per client address (`/site/` and the unsubscribe
+/// page, `/webhooks/line`), and the API per token: a burst is throttled with `429` and
+/// `Retry-After` while other addresses and other tokens are still served. A `Forwarded`
+/// header from an untrusted peer is ignored.
+async fn public_routes_per_address_and_the_api_per_token(backend: Backend) {
+    let d = Daemon::builder(backend)
+        .env("NOROSHI__SERVER__SITE_PER_MINUTE", "3")
+        .env("NOROSHI__SERVER__WEBHOOK_PER_MINUTE", "2")
+        .env("NOROSHI__SERVER__API_PER_MINUTE", "3")
+        .start()
+        .await;
+    let base = d.base.clone();
+    let site = |c: &reqwest::Client| {
+        c.get(format!("{base}/site/index.html"))
+            .header("forwarded", "for=198.51.100.77")
+    };
+    assert_eq!(
+        statuses_from("127.0.0.2", 4, site).await,
+        [200, 200, 200, 429]
+    );
+    assert_eq!(statuses_from("127.0.0.3", 1, site).await, [200]);
+    // The unsubscribe page shares the site's share of that address.
+    let page = |c: &reqwest::Client| c.get(format!("{base}/unsubscribe?t=unknown"));
+    assert_eq!(statuses_from("127.0.0.2", 1, page).await, [429]);
+    // LINE's webhook: its own share (an unsigned call is refused, but counted).
+    let hook = |c: &reqwest::Client| {
+        c.post(format!("{base}/webhooks/line"))
+            .header("content-type", "application/json")
+            .body("{}")
+    };
+    let hooks = statuses_from("127.0.0.4", 3, hook).await;
+    assert_eq!(hooks[2], 429, "{hooks:?}");
+    assert!(hooks[..2].iter().all(|s| *s != 429), "{hooks:?}");
+    // The API: per token, whatever the address.
+    let api = |token: &'static str| {
+        let base = base.clone();
+        move |c: &reqwest::Client| c.get(format!("{base}/api/v1/channels")).bearer_auth(token)
+    };
+    assert_eq!(statuses_from("127.0.0.5", 2, api(STAFF)).await, [200, 200]);
+    assert_eq!(statuses_from("127.0.0.6", 1, api(STAFF)).await, [200]);
+    let r = reqwest::Client::new()
+        .get(format!("{base}/api/v1/channels"))
+        .bearer_auth(STAFF)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let problem: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        problem["detail"].as_str().unwrap().contains("pr-desk"),
+        "{problem}"
+    );
+    assert_eq!(
+        statuses_from("127.0.0.5", 1, api(ADMIN)).await,
+        [200],
+        "another token is served"
+    );
+}
+on_both!(public_routes_per_address_and_the_api_per_token);
+
+/// With `server.admin_bind`, the API and `/metrics` answer only on the admin address and the
+/// public routes only on `bind`; health checks answer on both.
+async fn the_api_can_listen_apart_from_the_public_routes(backend: Backend) {
+    let d = Daemon::builder(backend)
+        .env("NOROSHI__SERVER__ADMIN_BIND", "127.0.0.1:0")
+        .start()
+        .await;
+    let admin = d.admin_base();
+    assert_ne!(admin, d.base);
+    let get = |url: String| {
+        let http = d.http.clone();
+        async move {
+            http.get(url)
+                .bearer_auth(ADMIN)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    // Public address: no API, no metrics; the public routes and health checks answer.
+    assert_eq!(
+        get(format!("{}/api/v1/channels", d.base)).await,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get(format!("{}/api/v1/openapi.json", d.base)).await,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get(format!("{}/metrics", d.base)).await,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get(format!("{}/site/index.html", d.base)).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(format!("{}/unsubscribe?t=unknown", d.base)).await,
+        StatusCode::NOT_FOUND,
+        "the unsubscribe page answers (an unknown link is 404 with a page)"
+    );
+    assert_eq!(get(format!("{}/readyz", d.base)).await, StatusCode::OK);
+    // Admin address: the API; no public pages.
+    assert_eq!(
+        get(format!("{admin}/api/v1/channels")).await,
+        StatusCode::OK
+    );
+    let r = d
+        .http
+        .post(format!("{admin}/api/v1/announcements"))
+        .bearer_auth(STAFF)
+        .json(&notice())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_eq!(
+        get(format!("{admin}/site/index.html")).await,
+        StatusCode::NOT_FOUND
+    );
+    let r = d
+        .http
+        .post(format!("{admin}/unsubscribe?t=x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/problem+json",
+        "no such route here (the public page answers unknown links in HTML)"
+    );
+    assert_eq!(get(format!("{admin}/healthz")).await, StatusCode::OK);
+}
+on_both!(the_api_can_listen_apart_from_the_public_routes);
