@@ -8,6 +8,7 @@ mod delivery;
 mod fetch;
 mod hardening;
 mod input;
+mod proxy;
 mod public;
 mod social;
 mod storage;
