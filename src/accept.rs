@@ -15,6 +15,14 @@ use crate::store::announcements::{NewAnnouncement, NewChannelPlan};
 /// The body of `POST /api/v1/announcements` and `POST /api/v1/preview`.
 #[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "title": "年末年始のごみ収集について",
+    "body": "12月31日（木）から1月3日（日）まではごみ収集を休みます。1月4日（月）から通常どおり収集します。",
+    "link": "https://www.city.example.lg.jp/kurashi/gomi/nenmatsu.html",
+    "channels": ["website", "line", "x", "facebook", "email"],
+    "tags": ["環境課"],
+    "variants": {"en": {"title": "Garbage collection over the New Year holidays", "body": "There is no collection from 31 December to 3 January. Collection resumes on 4 January."}}
+}))]
 pub struct Submission {
     /// Headline (required, at most 200 characters).
     pub title: String,
@@ -25,7 +33,7 @@ pub struct Submission {
     pub link: Option<String>,
     /// normal | urgent | disaster (disaster needs the disaster or admin role).
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = crate::api::schema::priority, required = false)]
     pub priority: Option<Priority>,
     /// Channel names; default every enabled channel.
     #[serde(default)]

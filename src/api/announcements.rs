@@ -29,6 +29,7 @@ pub struct Accepted {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct DeliveryBrief {
     pub channel: String,
+    #[schema(schema_with = super::schema::delivery_status)]
     pub status: String,
 }
 
@@ -38,14 +39,18 @@ pub struct AnnouncementView {
     pub title: String,
     pub body: String,
     pub link: Option<String>,
+    #[schema(schema_with = super::schema::priority)]
     pub priority: String,
     pub lang: String,
     pub exercise: bool,
     /// (awaiting_confirmation →) scheduled → queued → sending → sent | partially_failed | failed; or cancelled
+    #[schema(schema_with = super::schema::announcement_status)]
     pub status: String,
     pub tags: Vec<String>,
     pub created_by: String,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub scheduled_at: Option<String>,
     pub deliveries: Vec<ChannelSummary>,
 }
@@ -123,7 +128,9 @@ fn accepted_from(
 
 /// Accept an announcement: validated and rendered for each channel, then stored with all
 /// its deliveries in one transaction before the answer.
-#[utoipa::path(post, path = "/api/v1/announcements", request_body = Submission,
+///
+/// Role: staff; `priority: disaster` needs disaster or admin.
+#[utoipa::path(post, path = "/api/v1/announcements", operation_id = "submitAnnouncement", tag = "announcements", request_body = Submission,
     params(("Idempotency-Key" = Option<String>, Header, description = "Same key + same body = the same announcement; same key + another body = 409")),
     responses(
         (status = 202, description = "Accepted", body = Accepted),
@@ -275,7 +282,9 @@ impl From<accept::ChannelPlan> for ChannelPreview {
 }
 
 /// What each selected channel would send. Stores nothing.
-#[utoipa::path(post, path = "/api/v1/preview", request_body = Submission,
+///
+/// Role: staff.
+#[utoipa::path(post, path = "/api/v1/preview", operation_id = "previewAnnouncement", tag = "announcements", request_body = Submission,
     responses((status = 200, description = "Per-channel previews", body = PreviewResponse),
         (status = 422, description = "Invalid submission", body = Problem)),
     security(("bearer" = [])))]
@@ -400,7 +409,9 @@ async fn view_of(
 }
 
 /// The announcement and every channel's delivery state.
-#[utoipa::path(get, path = "/api/v1/announcements/{id}", params(("id" = String, Path)),
+///
+/// Role: viewer.
+#[utoipa::path(get, path = "/api/v1/announcements/{id}", operation_id = "getAnnouncement", tag = "announcements", params(("id" = String, Path)),
     responses((status = 200, body = AnnouncementView), (status = 404, body = Problem)),
     security(("bearer" = [])))]
 pub async fn get_one(
@@ -413,17 +424,28 @@ pub async fn get_one(
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// Only announcements in this state.
+    #[param(schema_with = super::schema::announcement_status)]
     pub status: Option<String>,
+    /// Only announcements with a delivery on this channel.
+    #[param(example = "line")]
     pub channel: Option<String>,
+    /// Only this priority.
+    #[param(schema_with = super::schema::priority)]
     pub priority: Option<String>,
-    /// RFC 3339; created at or after.
+    /// Created at or after (RFC 3339 with an offset).
+    #[param(value_type = Option<String>, format = DateTime, example = "2026-04-01T00:00:00+09:00")]
     pub since: Option<String>,
-    /// RFC 3339; created before.
+    /// Created before (RFC 3339 with an offset).
+    #[param(value_type = Option<String>, format = DateTime)]
     pub until: Option<String>,
+    /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
-    /// 1–200, default 50.
+    /// Page size.
+    #[param(minimum = 1, maximum = 200, default = 50)]
     pub limit: Option<i64>,
 }
 
@@ -457,7 +479,9 @@ const STATUSES: &[&str] = &[
 ];
 
 /// Newest first, filtered, cursor-paged.
-#[utoipa::path(get, path = "/api/v1/announcements", params(ListQuery),
+///
+/// Role: viewer.
+#[utoipa::path(get, path = "/api/v1/announcements", operation_id = "listAnnouncements", tag = "announcements", params(ListQuery),
     responses((status = 200, body = AnnouncementPage), (status = 422, body = Problem)),
     security(("bearer" = [])))]
 pub async fn list(
@@ -521,8 +545,10 @@ pub async fn list(
 
 /// Cancel what has not been sent yet (staff; a disaster announcement needs the disaster or
 /// admin role).
-#[utoipa::path(post, path = "/api/v1/announcements/{id}/cancel", params(("id" = String, Path)),
-    responses((status = 200, body = AnnouncementView), (status = 403, description = "A disaster announcement, and the token is not disaster or admin", body = Problem), (status = 404, body = Problem), (status = 409, description = "Nothing left to cancel", body = Problem)),
+///
+/// Role: staff; a disaster announcement needs disaster or admin.
+#[utoipa::path(post, path = "/api/v1/announcements/{id}/cancel", operation_id = "cancelAnnouncement", tag = "announcements", params(("id" = String, Path)),
+    responses((status = 200, description = "Cancelled (again: the same answer)", body = AnnouncementView), (status = 403, description = "A disaster announcement, and the token is not disaster or admin", body = Problem), (status = 404, description = "No such announcement", body = Problem), (status = 409, description = "Nothing left to cancel: every delivery is sent, failed or on the wire", body = Problem)),
     security(("bearer" = [])))]
 pub async fn cancel(
     State(state): State<SharedState>,
@@ -555,6 +581,7 @@ pub async fn cancel(
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RetryQuery {
     /// Only this channel's failed deliveries.
@@ -562,7 +589,9 @@ pub struct RetryQuery {
 }
 
 /// Give failed deliveries another full round of attempts (admin).
-#[utoipa::path(post, path = "/api/v1/announcements/{id}/retry", params(("id" = String, Path), RetryQuery),
+///
+/// Role: admin.
+#[utoipa::path(post, path = "/api/v1/announcements/{id}/retry", operation_id = "retryAnnouncement", tag = "announcements", params(("id" = String, Path), RetryQuery),
     responses((status = 200, body = AnnouncementView), (status = 404, body = Problem)),
     security(("bearer" = [])))]
 pub async fn retry(
@@ -584,13 +613,20 @@ pub async fn retry(
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveriesQuery {
+    /// Only this announcement's attempts.
     pub announcement_id: Option<String>,
+    /// Only this channel's attempts.
     pub channel: Option<String>,
-    /// sent | already_sent | reconciled | transient | uncertain | rate_limited | quota | auth | permanent | retry_key_expired | internal | cancelled
+    /// Only attempts with this outcome.
+    #[param(schema_with = super::schema::outcome)]
     pub outcome: Option<String>,
+    /// `next_cursor` of the previous page.
     pub cursor: Option<i64>,
+    /// Page size.
+    #[param(minimum = 1, maximum = 200, default = 50)]
     pub limit: Option<i64>,
 }
 
@@ -601,7 +637,9 @@ pub struct AttemptPage {
 }
 
 /// The delivery log: every attempt, newest first.
-#[utoipa::path(get, path = "/api/v1/deliveries", params(DeliveriesQuery),
+///
+/// Role: viewer (email addresses are shown to admins only).
+#[utoipa::path(get, path = "/api/v1/deliveries", operation_id = "listDeliveries", tag = "deliveries", params(DeliveriesQuery),
     responses((status = 200, body = AttemptPage)), security(("bearer" = [])))]
 pub async fn deliveries(
     State(state): State<SharedState>,

@@ -111,18 +111,22 @@ pub struct AuditPage {
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Only this token's (or user's) writes.
     pub who: Option<String>,
-    /// Entries older than this id.
+    /// Entries older than this id (`next_cursor` of the previous page).
     pub cursor: Option<i64>,
-    /// 1–500, default 100.
+    /// Page size.
+    #[param(minimum = 1, maximum = 500, default = 100)]
     pub limit: Option<i64>,
 }
 
 /// The audit log, newest first (admin).
-#[utoipa::path(get, path = "/api/v1/audit", params(AuditQuery),
+///
+/// Role: admin.
+#[utoipa::path(get, path = "/api/v1/audit", operation_id = "listAuditEntries", tag = "audit", params(AuditQuery),
     responses((status = 200, body = AuditPage), (status = 403, body = Problem)),
     security(("bearer" = [])))]
 pub async fn list(

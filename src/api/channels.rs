@@ -19,16 +19,18 @@ pub struct ChannelView {
     pub name: String,
     pub enabled: bool,
     /// ok | degraded | paused (an auth failure shows here as paused)
+    #[schema(schema_with = super::schema::channel_state)]
     pub state: String,
     pub reason: Option<String>,
     pub last_error: Option<String>,
     pub last_error_at: Option<String>,
     pub last_success_at: Option<String>,
-    /// The daemon's own pacing of this channel.
-    #[schema(value_type = Object)]
+    /// The daemon's own pacing of this channel (null when the channel is not enabled).
+    #[schema(value_type = Option<Object>)]
     pub rate_limit: serde_json::Value,
-    /// What the adapter has seen of the platform: budgets left, quota, warnings.
-    #[schema(value_type = Object)]
+    /// What the adapter has seen of the platform: budgets left, quota, warnings (null
+    /// when it has seen nothing yet).
+    #[schema(value_type = Option<Object>)]
     pub platform: serde_json::Value,
     /// Deliveries waiting or in flight, per lane.
     #[schema(value_type = Object)]
@@ -36,7 +38,9 @@ pub struct ChannelView {
 }
 
 /// Every channel: enabled, state, last error, rate-limit budget.
-#[utoipa::path(get, path = "/api/v1/channels", responses((status = 200, body = Vec<ChannelView>)),
+///
+/// Role: viewer.
+#[utoipa::path(get, path = "/api/v1/channels", operation_id = "listChannels", tag = "channels", responses((status = 200, body = Vec<ChannelView>)),
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<SharedState>,
@@ -114,15 +118,25 @@ pub async fn list(
     Ok(Json(out))
 }
 
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ResumeResult {
+    pub name: String,
+    /// Always `ok`.
+    #[schema(example = "ok")]
+    pub state: &'static str,
+}
+
 /// Resume a paused channel after its credentials were fixed (admin).
-#[utoipa::path(post, path = "/api/v1/channels/{name}/resume", params(("name" = String, Path)),
-    responses((status = 200, description = "`{name, state: \"ok\"}`"), (status = 404, body = Problem)),
+///
+/// Role: admin.
+#[utoipa::path(post, path = "/api/v1/channels/{name}/resume", operation_id = "resumeChannel", tag = "channels", params(("name" = String, Path)),
+    responses((status = 200, description = "Resumed", body = ResumeResult), (status = 404, description = "No such enabled channel", body = Problem)),
     security(("bearer" = [])))]
 pub async fn resume(
     State(state): State<SharedState>,
     caller: Caller,
     Path(name): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<ResumeResult>> {
     caller.require(Role::Admin)?;
     if state.dispatcher.channel(&name).is_none() {
         return Err(Problem::not_found("enabled channel"));
@@ -130,11 +144,24 @@ pub async fn resume(
     store::channels::set_state(&state.db, &name, ChannelState::Ok, None).await?;
     state.dispatcher.set_paused(&name, false);
     tracing::info!(channel = %name, by = %caller.name, "Channel resumed");
-    Ok(Json(serde_json::json!({ "name": name, "state": "ok" })))
+    Ok(Json(ResumeResult {
+        name,
+        state: ChannelState::Ok.as_str(),
+    }))
 }
 
 /// LINE's webhook: verified by `X-Line-Signature` over the raw body; follow and unfollow
-/// events are recorded.
+/// events are recorded. Called by LINE's servers, not by people; limited per address
+/// (`server.webhook_per_minute`).
+#[utoipa::path(post, path = "/webhooks/line", operation_id = "receiveLineWebhook", tag = "public",
+    params(("X-Line-Signature" = String, Header, description = "Base64 HMAC-SHA256 of the raw body with the channel secret")),
+    request_body(content = Object, content_type = "application/json", description = "LINE's webhook body: `{destination, events: [...]}`"),
+    responses(
+        (status = 200, description = "Received"),
+        (status = 400, description = "Not a LINE webhook body", body = Problem),
+        (status = 401, description = "Missing or wrong signature", body = Problem),
+        (status = 404, description = "The LINE channel secret is not configured", body = Problem),
+        (status = 429, description = "Too many from this address; see Retry-After", body = Problem)))]
 pub async fn line_webhook(
     State(state): State<SharedState>,
     headers: HeaderMap,
@@ -175,7 +202,9 @@ pub async fn line_webhook(
 /// Whether the database takes writes: ok | full | unavailable, with the reason and since
 /// when. While not ok, writes answer `503` (`storage-full`, `storage-unavailable`) and
 /// `/readyz` is not ready; reads keep working.
-#[utoipa::path(get, path = "/api/v1/storage", responses((status = 200, body = crate::store::health::StorageState)),
+///
+/// Role: viewer.
+#[utoipa::path(get, path = "/api/v1/storage", operation_id = "getStorageState", tag = "operations", responses((status = 200, body = crate::store::health::StorageState)),
     security(("bearer" = [])))]
 pub async fn storage(caller: Caller) -> ApiResult<Json<crate::store::health::StorageState>> {
     caller.require(Role::Viewer)?;

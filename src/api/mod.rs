@@ -6,6 +6,8 @@ pub mod auth;
 pub mod channels;
 pub mod problem;
 pub mod redact;
+pub mod reference;
+pub mod schema;
 pub mod subscribers;
 
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use utoipa::OpenApi;
 use crate::dispatch::Dispatcher;
 use crate::store::Db;
 use problem::Problem;
+use schema::Conventions;
 
 /// Everything a handler can reach.
 pub struct AppState {
@@ -59,7 +62,17 @@ pub type SharedState = Arc<AppState>;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Noroshi", description = "Announce once, reach every channel: the HTTP API of a city hall's PR and disaster broadcaster."),
+    info(title = "Noroshi", description = "Announce once, reach every channel: the HTTP API of a city hall's PR and disaster broadcaster.\n\nEvery `/api/v1` operation takes `Authorization: Bearer TOKEN`; each says the role it needs (viewer < staff < disaster < admin). Errors are `application/problem+json` (RFC 9457) with `field` naming the request field at fault. Times are RFC 3339; the city's are Asia/Tokyo.", license(name = "MIT OR Apache-2.0")),
+    tags(
+        (name = "announcements", description = "Accept an announcement once; follow it on every channel."),
+        (name = "deliveries", description = "The delivery log: every attempt on every channel."),
+        (name = "channels", description = "Each channel's state, budget and last error; resume after a pause."),
+        (name = "subscribers", description = "The email channel's subscribers: add, list, import (CSV), remove."),
+        (name = "audit", description = "Who changed what, when, from where."),
+        (name = "operations", description = "Health, readiness, storage state."),
+        (name = "reference", description = "This document and its reference page."),
+        (name = "public", description = "What residents and platforms reach from the internet (no token)."),
+    ),
     paths(
         announcements::submit,
         announcements::get_one,
@@ -78,8 +91,11 @@ pub type SharedState = Arc<AppState>;
         subscribers::import,
         subscribers::unsubscribe_page,
         subscribers::unsubscribe_post,
+        channels::line_webhook,
         healthz,
         readyz,
+        openapi,
+        reference::page,
     ),
     components(schemas(
         crate::accept::Submission,
@@ -95,6 +111,7 @@ pub type SharedState = Arc<AppState>;
         crate::store::announcements::ChannelSummary,
         crate::store::announcements::AttemptRow,
         channels::ChannelView,
+        channels::ResumeResult,
         crate::store::health::StorageState,
         audit::AuditEntry,
         audit::AuditPage,
@@ -105,7 +122,7 @@ pub type SharedState = Arc<AppState>;
         problem::Problem,
         problem::FieldError,
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &Conventions),
 )]
 pub struct ApiDoc;
 
@@ -190,6 +207,8 @@ fn admin_routes(state: &SharedState) -> Router<SharedState> {
             auth::identify_caller,
         ))
         .route("/openapi.json", get(openapi))
+        .route("/docs", get(reference::page))
+        .route("/docs.css", get(reference::stylesheet))
         .fallback(|| async { Problem::not_found("API route") });
     Router::new().nest("/api/v1", api).route(
         "/metrics",
@@ -462,14 +481,18 @@ async fn problem_for_plain_errors(response: Response) -> Response {
     Problem::new(status, detail).into_response()
 }
 
-#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "The process is alive")))]
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", operation_id = "checkLiveness", tag = "operations",
+    responses((status = 200, description = "The process is alive", body = String, content_type = "text/plain", example = "ok")))]
 pub async fn healthz() -> &'static str {
     "ok"
 }
 
-#[utoipa::path(get, path = "/readyz", responses(
-    (status = 200, description = "Database reachable and migrations applied"),
-    (status = 503, description = "Not ready", body = Problem)))]
+/// Readiness: the database is reachable and migrated, storage takes writes, and every
+/// background task runs. A load balancer sends work only to a ready instance.
+#[utoipa::path(get, path = "/readyz", operation_id = "checkReadiness", tag = "operations", responses(
+    (status = 200, description = "Ready", body = String, content_type = "text/plain", example = "ready"),
+    (status = 503, description = "Not ready, and why (storage full, a task restarting)", body = Problem)))]
 pub async fn readyz(State(state): State<SharedState>) -> Result<&'static str, Problem> {
     state.db.ready().await.map_err(|e| {
         // The cause goes to the log; unauthenticated callers learn only the state.
@@ -510,8 +533,17 @@ pub async fn readyz(State(state): State<SharedState>) -> Result<&'static str, Pr
     Ok("ready")
 }
 
+/// This document (OpenAPI 3.1). No token needed.
+#[utoipa::path(get, path = "/api/v1/openapi.json", operation_id = "getOpenApiDocument", tag = "reference",
+    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json")))]
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+    Json(document())
+}
+
+/// The OpenAPI document, built once.
+pub fn document() -> utoipa::openapi::OpenApi {
+    static DOC: std::sync::OnceLock<utoipa::openapi::OpenApi> = std::sync::OnceLock::new();
+    DOC.get_or_init(ApiDoc::openapi).clone()
 }
 
 async fn not_yet_disaster() -> Problem {

@@ -53,7 +53,9 @@ fn check(
 }
 
 /// Add one email subscriber (admin).
-#[utoipa::path(post, path = "/api/v1/subscribers", request_body = NewSubscriberBody,
+///
+/// Role: admin.
+#[utoipa::path(post, path = "/api/v1/subscribers", operation_id = "createSubscriber", tag = "subscribers", request_body = NewSubscriberBody,
     responses((status = 201, body = Subscriber), (status = 409, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
 pub async fn create(
@@ -74,11 +76,16 @@ pub async fn create(
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriberQuery {
-    /// active | unsubscribed
+    /// Only subscribers in this state.
+    #[param(schema_with = super::schema::subscriber_status)]
     pub status: Option<String>,
+    /// `next_cursor` of the previous page.
     pub cursor: Option<i64>,
+    /// Page size.
+    #[param(minimum = 1, maximum = 1000, default = 100)]
     pub limit: Option<i64>,
 }
 
@@ -91,7 +98,9 @@ pub struct SubscriberPage {
 }
 
 /// List subscribers by id, cursor-paged (admin).
-#[utoipa::path(get, path = "/api/v1/subscribers", params(SubscriberQuery),
+///
+/// Role: admin.
+#[utoipa::path(get, path = "/api/v1/subscribers", operation_id = "listSubscribers", tag = "subscribers", params(SubscriberQuery),
     responses((status = 200, body = SubscriberPage)), security(("bearer" = [])))]
 pub async fn list(
     State(state): State<SharedState>,
@@ -125,7 +134,9 @@ pub async fn list(
 }
 
 /// Remove a subscriber and their address for good (admin).
-#[utoipa::path(delete, path = "/api/v1/subscribers/{id}", params(("id" = i64, Path)),
+///
+/// Role: admin.
+#[utoipa::path(delete, path = "/api/v1/subscribers/{id}", operation_id = "deleteSubscriber", tag = "subscribers", params(("id" = i64, Path)),
     responses((status = 204), (status = 404, body = Problem)), security(("bearer" = [])))]
 pub async fn delete(
     State(state): State<SharedState>,
@@ -152,7 +163,9 @@ pub struct ImportResult {
 
 /// Bulk import from `text/csv` with the header row `email,lang,topics` (topics separated by
 /// `;`). All rows are checked first; one bad row refuses the whole file, naming its line.
-#[utoipa::path(post, path = "/api/v1/subscribers/import", request_body(content = String, content_type = "text/csv"),
+///
+/// Role: admin.
+#[utoipa::path(post, path = "/api/v1/subscribers/import", operation_id = "importSubscribers", tag = "subscribers", request_body(content = String, content_type = "text/csv"),
     responses((status = 200, body = ImportResult), (status = 415, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
 pub async fn import(
@@ -257,6 +270,7 @@ fn split_csv_line(line: &str) -> Vec<String> {
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TokenQuery {
     /// The subscriber's unsubscribe token from the mail.
     pub t: Option<String>,
@@ -293,7 +307,11 @@ const TOO_MANY: &str =
     "しばらくしてからもう一度お試しください。Too many requests; please try again in a minute.";
 
 /// The confirmation page. It changes nothing: mail scanners prefetch links.
-#[utoipa::path(get, path = "/unsubscribe", params(TokenQuery), responses((status = 200, description = "HTML page")))]
+#[utoipa::path(get, path = "/unsubscribe", operation_id = "showUnsubscribePage", tag = "public", params(TokenQuery), responses(
+    (status = 200, description = "The confirmation page (Japanese and English), with a one-click button", body = String, content_type = "text/html"),
+    (status = 400, description = "The link has no token", body = String, content_type = "text/html"),
+    (status = 404, description = "Unknown token", body = String, content_type = "text/html"),
+    (status = 429, description = "Too many from this address (`server.site_per_minute`); see Retry-After", body = Problem)))]
 pub async fn unsubscribe_page(
     State(state): State<SharedState>,
     Query(q): Query<TokenQuery>,
@@ -313,7 +331,11 @@ pub async fn unsubscribe_page(
 }
 
 /// RFC 8058 one-click: unsubscribes, answers 200 (never a redirect), idempotent.
-#[utoipa::path(post, path = "/unsubscribe", params(TokenQuery), responses((status = 200, description = "Unsubscribed"), (status = 404, description = "Unknown token"), (status = 429, description = "Too many from this client address; see Retry-After")))]
+#[utoipa::path(post, path = "/unsubscribe", operation_id = "unsubscribe", tag = "public", params(TokenQuery), responses(
+    (status = 200, description = "Unsubscribed (also when already unsubscribed)", body = String, content_type = "text/html"),
+    (status = 400, description = "The link has no token", body = String, content_type = "text/html"),
+    (status = 404, description = "Unknown token", body = String, content_type = "text/html"),
+    (status = 429, description = "Too many from this address (`server.unsubscribe_per_minute`, `server.site_per_minute`); see Retry-After", body = String, content_type = "text/html")))]
 pub async fn unsubscribe_post(
     State(state): State<SharedState>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,

@@ -225,6 +225,7 @@ pub struct ChannelSummary {
     pub channel: String,
     /// `sent` when every delivery is sent, `failed` when any failed for good, else the
     /// least advanced state among them.
+    #[schema(schema_with = crate::api::schema::delivery_status)]
     pub status: String,
     pub total: i64,
     pub sent: i64,

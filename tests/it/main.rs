@@ -8,6 +8,7 @@ mod delivery;
 mod fetch;
 mod hardening;
 mod input;
+mod openapi;
 mod proxy;
 mod public;
 mod social;
