@@ -411,7 +411,7 @@ async fn view_of(
 /// The announcement and every channel's delivery state.
 ///
 /// Role: viewer.
-#[utoipa::path(get, path = "/api/v1/announcements/{id}", operation_id = "getAnnouncement", tag = "announcements", params(("id" = String, Path)),
+#[utoipa::path(get, path = "/api/v1/announcements/{id}", operation_id = "getAnnouncement", tag = "announcements", params(("id" = String, Path, description = "The announcement's id (from the 202 answer)")),
     responses((status = 200, body = AnnouncementView), (status = 404, body = Problem)),
     security(("bearer" = [])))]
 pub async fn get_one(
@@ -547,7 +547,7 @@ pub async fn list(
 /// admin role).
 ///
 /// Role: staff; a disaster announcement needs disaster or admin.
-#[utoipa::path(post, path = "/api/v1/announcements/{id}/cancel", operation_id = "cancelAnnouncement", tag = "announcements", params(("id" = String, Path)),
+#[utoipa::path(post, path = "/api/v1/announcements/{id}/cancel", operation_id = "cancelAnnouncement", tag = "announcements", params(("id" = String, Path, description = "The announcement's id (from the 202 answer)")),
     responses((status = 200, description = "Cancelled (again: the same answer)", body = AnnouncementView), (status = 403, description = "A disaster announcement, and the token is not disaster or admin", body = Problem), (status = 404, description = "No such announcement", body = Problem), (status = 409, description = "Nothing left to cancel: every delivery is sent, failed or on the wire", body = Problem)),
     security(("bearer" = [])))]
 pub async fn cancel(
@@ -591,7 +591,7 @@ pub struct RetryQuery {
 /// Give failed deliveries another full round of attempts (admin).
 ///
 /// Role: admin.
-#[utoipa::path(post, path = "/api/v1/announcements/{id}/retry", operation_id = "retryAnnouncement", tag = "announcements", params(("id" = String, Path), RetryQuery),
+#[utoipa::path(post, path = "/api/v1/announcements/{id}/retry", operation_id = "retryAnnouncement", tag = "announcements", params(("id" = String, Path, description = "The announcement's id"), RetryQuery),
     responses((status = 200, body = AnnouncementView), (status = 404, body = Problem)),
     security(("bearer" = [])))]
 pub async fn retry(

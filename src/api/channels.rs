@@ -129,7 +129,7 @@ pub struct ResumeResult {
 /// Resume a paused channel after its credentials were fixed (admin).
 ///
 /// Role: admin.
-#[utoipa::path(post, path = "/api/v1/channels/{name}/resume", operation_id = "resumeChannel", tag = "channels", params(("name" = String, Path)),
+#[utoipa::path(post, path = "/api/v1/channels/{name}/resume", operation_id = "resumeChannel", tag = "channels", params(("name" = String, Path, description = "line, x, facebook, email, website, or a webhook channel's name", example = "line")),
     responses((status = 200, description = "Resumed", body = ResumeResult), (status = 404, description = "No such enabled channel", body = Problem)),
     security(("bearer" = [])))]
 pub async fn resume(

@@ -27,32 +27,45 @@ pub const OUTCOMES: &[&str] = &[
 pub const PRIORITIES: &[&str] = &["normal", "urgent", "disaster"];
 pub const SUBSCRIBER_STATUSES: &[&str] = &["active", "unsubscribed"];
 
-fn string_enum<'a>(values: impl IntoIterator<Item = &'a str>) -> Schema {
+fn string_enum<'a>(description: &str, values: impl IntoIterator<Item = &'a str>) -> Schema {
     Schema::Object(
         ObjectBuilder::new()
             .schema_type(Type::String)
+            .description(Some(description))
             .enum_values(Some(values))
             .build(),
     )
 }
 
 pub fn announcement_status() -> Schema {
-    string_enum(AnnouncementStatus::ALL.iter().map(|s| s.as_str()))
+    string_enum(
+        "An announcement's state: (awaiting_confirmation →) scheduled → queued → sending → sent | partially_failed | failed; or cancelled.",
+        AnnouncementStatus::ALL.iter().map(|s| s.as_str()),
+    )
 }
 pub fn delivery_status() -> Schema {
-    string_enum(DeliveryStatus::ALL.iter().map(|s| s.as_str()))
+    string_enum(
+        "A delivery's state: pending → in_flight → sent | retrying | failed; or cancelled.",
+        DeliveryStatus::ALL.iter().map(|s| s.as_str()),
+    )
 }
 pub fn channel_state() -> Schema {
-    string_enum(ChannelState::ALL.iter().map(|s| s.as_str()))
+    string_enum(
+        "ok | degraded (working, with a reason) | paused (credentials refused; an operator resumes it).",
+        ChannelState::ALL.iter().map(|s| s.as_str()),
+    )
 }
 pub fn priority() -> Schema {
-    string_enum(PRIORITIES.iter().copied())
+    string_enum(
+        "normal | urgent | disaster (the disaster lane; sending one needs the disaster or admin role).",
+        PRIORITIES.iter().copied(),
+    )
 }
 pub fn outcome() -> Schema {
-    string_enum(OUTCOMES.iter().copied())
+    string_enum("What one attempt came to.", OUTCOMES.iter().copied())
 }
 pub fn subscriber_status() -> Schema {
-    string_enum(SUBSCRIBER_STATUSES.iter().copied())
+    string_enum("A subscriber's state.", SUBSCRIBER_STATUSES.iter().copied())
 }
 
 pub const PROBLEM_JSON: &str = "application/problem+json";

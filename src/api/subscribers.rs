@@ -136,7 +136,7 @@ pub async fn list(
 /// Remove a subscriber and their address for good (admin).
 ///
 /// Role: admin.
-#[utoipa::path(delete, path = "/api/v1/subscribers/{id}", operation_id = "deleteSubscriber", tag = "subscribers", params(("id" = i64, Path)),
+#[utoipa::path(delete, path = "/api/v1/subscribers/{id}", operation_id = "deleteSubscriber", tag = "subscribers", params(("id" = i64, Path, description = "The subscriber's id")),
     responses((status = 204), (status = 404, body = Problem)), security(("bearer" = [])))]
 pub async fn delete(
     State(state): State<SharedState>,
