@@ -428,6 +428,10 @@ pub fn plan(
         request_id,
         scheduled_at: scheduled_at.map(|t| t.timestamp_millis()),
         created_at: now.timestamp_millis(),
+        // Every disaster announcement is an alert (a drill's is never live); the disaster
+        // desk sets what it follows and its CAP identity.
+        alert: (priority == Priority::Disaster)
+            .then(|| crate::store::alerts::NewAlert::alert(!s.exercise)),
     };
     Ok(Plan {
         announcement,

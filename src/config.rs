@@ -261,6 +261,9 @@ pub struct DisasterConfig {
     pub confirm: String,
     /// Marker put at the start of every drill's output.
     pub exercise_marker: String,
+    /// While a live alert is active (disaster mode), these channels send nothing but live
+    /// disaster work; normal, urgent and scheduled posts and drills wait until it ends.
+    pub pause_channels: Vec<String>,
 }
 
 impl Default for DisasterConfig {
@@ -268,6 +271,7 @@ impl Default for DisasterConfig {
         DisasterConfig {
             confirm: "none".into(),
             exercise_marker: "【訓練】".into(),
+            pause_channels: vec!["line".into(), "x".into(), "facebook".into()],
         }
     }
 }
@@ -726,11 +730,14 @@ pub fn validate(loaded: &Loaded) -> Vec<Problem> {
             "disaster.confirm",
             format!("`{}` is not one of none, second_person", c.disaster.confirm),
         );
-    } else if c.disaster.confirm == "second_person" {
-        push(
-            "disaster.confirm",
-            "second_person confirmation comes with the disaster desk and is not available in this version; use `none`".into(),
-        );
+    }
+    for (i, name) in c.disaster.pause_channels.iter().enumerate() {
+        if !crate::registry::known_channel_names(&c.channels).contains(name) {
+            push(
+                &format!("disaster.pause_channels[{i}]"),
+                format!("`{name}` is not a channel"),
+            );
+        }
     }
     if !["human", "json"].contains(&c.log.format.as_str()) {
         push(

@@ -216,10 +216,15 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         db.clone(),
         registered,
         &config.queue,
-        DispatchSettings::from_config(&config.queue, public_base_url),
+        DispatchSettings {
+            pause_in_disaster: config.disaster.pause_channels.clone(),
+            ..DispatchSettings::from_config(&config.queue, public_base_url)
+        },
         &paused,
         tasks.shutdown.clone(),
     );
+    // Disaster mode as the stored alerts say, before the first claim.
+    dispatcher.sync_disaster_mode().await;
     dispatcher.start(&tasks);
     let site_dir = config
         .channels
@@ -251,6 +256,8 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         hsts: config.server.public_base_url().starts_with("https://"),
         trusted_proxies: config.server.trusted_proxies.clone(),
         limits: crate::api::Limits::from_config(&config.server),
+        confirm_second_person: config.disaster.confirm == "second_person",
+        pause_channels: config.disaster.pause_channels.clone(),
     });
     {
         let (db, dispatcher) = (db.clone(), dispatcher.clone());

@@ -62,7 +62,7 @@ pub struct AnnouncementPage {
     pub next_cursor: Option<String>,
 }
 
-fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
     match headers.get("idempotency-key") {
         None => Ok(None),
         Some(v) => {
@@ -84,7 +84,7 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
     }
 }
 
-fn request_id(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn request_id(headers: &HeaderMap) -> Option<String> {
     headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
@@ -147,32 +147,81 @@ pub async fn submit(
     caller.require(Role::Staff)?;
     let key = idempotency_key(&headers)?;
     let submission: Submission = parse_json(&body)?;
-    let hash = accept::request_hash(&submission);
+    accept_and_store(
+        &state,
+        &caller,
+        &submission,
+        key,
+        request_id(&headers),
+        DeskContext::default(),
+    )
+    .await
+}
+
+/// What the disaster desk adds to a submission: what kind of alert it is, what it follows,
+/// its CAP identity and expiry, and whether its source skips second-person confirmation.
+#[derive(Default)]
+pub(crate) struct DeskContext {
+    pub kind: Option<crate::store::alerts::AlertKind>,
+    pub follows: Option<String>,
+    pub cap: Option<crate::store::alerts::CapIdentity>,
+    pub cap_status: Option<String>,
+    pub expires_at: Option<i64>,
+    /// A trusted CAP sender: no second-person confirmation.
+    pub trusted: bool,
+}
+
+/// Accepts a submission and stores it with all its deliveries (and, for a disaster
+/// announcement, its alert row) in one transaction; answers `202`. Used by the API, the
+/// all-clear and CAP intake alike.
+pub(crate) async fn accept_and_store(
+    state: &SharedState,
+    caller: &Caller,
+    submission: &Submission,
+    key: Option<String>,
+    request_id: Option<String>,
+    desk: DeskContext,
+) -> ApiResult<Response> {
+    let hash = accept::request_hash(submission);
     if let Some(key) = &key {
         if let Some(existing) = store::get_by_idempotency_key(&state.db, &caller.name, key).await? {
-            return replay(&state, existing, &hash).await;
+            return replay(state, existing, &hash).await;
         }
     }
     let id = uuid::Uuid::now_v7().to_string();
     let now = crate::clock::now();
-    let plan = accept::plan(
-        &submission,
-        &context(&state, caller.role),
+    let mut plan = accept::plan(
+        submission,
+        &context(state, caller.role),
         id.clone(),
         &caller.name,
         key.clone(),
-        request_id(&headers),
+        request_id,
         now,
     )?;
+    let live_alert =
+        plan.priority == noroshi_channel_core::Priority::Disaster && !submission.exercise;
+    if let Some(alert) = plan.announcement.alert.as_mut() {
+        alert.kind = desk.kind.unwrap_or(alert.kind);
+        alert.follows = desk.follows;
+        alert.cap = desk.cap;
+        alert.cap_status = desk.cap_status;
+        alert.expires_at = desk.expires_at;
+        // A live alert waits for a second person when the desk asks for it.
+        if live_alert && state.confirm_second_person && !desk.trusted {
+            plan.announcement.status = crate::status::AnnouncementStatus::AwaitingConfirmation
+                .as_str()
+                .to_string();
+        }
+    }
     let stored: Vec<_> = plan.channels.iter().map(|c| c.to_store()).collect();
     // A live alert's acceptance takes the next write turn, ahead of any backlog's writes.
     let insert = store::insert(&state.db, &plan.announcement, &stored);
-    let inserted =
-        if plan.priority == noroshi_channel_core::Priority::Disaster && !submission.exercise {
-            crate::store::urgent(insert).await
-        } else {
-            insert.await
-        };
+    let inserted = if live_alert {
+        crate::store::urgent(insert).await
+    } else {
+        insert.await
+    };
     if let Err(e) = inserted {
         if e.is_unique_violation() {
             // Two requests with one key raced; the other one won. Answer as a replay.
@@ -180,21 +229,29 @@ pub async fn submit(
                 if let Some(existing) =
                     store::get_by_idempotency_key(&state.db, &caller.name, key).await?
                 {
-                    return replay(&state, existing, &hash).await;
+                    return replay(state, existing, &hash).await;
                 }
             }
         }
         return Err(e.into());
     }
+    let status = plan.announcement.status.clone();
     tracing::info!(announcement = %id, by = %caller.name, priority = plan.priority.as_str(),
-        channels = stored.len(), exercise = submission.exercise, "Announcement accepted");
-    if plan.announcement.scheduled_at.is_none() {
-        for c in &plan.channels {
-            state.dispatcher.wake(&c.channel, plan.priority);
+        channels = stored.len(), exercise = submission.exercise, status = %status, "Announcement accepted");
+    if status != "awaiting_confirmation" {
+        if live_alert {
+            // Disaster mode holds the paused channels' other work before this alert's
+            // first delivery is claimed.
+            state.dispatcher.sync_disaster_mode().await;
+        }
+        if plan.announcement.scheduled_at.is_none() {
+            for c in &plan.channels {
+                state.dispatcher.wake(&c.channel, plan.priority);
+            }
         }
     }
     let names: Vec<String> = plan.channels.iter().map(|c| c.channel.clone()).collect();
-    let body = accepted_from(id.clone(), plan.announcement.status.clone(), &[], &names);
+    let body = accepted_from(id.clone(), status, &[], &names);
     Ok((
         StatusCode::ACCEPTED,
         [(
@@ -399,7 +456,7 @@ async fn row_of(state: &SharedState, id: &str) -> ApiResult<store::AnnouncementR
         .ok_or_else(|| Problem::not_found("announcement"))
 }
 
-async fn view_of(
+pub(crate) async fn view_of(
     state: &SharedState,
     caller: &Caller,
     id: &str,

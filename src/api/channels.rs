@@ -32,6 +32,9 @@ pub struct ChannelView {
     /// when it has seen nothing yet).
     #[schema(value_type = Option<Object>)]
     pub platform: serde_json::Value,
+    /// A live alert is active and this channel is in `[disaster] pause_channels`: only
+    /// live disaster work is sent; normal, urgent, scheduled posts and drills wait.
+    pub disaster_mode: bool,
     /// Deliveries waiting or in flight, per lane.
     #[schema(value_type = Object)]
     pub queue: serde_json::Value,
@@ -110,6 +113,7 @@ pub async fn list(
             last_success_at: st.and_then(|s| s.last_success_at).map(rfc3339_jst),
             rate_limit,
             platform,
+            disaster_mode: runtime.is_some_and(|rt| rt.in_disaster_mode()),
             queue: serde_json::json!({
                 "disaster": lanes(2), "urgent": lanes(1), "normal": lanes(0), "in_flight_here": in_flight,
             }),

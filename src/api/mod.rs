@@ -4,6 +4,7 @@ pub mod announcements;
 pub mod audit;
 pub mod auth;
 pub mod channels;
+pub mod desk;
 pub mod problem;
 pub mod redact;
 pub mod reference;
@@ -52,6 +53,10 @@ pub struct AppState {
     pub trusted_proxies: Vec<crate::config::TrustedProxy>,
     /// Rate limits: public routes per client address, the API per token.
     pub limits: Limits,
+    /// `[disaster] confirm = "second_person"`.
+    pub confirm_second_person: bool,
+    /// `[disaster] pause_channels`.
+    pub pause_channels: Vec<String>,
     /// `Strict-Transport-Security` on every answer (the public URL is HTTPS).
     pub hsts: bool,
     /// How long a client may take to send its request.
@@ -65,6 +70,7 @@ pub type SharedState = Arc<AppState>;
     info(title = "Noroshi", description = "Announce once, reach every channel: the HTTP API of a city hall's PR and disaster broadcaster.\n\nEvery `/api/v1` operation takes `Authorization: Bearer TOKEN`; each says the role it needs (viewer < staff < disaster < admin). Errors are `application/problem+json` (RFC 9457) with `field` naming the request field at fault. Times are RFC 3339; the city's are Asia/Tokyo.", license(name = "MIT OR Apache-2.0")),
     tags(
         (name = "announcements", description = "Accept an announcement once; follow it on every channel."),
+        (name = "disaster", description = "The disaster desk: second-person confirmation, all-clear and correction, active alerts and disaster mode."),
         (name = "deliveries", description = "The delivery log: every attempt on every channel."),
         (name = "channels", description = "Each channel's state, budget and last error; resume after a pause."),
         (name = "subscribers", description = "The email channel's subscribers: add, list, import (CSV), remove."),
@@ -92,6 +98,9 @@ pub type SharedState = Arc<AppState>;
         subscribers::unsubscribe_page,
         subscribers::unsubscribe_post,
         channels::line_webhook,
+        desk::confirm,
+        desk::all_clear,
+        desk::active,
         healthz,
         readyz,
         openapi,
@@ -112,6 +121,10 @@ pub type SharedState = Arc<AppState>;
         crate::store::announcements::AttemptRow,
         channels::ChannelView,
         channels::ResumeResult,
+        desk::ActiveAlerts,
+        crate::desk::FollowUp,
+        crate::store::alerts::AlertRow,
+        crate::store::alerts::CapIdentity,
         crate::store::health::StorageState,
         audit::AuditEntry,
         audit::AuditPage,
@@ -171,8 +184,8 @@ fn admin_routes(state: &SharedState) -> Router<SharedState> {
         .route("/announcements/{id}", get(announcements::get_one))
         .route("/announcements/{id}/cancel", post(announcements::cancel))
         .route("/announcements/{id}/retry", post(announcements::retry))
-        .route("/announcements/{id}/confirm", post(not_yet_disaster))
-        .route("/announcements/{id}/all-clear", post(not_yet_disaster))
+        .route("/announcements/{id}/confirm", post(desk::confirm))
+        .route("/announcements/{id}/all-clear", post(desk::all_clear))
         .route("/preview", post(announcements::preview))
         .route("/deliveries", get(announcements::deliveries))
         .route("/channels", get(channels::list))
@@ -187,7 +200,7 @@ fn admin_routes(state: &SharedState) -> Router<SharedState> {
             axum::routing::delete(subscribers::delete),
         )
         .route("/cap", post(not_yet_disaster))
-        .route("/alerts/active", get(not_yet_disaster))
+        .route("/alerts/active", get(desk::active))
         .route("/reach", get(not_yet_reach))
         .route("/reach/collect", post(not_yet_reach))
         .route("/kpi", get(not_yet_reach))

@@ -69,6 +69,10 @@ pub struct ChannelRuntime {
     pub disaster_reserve: f64,
     max_attempts: i32,
     paused: AtomicBool,
+    /// In `[disaster] pause_channels`: while a live alert is active this channel sends
+    /// only live disaster work.
+    pub pauses_in_disaster: bool,
+    disaster_mode: AtomicBool,
     in_flight: AtomicUsize,
     /// The last successful delivery (ms), kept here and written to the database by the
     /// heartbeat: one write per tick instead of one per delivery.
@@ -83,6 +87,10 @@ impl ChannelRuntime {
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::SeqCst)
     }
+    /// Disaster mode holds this channel's other work now.
+    pub fn in_disaster_mode(&self) -> bool {
+        self.disaster_mode.load(Ordering::SeqCst)
+    }
 }
 
 /// Settings the dispatcher needs beside the channels.
@@ -94,6 +102,8 @@ pub struct DispatchSettings {
     pub poll: Duration,
     pub expand_batch: i64,
     pub public_base_url: String,
+    /// `[disaster] pause_channels`.
+    pub pause_in_disaster: Vec<String>,
 }
 
 impl DispatchSettings {
@@ -105,6 +115,7 @@ impl DispatchSettings {
             poll: Duration::from_millis(q.poll_interval_ms),
             expand_batch: q.expand_batch as i64,
             public_base_url,
+            pause_in_disaster: Vec::new(),
         }
     }
 }
@@ -182,6 +193,8 @@ impl Dispatcher {
                 Arc::new(ChannelRuntime {
                     audience: r.channel.audience(),
                     paused: AtomicBool::new(paused.contains(&name)),
+                    pauses_in_disaster: settings.pause_in_disaster.contains(&name),
+                    disaster_mode: AtomicBool::new(false),
                     name,
                     channel: r.channel,
                     wake_general: Notify::new(),
@@ -238,6 +251,31 @@ impl Dispatcher {
                 c.wake_disaster.notify_one();
                 c.wake_general.notify_one();
             }
+        }
+    }
+
+    /// Disaster mode on or off: the channels in `[disaster] pause_channels` send only live
+    /// disaster work while it is on, and take up the rest when it ends.
+    pub fn set_disaster_mode(&self, on: bool) {
+        for c in self.channels.iter().filter(|c| c.pauses_in_disaster) {
+            let was = c.disaster_mode.swap(on, Ordering::SeqCst);
+            if was != on {
+                if on {
+                    tracing::warn!(channel = %c.name, "Disaster mode: only live disaster work is sent on this channel until the alert ends");
+                } else {
+                    tracing::info!(channel = %c.name, "Disaster mode ended: other work resumes");
+                    c.wake_general.notify_one();
+                }
+            }
+        }
+    }
+
+    /// Reads whether any live alert is active and sets disaster mode to match. Called at
+    /// once by whoever changed an alert, and by every instance's heartbeat.
+    pub async fn sync_disaster_mode(&self) {
+        match store::alerts::any_active(&self.db, now_ms()).await {
+            Ok(on) => self.set_disaster_mode(on),
+            Err(e) => tracing::warn!(error = %e, "Could not read the active alerts"),
         }
     }
 

@@ -160,6 +160,7 @@ impl Dispatcher {
                 tracing::warn!(error = %e, "Could not sweep finished announcements");
             }
             self.sync_paused().await;
+            self.sync_disaster_mode().await;
             self.share_rates(every).await;
             self.flush_successes().await;
             self.save_rotated_credentials().await;

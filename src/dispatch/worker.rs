@@ -27,11 +27,6 @@ impl Dispatcher {
     }
 
     pub(super) async fn run_loop(self: Arc<Self>, c: Arc<ChannelRuntime>, disaster: bool) {
-        let min_lane = if disaster {
-            Priority::Disaster.lane()
-        } else {
-            0
-        };
         let wake = if disaster {
             &c.wake_disaster
         } else {
@@ -73,13 +68,20 @@ impl Dispatcher {
                     Err(_) => break,
                 }
             }
+            // The reserved disaster workers take live alerts only; drills queue in the
+            // disaster lane for the general workers. In disaster mode the general workers
+            // of a paused channel take live alerts only too: everything else waits.
+            let live_only = disaster || c.in_disaster_mode();
+            let min_lane = if live_only {
+                Priority::Disaster.lane()
+            } else {
+                0
+            };
             let claim = queue::claim(
                 &self.db,
                 &c.name,
                 min_lane,
-                // The reserved disaster workers take live alerts only; drills queue in the
-                // disaster lane for the general workers.
-                disaster,
+                live_only,
                 permits.len() as i64,
                 &self.owner,
                 self.settings.lease_ms,

@@ -25,6 +25,8 @@ pub struct NewAnnouncement {
     pub request_id: Option<String>,
     pub scheduled_at: Option<i64>,
     pub created_at: i64,
+    /// A disaster announcement's alert row (what it is, what it follows).
+    pub alert: Option<super::alerts::NewAlert>,
 }
 
 /// One channel's plan: the rendering stored at accept time and its first deliveries.
@@ -54,6 +56,21 @@ pub async fn insert(db: &Db, a: &NewAnnouncement, plans: &[NewChannelPlan]) -> R
             .bind(&a.idempotency_key).bind(&a.request_hash).bind(&a.request_id).bind(a.scheduled_at)
             .bind(a.created_at)
             .execute(&mut *tx).await?;
+        if let Some(alert) = &a.alert {
+            let cap = alert.cap.as_ref();
+            sqlx::query(super::alerts::INSERT)
+                .bind(&a.id).bind(alert.live).bind(alert.kind.as_str()).bind(&alert.follows)
+                .bind(cap.map(|c| &c.sender)).bind(cap.map(|c| &c.identifier))
+                .bind(cap.map(|c| &c.sent)).bind(&alert.cap_status).bind(alert.expires_at)
+                .bind(a.created_at)
+                .execute(&mut *tx).await?;
+            // An update, all-clear or correction released now ends the alert it follows.
+            if let (Some(follows), true) = (&alert.follows, a.status != "awaiting_confirmation") {
+                sqlx::query(super::alerts::END_FOLLOWED)
+                    .bind(a.created_at).bind(&a.id).bind(follows)
+                    .execute(&mut *tx).await?;
+            }
+        }
         for plan in plans {
             sqlx::query(
                 "INSERT INTO announcement_channels (announcement_id, channel, rendering, audience) \

@@ -163,6 +163,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "hardening",
         include_str!("../../migrations/sqlite/0002_hardening.sql"),
     ),
+    (
+        3,
+        "desk",
+        include_str!("../../migrations/sqlite/0003_desk.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -174,6 +179,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "hardening",
         include_str!("../../migrations/postgres/0002_hardening.sql"),
+    ),
+    (
+        3,
+        "desk",
+        include_str!("../../migrations/postgres/0003_desk.sql"),
     ),
 ];
 
@@ -586,6 +596,7 @@ pub fn now_ms() -> i64 {
     crate::clock::now_ms()
 }
 
+pub mod alerts;
 pub mod announcements;
 pub mod channels;
 pub mod health;

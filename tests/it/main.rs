@@ -5,6 +5,7 @@ mod helpers;
 
 mod cli;
 mod delivery;
+mod desk;
 mod fetch;
 mod hardening;
 mod input;

@@ -33,12 +33,14 @@ from noroshi_client.api.announcements import (
 from noroshi_client.api.audit import list_audit_entries
 from noroshi_client.api.channels import list_channels, resume_channel
 from noroshi_client.api.deliveries import list_deliveries
+from noroshi_client.api.disaster import confirm_announcement, list_active_alerts, send_all_clear
 from noroshi_client.api.operations import check_liveness, check_readiness, get_storage_state
 from noroshi_client.api.public import receive_line_webhook, show_unsubscribe_page, unsubscribe
 from noroshi_client.api.reference import get_open_api_document, show_api_reference
 from noroshi_client.api.subscribers import create_subscriber, delete_subscriber, list_subscribers
 from noroshi_client.models import (
     AnnouncementView,
+    FollowUp,
     ListAnnouncementsStatus,
     ListDeliveriesOutcome,
     ListSubscribersStatus,
@@ -46,6 +48,7 @@ from noroshi_client.models import (
     Problem,
     ReceiveLineWebhookBody,
     Submission,
+    SubmissionPriority,
 )
 
 BASE = os.environ["NOROSHI_BASE"]
@@ -196,6 +199,25 @@ assert cancelled.status == "cancelled", cancelled.status
 again = expect(cancel_announcement.sync_detailed(scheduled.id, client=staff), 200)
 assert again.status == "cancelled", "cancelling twice is the same as once"
 expect(cancel_announcement.sync_detailed(accepted.id, client=staff), 409)
+
+# The disaster desk: an alert, the active list, its all-clear (confirmation is off here, so
+# confirming answers 409).
+evac = expect(
+    submit_announcement.sync_detailed(
+        client=admin,
+        body=Submission(title="【警戒レベル4】避難指示 井上地区", body="井上地区に避難指示を発令しました。",
+                        channels=["website"], priority=SubmissionPriority.DISASTER),
+    ),
+    202,
+)
+alerts = expect(list_active_alerts.sync_detailed(client=viewer), 200)
+assert evac.id in [a.announcement_id for a in alerts.alerts], alerts
+expect(confirm_announcement.sync_detailed(evac.id, client=admin), 409)
+clear = expect(send_all_clear.sync_detailed(evac.id, client=admin, body=FollowUp(kind="all_clear")), 202)
+assert clear.id != evac.id
+expect(send_all_clear.sync_detailed(evac.id, client=admin, body=FollowUp()), 409)
+alerts = expect(list_active_alerts.sync_detailed(client=viewer), 200)
+assert evac.id not in [a.announcement_id for a in alerts.alerts], alerts
 
 # Channels and storage.
 channels = expect(list_channels.sync_detailed(client=viewer), 200)

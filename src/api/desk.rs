@@ -1,0 +1,163 @@
+//! The disaster desk's routes: second-person confirmation, the all-clear or correction, the
+//! active alerts (and CAP intake, `POST /api/v1/cap`).
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::Json;
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::announcements::{
+    accept_and_store, idempotency_key, request_id, view_of, AnnouncementView, DeskContext,
+};
+use super::auth::{Caller, Role};
+use super::problem::{parse_json, ApiResult, Problem};
+use super::SharedState;
+use crate::desk::FollowUp;
+use crate::store::alerts::{self, AlertRow, Confirmed};
+use crate::store::announcements as store;
+
+/// Confirm a live disaster announcement that waits for a second person
+/// (`[disaster] confirm = "second_person"`): it is released to every channel at once. Its
+/// author cannot confirm it.
+///
+/// Role: disaster.
+#[utoipa::path(post, path = "/api/v1/announcements/{id}/confirm", operation_id = "confirmAnnouncement", tag = "disaster",
+    params(("id" = String, Path, description = "The announcement's id")),
+    responses(
+        (status = 200, description = "Released: queued (or scheduled) for every channel", body = AnnouncementView),
+        (status = 403, description = "The caller wrote it (a second person must confirm), or lacks the disaster role", body = Problem),
+        (status = 404, description = "No such announcement", body = Problem),
+        (status = 409, description = "It is not waiting for confirmation", body = Problem)),
+    security(("bearer" = [])))]
+pub async fn confirm(
+    State(state): State<SharedState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AnnouncementView>> {
+    caller.require(Role::Disaster)?;
+    match alerts::confirm(&state.db, &id, &caller.name).await? {
+        Confirmed::NotFound => return Err(Problem::not_found("announcement")),
+        Confirmed::NotWaiting(status) => {
+            return Err(Problem::conflict(format!(
+                "this announcement is not waiting for confirmation (it is {status})"
+            )))
+        }
+        Confirmed::OwnAnnouncement => {
+            return Err(Problem::forbidden(format!(
+                "token `{}` wrote this announcement; a second person with the disaster or admin role must confirm it",
+                caller.name
+            )))
+        }
+        Confirmed::Released(_) => {
+            tracing::warn!(announcement = %id, by = %caller.name, "Disaster announcement confirmed and released");
+        }
+    }
+    state.dispatcher.sync_disaster_mode().await;
+    for (channel, _) in store::channel_plans(&state.db, &id).await? {
+        state
+            .dispatcher
+            .wake(&channel, noroshi_channel_core::Priority::Disaster);
+    }
+    view_of(&state, &caller, &id).await
+}
+
+/// Send the all-clear (解除) of a disaster alert, or a correction (訂正), to the same
+/// channels through the same fast lane; the alert ends (a correction takes its place).
+/// A drill's all-clear is a drill too.
+///
+/// Role: disaster.
+#[utoipa::path(post, path = "/api/v1/announcements/{id}/all-clear", operation_id = "sendAllClear", tag = "disaster",
+    params(("id" = String, Path, description = "The alert's announcement id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Same key + same body = the same follow-up")),
+    request_body(content = Option<FollowUp>, description = "Optional: `{}` or no body sends the all-clear in the default words"),
+    responses(
+        (status = 202, description = "The follow-up was accepted", body = super::announcements::Accepted),
+        (status = 404, description = "No such announcement", body = Problem),
+        (status = 409, description = "Not a disaster alert, or it has already ended", body = Problem),
+        (status = 422, description = "Invalid follow-up (a correction without its text)", body = Problem)),
+    security(("bearer" = [])))]
+pub async fn all_clear(
+    State(state): State<SharedState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    caller.require(Role::Disaster)?;
+    let key = idempotency_key(&headers)?;
+    let follow: FollowUp = if body.iter().all(u8::is_ascii_whitespace) {
+        FollowUp::default()
+    } else {
+        parse_json(&body)?
+    };
+    let original = store::get(&state.db, &id)
+        .await?
+        .ok_or_else(|| Problem::not_found("announcement"))?;
+    let alert = alerts::get(&state.db, &id).await?.ok_or_else(|| {
+        Problem::conflict("this announcement is not a disaster alert; there is nothing to clear")
+    })?;
+    if alert.kind == "all_clear" {
+        return Err(Problem::conflict(
+            "this announcement is itself an all-clear",
+        ));
+    }
+    if let Some(by) = &alert.ended_by {
+        // A repeat of the same request (same key) is answered as the first was.
+        if key.is_none() {
+            return Err(Problem::conflict(format!(
+                "this alert has already ended (by {by})"
+            )));
+        }
+    }
+    let channels = store::channel_plans(&state.db, &id)
+        .await?
+        .into_iter()
+        .map(|(c, _)| c)
+        .filter(|c| state.channels.iter().any(|e| e.name() == c))
+        .collect();
+    let (submission, kind) = crate::desk::follow_up(&original, channels, &follow)?;
+    accept_and_store(
+        &state,
+        &caller,
+        &submission,
+        key,
+        request_id(&headers),
+        DeskContext {
+            kind: Some(kind),
+            follows: Some(id),
+            ..DeskContext::default()
+        },
+    )
+    .await
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ActiveAlerts {
+    /// true while any live alert is active: the channels in `pause_channels` send only live
+    /// disaster work.
+    pub disaster_mode: bool,
+    pub pause_channels: Vec<String>,
+    pub alerts: Vec<AlertRow>,
+}
+
+/// The live disaster alerts in force (not awaiting confirmation, not ended, not expired),
+/// newest first, and whether disaster mode is on. Drills never appear here.
+///
+/// Role: viewer.
+#[utoipa::path(get, path = "/api/v1/alerts/active", operation_id = "listActiveAlerts", tag = "disaster",
+    responses((status = 200, description = "Active alerts and disaster mode", body = ActiveAlerts)),
+    security(("bearer" = [])))]
+pub async fn active(
+    State(state): State<SharedState>,
+    caller: Caller,
+) -> ApiResult<Json<ActiveAlerts>> {
+    caller.require(Role::Viewer)?;
+    let alerts = alerts::active(&state.db, crate::clock::now_ms()).await?;
+    Ok(Json(ActiveAlerts {
+        disaster_mode: !alerts.is_empty(),
+        pause_channels: state.pause_channels.clone(),
+        alerts,
+    }))
+}
