@@ -24,9 +24,11 @@ use crate::store::announcements::{NewAnnouncement, NewChannelPlan};
     "variants": {"en": {"title": "Garbage collection over the New Year holidays", "body": "There is no collection from 31 December to 3 January. Collection resumes on 4 January."}}
 }))]
 pub struct Submission {
-    /// Headline (required, at most 200 characters).
+    /// Headline (required unless a template gives it; at most 200 characters).
+    #[serde(default)]
     pub title: String,
-    /// The announcement's text (required).
+    /// The announcement's text (required unless a template gives it).
+    #[serde(default)]
     pub body: String,
     /// An http(s) link the announcement points at.
     #[serde(default)]
@@ -53,9 +55,12 @@ pub struct Submission {
     /// Departments and campaigns (KPIs count by tag).
     #[serde(default)]
     pub tags: Vec<String>,
-    /// A named template (the disaster desk's, later).
+    /// A named template (`config/templates/NAME.toml`): it gives the title, the body, the
+    /// language variants and the priority; leave `title` and `body` out.
     #[serde(default)]
+    #[schema(example = "evacuation_level4")]
     pub template: Option<String>,
+    /// The template's placeholders, e.g. `{"area": "井上地区", "shelter": "須坂市役所"}`.
     #[serde(default)]
     pub params: BTreeMap<String, serde_json::Value>,
     /// true = a drill (訓練): every output is marked.
@@ -126,6 +131,53 @@ pub struct AcceptContext<'a> {
     /// `[security] allow_private_fetch`: images on literal loopback, private, … addresses
     /// are accepted (test setups with local fakes). Off: refused, naming `images[i]`.
     pub allow_private_fetch: bool,
+    /// The named templates a submission may use.
+    pub templates: &'a crate::desk::templates::Templates,
+}
+
+/// A submission that names a template, with the template's title, body, variants and
+/// priority filled in (the submission's own variants and priority win).
+fn with_template(
+    s: &Submission,
+    templates: &crate::desk::templates::Templates,
+) -> Accepted<Submission> {
+    let name = s.template.as_deref().unwrap_or_default();
+    if templates.get(name).is_none() {
+        return Err(Refusal::invalid(
+            "template",
+            if templates.is_empty() {
+                format!("no template named `{name}`: this daemon has no templates ([disaster] templates_dir)")
+            } else {
+                format!(
+                    "no template named `{name}` (there are: {})",
+                    templates.names().join(", ")
+                )
+            },
+        ));
+    }
+    if !s.title.trim().is_empty() {
+        return Err(Refusal::invalid(
+            "title",
+            format!("comes from template `{name}`; leave it out"),
+        ));
+    }
+    if !s.body.trim().is_empty() {
+        return Err(Refusal::invalid(
+            "body",
+            format!("comes from template `{name}`; leave it out"),
+        ));
+    }
+    let r = templates.render(name, &s.params)?;
+    let mut filled = s.clone();
+    filled.title = r.title;
+    filled.body = r.body;
+    filled.priority = Some(s.priority.unwrap_or(r.priority));
+    let mut variants = r.variants;
+    variants.extend(s.variants.clone());
+    filled.variants = variants;
+    filled.template = None;
+    filled.params = Default::default();
+    Ok(filled)
 }
 
 /// One channel's part of the plan.
@@ -197,6 +249,16 @@ pub fn plan(
     request_id: Option<String>,
     now: DateTime<Utc>,
 ) -> Accepted<Plan> {
+    let original = s;
+    let filled;
+    let s = if s.template.is_some() {
+        filled = with_template(s, ctx.templates)?;
+        &filled
+    } else if !s.params.is_empty() {
+        return Err(Refusal::invalid("params", "only used with a template"));
+    } else {
+        s
+    };
     let title = s.title.trim();
     if title.is_empty() {
         return Err(Refusal::invalid("title", "must not be empty"));
@@ -268,15 +330,6 @@ pub fn plan(
                 "must be 1 to 64 characters",
             ));
         }
-    }
-    if let Some(t) = &s.template {
-        return Err(Refusal::invalid(
-            "template",
-            format!("no template named `{t}` (templates come with the disaster desk and are not available in this version)"),
-        ));
-    }
-    if !s.params.is_empty() {
-        return Err(Refusal::invalid("params", "only used with a template"));
     }
     let scheduled_at = match &s.scheduled_at {
         None => None,
@@ -405,7 +458,8 @@ pub fn plan(
     if !refusals.is_empty() {
         return Err(Refusal::Channels(refusals));
     }
-    let request = serde_json::to_string(s).unwrap_or_default();
+    // Stored as submitted (a template and its parameters, not the words they gave).
+    let request = serde_json::to_string(original).unwrap_or_default();
     let announcement = NewAnnouncement {
         id,
         title: title.to_string(),
@@ -424,7 +478,7 @@ pub fn plan(
         request,
         created_by: created_by.to_string(),
         idempotency_key,
-        request_hash: request_hash(s),
+        request_hash: request_hash(original),
         request_id,
         scheduled_at: scheduled_at.map(|t| t.timestamp_millis()),
         created_at: now.timestamp_millis(),
@@ -493,6 +547,7 @@ mod tests {
     ) -> ApiResult<Plan> {
         let channels = vec![website()];
         let known = vec!["website".to_string(), "line".to_string()];
+        let templates = crate::desk::templates::Templates::default();
         let ctx = AcceptContext {
             channels: &channels,
             known: &known,
@@ -500,6 +555,7 @@ mod tests {
             exercise_marker: "【訓練】",
             can_send_disaster,
             allow_private_fetch,
+            templates: &templates,
         };
         // Through the API's mapping, so the tests see what a client sees.
         plan(s, &ctx, "0193-test".into(), "desk", None, None, Utc::now()).map_err(Problem::from)

@@ -264,6 +264,9 @@ pub struct DisasterConfig {
     /// While a live alert is active (disaster mode), these channels send nothing but live
     /// disaster work; normal, urgent and scheduled posts and drills wait until it ends.
     pub pause_channels: Vec<String>,
+    /// Named templates in the official wording (`NAME.toml` each). Unset: `config/templates`
+    /// when that directory exists, else none.
+    pub templates_dir: Option<PathBuf>,
 }
 
 impl Default for DisasterConfig {
@@ -272,6 +275,7 @@ impl Default for DisasterConfig {
             confirm: "none".into(),
             exercise_marker: "【訓練】".into(),
             pause_channels: vec!["line".into(), "x".into(), "facebook".into()],
+            templates_dir: None,
         }
     }
 }

@@ -234,6 +234,7 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
     if let Some(dir) = &site_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
+    let templates = load_templates(&config, &channels)?;
     let state: SharedState = Arc::new(AppState {
         db: db.clone(),
         dispatcher: dispatcher.clone(),
@@ -258,6 +259,7 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         limits: crate::api::Limits::from_config(&config.server),
         confirm_second_person: config.disaster.confirm == "second_person",
         pause_channels: config.disaster.pause_channels.clone(),
+        templates,
     });
     {
         let (db, dispatcher) = (db.clone(), dispatcher.clone());
@@ -325,6 +327,55 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
     tasks.stop(Duration::from_secs(2)).await;
     db.close().await;
     Ok(())
+}
+
+/// The named templates, each rendered with its example values for every enabled channel:
+/// a template a channel would refuse stops the start, naming the template and the rule.
+fn load_templates(
+    config: &Config,
+    channels: &[Arc<dyn noroshi_channel_core::Channel>],
+) -> anyhow::Result<crate::desk::templates::Templates> {
+    use crate::desk::templates::{check_against_channels, Templates};
+    let dir = match &config.disaster.templates_dir {
+        Some(dir) => dir.clone(),
+        None if Path::new("config/templates").is_dir() => "config/templates".into(),
+        None => {
+            tracing::info!("No templates: config/templates does not exist and [disaster] templates_dir is not set");
+            return Ok(Templates::default());
+        }
+    };
+    let templates = Templates::load_dir(&dir).map_err(|problems| {
+        anyhow::anyhow!(
+            "templates in {} have problems:\n  {}",
+            dir.display(),
+            problems.join("\n  ")
+        )
+    })?;
+    let known = registry::known_channel_names(&config.channels);
+    let website_base_url = config
+        .channels
+        .website
+        .enabled
+        .then(|| config.channels.website.base_url.clone());
+    let ctx = crate::accept::AcceptContext {
+        channels,
+        known: &known,
+        website_base_url: website_base_url.as_deref(),
+        exercise_marker: &config.disaster.exercise_marker,
+        can_send_disaster: true,
+        allow_private_fetch: true,
+        templates: &templates,
+    };
+    let problems = check_against_channels(&templates, &ctx);
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "templates in {} do not fit the enabled channels (shorten them or the example values):\n  {}",
+            dir.display(),
+            problems.join("\n  ")
+        );
+    }
+    tracing::info!(dir = %dir.display(), templates = ?templates.names(), "Templates loaded and checked against every channel");
+    Ok(templates)
 }
 
 async fn shutdown_signal() {

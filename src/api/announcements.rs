@@ -99,6 +99,7 @@ fn context<'a>(state: &'a SharedState, role: Role) -> AcceptContext<'a> {
         exercise_marker: &state.exercise_marker,
         can_send_disaster: role >= Role::Disaster,
         allow_private_fetch: state.allow_private_fetch,
+        templates: &state.templates,
     }
 }
 

@@ -57,6 +57,8 @@ pub struct AppState {
     pub confirm_second_person: bool,
     /// `[disaster] pause_channels`.
     pub pause_channels: Vec<String>,
+    /// Named templates (`[disaster] templates_dir`), checked against every channel at start.
+    pub templates: crate::desk::templates::Templates,
     /// `Strict-Transport-Security` on every answer (the public URL is HTTPS).
     pub hsts: bool,
     /// How long a client may take to send its request.

@@ -3,6 +3,8 @@
 //! stored by `store/alerts.rs`; disaster mode is the dispatcher's
 //! (`Dispatcher::sync_disaster_mode`).
 
+pub mod templates;
+
 use crate::accept::{Refusal, Submission};
 use crate::store::alerts::AlertKind;
 use crate::store::announcements::AnnouncementRow;

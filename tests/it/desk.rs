@@ -231,3 +231,122 @@ async fn a_drill_never_turns_disaster_mode_on(backend: Backend) {
     assert_eq!(c["exercise"], true, "{c}");
 }
 on_both!(a_drill_never_turns_disaster_mode_on);
+
+fn templates_dir() -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("config/templates")
+        .display()
+        .to_string()
+}
+
+/// A submission names a template and its parameters: the template's official words fill
+/// the title and body (and its priority); a missing or unknown parameter, an unknown
+/// template, or a title beside a template is refused naming the field, and nothing is
+/// stored.
+async fn templates_fill_the_official_wording(backend: Backend) {
+    let d = Daemon::builder(backend)
+        .env("NOROSHI__DISASTER__TEMPLATES_DIR", &templates_dir())
+        .start()
+        .await;
+    let params = json!({
+        "area": "井上地区",
+        "reason": "千曲川の水位が上昇し、氾濫のおそれがあるため",
+        "shelter": "須坂市役所",
+        "time": "11月23日15時00分",
+    });
+    let body = json!({"template": "evacuation_level4", "params": params, "channels": ["website"]});
+    // The preview shows the words; staff may not send a disaster template.
+    let (status, v) = d.post("/api/v1/preview", DISASTER, body.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert!(
+        v["channels"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("避難指示"),
+        "{v}"
+    );
+    let (status, v) = submit_as(&d, STAFF, body.clone()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
+    assert_eq!(v["field"], "priority");
+    let (status, v) = submit_as(&d, DISASTER, body.clone()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    let a = d.wait_status(&id, &["sent"], Duration::from_secs(20)).await;
+    assert_eq!(a["title"], "【警戒レベル4】避難指示（井上地区）");
+    assert_eq!(a["priority"], "disaster");
+    assert!(
+        a["body"]
+            .as_str()
+            .unwrap()
+            .contains("危険な場所から全員避難してください"),
+        "{a}"
+    );
+    for term in ["避難指示（緊急）", "避難勧告"] {
+        assert!(!a["body"].as_str().unwrap().contains(term));
+    }
+    let before = d.count_announcements().await;
+    let mut missing = body.clone();
+    missing["params"].as_object_mut().unwrap().remove("shelter");
+    let (status, v) = submit_as(&d, DISASTER, missing).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(v["field"], "params.shelter");
+    let mut unknown = body.clone();
+    unknown["params"]["colour"] = json!("red");
+    let (status, v) = submit_as(&d, DISASTER, unknown).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(v["field"], "params.colour");
+    let (status, v) = submit_as(&d, DISASTER, json!({"template": "no_such", "params": {}})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(v["field"], "template");
+    let mut titled = body.clone();
+    titled["title"] = json!("自分で書いた件名");
+    let (status, v) = submit_as(&d, DISASTER, titled).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(v["field"], "title");
+    assert_eq!(d.count_announcements().await, before, "nothing half-stored");
+}
+on_both!(templates_fill_the_official_wording);
+
+/// A template that a channel cannot carry stops the daemon at start, naming the template,
+/// the channel and its rule; nothing waits for the night it is needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_that_cannot_fit_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("noroshi.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[server]
+bind = "127.0.0.1:0"
+data_dir = "{data}"
+[database]
+url = "sqlite://{data}/noroshi.db"
+[disaster]
+templates_dir = "{templates}"
+[channels.webhook.cms]
+enabled = true
+url = "http://127.0.0.1:9/hook"
+max_length = 120
+"#,
+            data = dir.path().join("data").display(),
+            templates = templates_dir(),
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_noroshi"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("NO_COLOR", "1")
+        .env("IT_TOKEN", "x")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("template evacuation_level4"), "{text}");
+    assert!(text.contains("cms"), "{text}");
+}
