@@ -135,6 +135,21 @@ pub struct AcceptContext<'a> {
     pub templates: &'a crate::desk::templates::Templates,
 }
 
+/// A drill's marker in another language: `[EXERCISE]` in English, 【くんれん】 in やさしい
+/// 日本語, the configured marker (【訓練】) elsewhere, so a drill is unmistakable in every
+/// language.
+fn variant_marker(marker: &str, lang: &str) -> String {
+    if marker.is_empty() {
+        String::new()
+    } else if lang == "en" || lang.starts_with("en-") {
+        "[EXERCISE] ".to_string()
+    } else if lang == "ja-easy" {
+        "【くんれん】".to_string()
+    } else {
+        marker.to_string()
+    }
+}
+
 /// A submission that names a template, with the template's title, body, variants and
 /// priority filled in (the submission's own variants and priority win).
 fn with_template(
@@ -429,6 +444,15 @@ pub fn plan(
             images: s.images.clone(),
             page_url: page_url.clone(),
             published_at,
+            variants: s
+                .variants
+                .iter()
+                .map(|(lang, v)| noroshi_channel_core::LangText {
+                    lang: lang.clone(),
+                    title: format!("{}{}", variant_marker(marker, lang), v.title),
+                    body: v.body.clone(),
+                })
+                .collect(),
         };
         match channel.render(&a) {
             Ok(r) if r.units.is_empty() => refusals.push(ChannelRefusal {

@@ -350,3 +350,69 @@ max_length = 120
     assert!(text.contains("template evacuation_level4"), "{text}");
     assert!(text.contains("cms"), "{text}");
 }
+
+/// A template's languages reach the people who read them: each email subscriber gets the
+/// version in their language (`en`, `ja-easy`), anyone else the Japanese one; a drill is
+/// marked in every language.
+async fn subscribers_get_their_language(backend: Backend) {
+    use noroshi_email::fake::{FakeSmtp, FakeSmtpOptions};
+    let smtp = FakeSmtp::start(FakeSmtpOptions::default()).await;
+    let d = Daemon::builder(backend)
+        .config(&email_config(smtp.port()))
+        .env("NOROSHI__DISASTER__TEMPLATES_DIR", &templates_dir())
+        .start()
+        .await;
+    for (email, lang) in [
+        ("taro@example.jp", "ja"),
+        ("emma@example.jp", "en"),
+        ("linh@example.jp", "ja-easy"),
+        ("pedro@example.jp", "pt"),
+    ] {
+        let (status, v) = d
+            .post(
+                "/api/v1/subscribers",
+                ADMIN,
+                json!({"email": email, "lang": lang}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{v}");
+    }
+    let (status, v) = submit_as(
+        &d,
+        DISASTER,
+        json!({
+            "template": "shelter_open",
+            "params": {"shelter": "須坂市役所", "time": "11月23日15時00分"},
+            "channels": ["email"],
+            "exercise": true,
+        }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    assert!(smtp.wait_for(4, Duration::from_secs(20)).await);
+    let subjects: std::collections::BTreeMap<String, String> = smtp
+        .messages()
+        .iter()
+        .map(|m| {
+            let parsed = mail_parser::MessageParser::default().parse(&m.raw).unwrap();
+            (
+                m.rcpt_to[0].clone(),
+                parsed.subject().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        subjects["emma@example.jp"],
+        "[EXERCISE] Shelters opened: 須坂市役所"
+    );
+    assert_eq!(
+        subjects["linh@example.jp"],
+        "【くんれん】ひなんじょを あけました（須坂市役所）"
+    );
+    assert_eq!(
+        subjects["taro@example.jp"],
+        "【訓練】避難所開設のお知らせ（須坂市役所）"
+    );
+    assert_eq!(subjects["pedro@example.jp"], subjects["taro@example.jp"]);
+}
+on_both!(subscribers_get_their_language);

@@ -80,6 +80,39 @@ pub struct Announcement {
     pub page_url: Option<String>,
     /// When it is published (the scheduled time, or acceptance).
     pub published_at: DateTime<Utc>,
+    /// The same announcement in other languages (`en`, `ja-easy` = やさしい日本語, …), in a
+    /// stable order; a drill's marker is already in each title. Each adapter delivers them
+    /// as its configuration says (email: the subscriber's language; LINE: extra messages;
+    /// the website: a page per language; X and Facebook: the languages configured for them).
+    #[serde(default)]
+    pub variants: Vec<LangText>,
+}
+
+/// One language's title and body.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LangText {
+    /// BCP 47 tag (`en`, `ja-easy`).
+    pub lang: String,
+    pub title: String,
+    pub body: String,
+}
+
+impl Announcement {
+    /// The text for `lang`: the variant of that language, or of its primary subtag (`en`
+    /// for `en-US`), else the announcement's own.
+    pub fn in_language(&self, lang: &str) -> (&str, &str) {
+        let primary = lang.split('-').next().unwrap_or(lang);
+        self.variants
+            .iter()
+            .find(|v| v.lang.eq_ignore_ascii_case(lang))
+            .or_else(|| {
+                self.variants
+                    .iter()
+                    .find(|v| v.lang.eq_ignore_ascii_case(primary))
+            })
+            .map(|v| (v.title.as_str(), v.body.as_str()))
+            .unwrap_or((self.title.as_str(), self.body.as_str()))
+    }
 }
 
 /// The result of rendering: the units to deliver and what a person previewing sees.

@@ -191,11 +191,10 @@ impl EmailChannel {
     ) -> Result<(Address, Address, Vec<u8>), DeliveryError> {
         let rcpt = smtp_address(&recipient.address)
             .map_err(|e| DeliveryError::permanent(format!("recipient address refused: {e}")))?;
-        let lang = if recipient.lang.is_empty() {
-            payload.lang.as_str()
-        } else {
-            recipient.lang.as_str()
-        };
+        // The subscriber's language when the announcement has it; the footer in the same
+        // language as the message.
+        let payload = payload.for_lang(&recipient.lang);
+        let lang = payload.lang.as_str();
         let unsubscribe_url = header_uri(&recipient.unsubscribe_url).ok_or_else(|| {
             DeliveryError::permanent("the recipient's unsubscribe URL is not a valid URL")
         })?;

@@ -20,6 +20,27 @@ pub struct EmailPayload {
     /// The announcement's language, for `lang=` and the labels.
     #[serde(default = "default_lang")]
     pub lang: String,
+    /// The same message in the announcement's other languages: each subscriber gets the
+    /// one of their language, else this one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<EmailPayload>,
+}
+
+impl EmailPayload {
+    /// The message for a subscriber who reads `lang`: that language's variant (or its
+    /// primary subtag's: `en` for `en-US`), else the announcement's own.
+    pub fn for_lang(&self, lang: &str) -> &EmailPayload {
+        let primary = lang.split('-').next().unwrap_or(lang);
+        self.variants
+            .iter()
+            .find(|v| v.lang.eq_ignore_ascii_case(lang))
+            .or_else(|| {
+                self.variants
+                    .iter()
+                    .find(|v| v.lang.eq_ignore_ascii_case(primary))
+            })
+            .unwrap_or(self)
+    }
 }
 
 fn default_lang() -> String {
@@ -65,6 +86,13 @@ pub fn render(announcement: &Announcement) -> Result<Rendering, RenderError> {
         );
     }
     let text = personal_text(&payload, "https://…/unsubscribe?t=…", &payload.lang);
+    if !payload.variants.is_empty() {
+        let langs: Vec<&str> = payload.variants.iter().map(|v| v.lang.as_str()).collect();
+        warnings.push(format!(
+            "subscribers whose language is {} get that version; everyone else this one",
+            langs.join(", ")
+        ));
+    }
     let preview = Preview {
         length: text.chars().count(),
         text,
@@ -81,6 +109,21 @@ pub fn render(announcement: &Announcement) -> Result<Rendering, RenderError> {
 }
 
 pub(crate) fn render_payload(a: &Announcement) -> Result<EmailPayload, RenderError> {
+    let mut payload = render_one(a)?;
+    for v in &a.variants {
+        let mut other = a.clone();
+        other.title = v.title.clone();
+        other.body = v.body.clone();
+        other.lang = v.lang.clone();
+        // A per-channel override is written in the primary language only.
+        other.text_override = None;
+        other.variants = Vec::new();
+        payload.variants.push(render_one(&other)?);
+    }
+    Ok(payload)
+}
+
+fn render_one(a: &Announcement) -> Result<EmailPayload, RenderError> {
     let subject = one_line(&a.title);
     if subject.is_empty() {
         return Err(RenderError::new(
@@ -147,6 +190,7 @@ pub(crate) fn render_payload(a: &Announcement) -> Result<EmailPayload, RenderErr
         text,
         html,
         lang,
+        variants: Vec::new(),
     })
 }
 

@@ -23,6 +23,7 @@ fn announcement() -> Announcement {
         images: vec![],
         page_url: Some("https://www.city.example.jp/site/a/1.html".into()),
         published_at: Utc::now(),
+        variants: Vec::new(),
     }
 }
 
@@ -290,4 +291,57 @@ fn data_is_dot_stuffed_with_crlf_and_terminated() {
     );
     assert_eq!(dot_stuffed(b"a\nb"), "a\r\nb\r\n.\r\n");
     assert_eq!(dot_stuffed(b"."), "..\r\n.\r\n");
+}
+
+/// Each subscriber gets the announcement in their language (an `en-US` reader the `en`
+/// version), with the footer in the same language; anyone else gets the primary version.
+#[test]
+fn each_subscriber_gets_their_language() {
+    let config = Config {
+        tls: TlsMode::None,
+        ..Config::default()
+    };
+    let channel = EmailChannel::new("email", &config).unwrap();
+    let mut a = announcement();
+    a.variants = vec![
+        noroshi_channel_core::LangText {
+            lang: "en".into(),
+            title: "Shelter opened".into(),
+            body: "Suzaka City Hall is open as a shelter.".into(),
+        },
+        noroshi_channel_core::LangText {
+            lang: "ja-easy".into(),
+            title: "ひなんじょを あけました".into(),
+            body: "しやくしょに にげて ください。".into(),
+        },
+    ];
+    let payload = render_payload(&a).unwrap();
+    let message = |lang: &str| {
+        let recipient = Recipient {
+            address: "hanako@example.jp".into(),
+            lang: lang.into(),
+            unsubscribe_url: "https://city.example.jp/unsubscribe?t=T".into(),
+            unsubscribe_token: "T".into(),
+        };
+        let (_, _, raw) = channel.compose(&payload, &recipient, "a", "1").unwrap();
+        let parsed = mail_parser::MessageParser::default().parse(&raw).unwrap();
+        (
+            parsed.subject().unwrap_or_default().to_string(),
+            parsed.body_text(0).unwrap_or_default().to_string(),
+        )
+    };
+    let (subject, text) = message("en-US");
+    assert_eq!(subject, "Shelter opened");
+    assert!(
+        text.contains("Suzaka City Hall is open") && text.contains("Unsubscribe"),
+        "{text}"
+    );
+    let (subject, text) = message("ja-easy");
+    assert_eq!(subject, "ひなんじょを あけました");
+    assert!(text.contains("しやくしょ"), "{text}");
+    for other in ["ja", "fr", ""] {
+        let (subject, text) = message(other);
+        assert_eq!(subject, a.title, "{other}");
+        assert!(text.contains("配信停止"), "{other}: {text}");
+    }
 }

@@ -50,6 +50,7 @@ fn payload(channel: &dyn Channel, title: &str) -> serde_json::Value {
         images: vec![],
         page_url: Some("https://www.city.example.jp/site/a/1.html".into()),
         published_at: chrono::Utc::now(),
+        variants: Vec::new(),
     };
     channel.render(&announcement).unwrap().units.remove(0)
 }

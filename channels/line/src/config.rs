@@ -78,6 +78,14 @@ pub struct Config {
     pub quota_cache_seconds: u64,
     /// A drill's test target: a LINE user id that exercises are pushed to.
     pub exercise_target: Option<String>,
+    /// An announcement's other languages: `together` (default: each variant as one more
+    /// message in the same request, up to LINE's five), `audiences` (each variant to the
+    /// audience group of its language in `language_audiences`, by narrowcast) or
+    /// `primary_only`.
+    pub variants: VariantMode,
+    /// Audience group ids by language for `variants = "audiences"` (friends who chose
+    /// English, やさしい日本語, …): `{ en = 1234567890123, "ja-easy" = 1234567890124 }`.
+    pub language_audiences: std::collections::BTreeMap<String, i64>,
     /// Queue and pacing settings for this channel.
     #[serde(default)]
     pub delivery: DeliverySettings,
@@ -99,9 +107,21 @@ impl Default for Config {
             quota_warning_below: 1000,
             quota_cache_seconds: 60,
             exercise_target: None,
+            variants: VariantMode::Together,
+            language_audiences: Default::default(),
             delivery: DeliverySettings::default(),
         }
     }
+}
+
+/// How an announcement's other languages reach LINE friends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VariantMode {
+    #[default]
+    Together,
+    Audiences,
+    PrimaryOnly,
 }
 
 /// LINE's user id shape: `U` and 32 lowercase hex digits. Groups start with `C`, rooms `R`.

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use noroshi_channel_core::{BuildEnv, Channel, ChannelConfig, ConfigProblem, DeliverySettings};
 
 pub use client::{Clock, LineChannel, NarrowcastProgress};
-pub use config::{Config, Mode, NarrowcastSettings};
+pub use config::{Config, Mode, NarrowcastSettings, VariantMode};
 pub use error::{
     ErrorBody, ADDITIONAL_MESSAGE_LIMIT, CONCURRENT_LIMIT, MONTHLY_LIMIT, RATE_LIMIT_EXCEEDED,
     RETRY_KEY_ACCEPTED,

@@ -4,7 +4,7 @@ use noroshi_channel_core::{Announcement, Preview, Priority, RenderError, Renderi
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::config::{Config, Mode};
+use crate::config::{Config, Mode, VariantMode};
 
 /// LINE counts a text message's length in UTF-16 code units (🍎 = 2, 👋🏻 = 4).
 pub const MAX_TEXT_UTF16: usize = 5000;
@@ -312,8 +312,58 @@ pub fn render(config: &Config, a: &Announcement) -> Result<Rendering, RenderErro
         (json!({"type": "text", "text": text}), text, len)
     };
     let mut messages = vec![first];
-    messages.extend(image_messages(a, MAX_MESSAGES - 1, &mut warnings));
-    let units = bodies(config, &messages, &mut warnings);
+    // Other languages: in the same request (before images: words matter more), or each to
+    // its language's audience.
+    let mut extra_units = Vec::new();
+    for v in &a.variants {
+        let mut other = a.clone();
+        other.title = v.title.clone();
+        other.body = v.body.clone();
+        other.text_override = None;
+        let text = plain_text(&other);
+        let len = utf16_len(&text);
+        if len > MAX_TEXT_UTF16 {
+            let mut e = length_error(len, false);
+            e.message = format!("the {} version: {}", v.lang, e.message);
+            return Err(e);
+        }
+        let message = json!({"type": "text", "text": text});
+        match config.variants {
+            VariantMode::PrimaryOnly => {
+                warnings.push(format!(
+                    "the {} version is not sent to LINE (variants = \"primary_only\")",
+                    v.lang
+                ));
+            }
+            VariantMode::Together if messages.len() < MAX_MESSAGES => messages.push(message),
+            VariantMode::Together => warnings.push(format!(
+                "the {} version dropped: at most {MAX_MESSAGES} message objects per request",
+                v.lang
+            )),
+            VariantMode::Audiences => match config.language_audiences.get(&v.lang) {
+                Some(id) => extra_units.push(Unit {
+                    endpoint: "narrowcast".into(),
+                    body: json!({
+                        "messages": [message],
+                        "recipient": {"type": "audience", "audienceGroupId": id},
+                    }),
+                }),
+                None => warnings.push(format!(
+                    "the {} version is not sent: no audience group for it in language_audiences",
+                    v.lang
+                )),
+            },
+        }
+    }
+    messages.extend(image_messages(
+        a,
+        MAX_MESSAGES - messages.len(),
+        &mut warnings,
+    ));
+    let mut units = bodies(config, &messages, &mut warnings);
+    if !units.is_empty() {
+        units.extend(extra_units);
+    }
     if units.is_empty() {
         return Err(RenderError::new(
             "no_recipients",

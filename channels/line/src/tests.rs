@@ -75,6 +75,7 @@ fn announcement(priority: Priority) -> Announcement {
         images: vec![],
         page_url: None,
         published_at: Utc::now(),
+        variants: Vec::new(),
     }
 }
 
@@ -1287,4 +1288,84 @@ async fn a_disaster_send_never_reads_the_quota_inline() {
         fake.requests_to("/message/quota").is_empty(),
         "no quota read on the send's path"
     );
+}
+
+/// An announcement's other languages: by default each goes as one more message in the same
+/// request (within LINE's five, before images); with `variants = "audiences"` each goes by
+/// narrowcast to its language's audience group. Every body the fake receives passes LINE's
+/// OpenAPI schema.
+#[tokio::test]
+async fn other_languages_go_together_or_to_their_audiences() {
+    let fake = start_fake(FakeOptions::default()).await;
+    let mut a = announcement(Priority::Disaster);
+    a.variants = vec![
+        noroshi_channel_core::LangText {
+            lang: "en".into(),
+            title: "[Level 4] Evacuation order".into(),
+            body: "Leave dangerous areas now.".into(),
+        },
+        noroshi_channel_core::LangText {
+            lang: "ja-easy".into(),
+            title: "【レベル4】にげてください".into(),
+            body: "あぶない ところから にげてください。".into(),
+        },
+    ];
+    a.images = (0..4)
+        .map(|i| format!("https://www.city.example.jp/{i}.png"))
+        .collect();
+    // Together: card, en, ja-easy, then two of the four images.
+    let line = channel(config(&fake));
+    let r = line.render(&a).unwrap();
+    assert_eq!(r.units.len(), 1);
+    let messages = r.units[0]["body"]["messages"].as_array().unwrap().clone();
+    assert_eq!(messages.len(), MAX_MESSAGES);
+    assert_eq!(messages[0]["type"], "flex");
+    assert!(messages[1]["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("[Level 4] Evacuation order"));
+    assert!(messages[2]["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("【レベル4】にげてください"));
+    assert_eq!(messages[3]["type"], "image");
+    assert!(
+        r.preview.warnings.iter().any(|w| w.contains("dropped")),
+        "{:?}",
+        r.preview.warnings
+    );
+    for payload in r.units {
+        line.deliver(&unit(payload), &ctx(Priority::Disaster))
+            .await
+            .unwrap();
+    }
+    // Audiences: the primary as configured, en to its audience, ja-easy has none (said).
+    let line = channel(Config {
+        variants: crate::VariantMode::Audiences,
+        language_audiences: [("en".to_string(), 4389303728991i64)].into_iter().collect(),
+        ..config(&fake)
+    });
+    a.images.clear();
+    let r = line.render(&a).unwrap();
+    assert_eq!(r.units.len(), 2);
+    assert_eq!(r.units[1]["endpoint"], "narrowcast");
+    assert_eq!(
+        r.units[1]["body"]["recipient"]["audienceGroupId"],
+        4389303728991i64
+    );
+    assert!(r.units[1]["body"]["messages"][0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("Leave dangerous"));
+    assert!(
+        r.preview.warnings.iter().any(|w| w.contains("ja-easy")),
+        "{:?}",
+        r.preview.warnings
+    );
+    for payload in r.units {
+        line.deliver(&unit(payload), &ctx(Priority::Disaster))
+            .await
+            .unwrap();
+    }
+    assert_eq!(assert_recorded_bodies_valid(&fake), 3);
 }

@@ -104,6 +104,7 @@ pub(crate) fn check_template(template: &str) -> Result<(), RenderError> {
         page_url: None,
         // A fixed time: validation is pure and reads no clock.
         published_at: chrono::DateTime::UNIX_EPOCH,
+        variants: Vec::new(),
     };
     render_body(template, &sample).map(|_| ())
 }

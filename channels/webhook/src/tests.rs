@@ -71,6 +71,7 @@ fn announcement() -> Announcement {
         images: vec![],
         page_url: None,
         published_at: "2026-12-01T00:00:00Z".parse().unwrap(),
+        variants: Vec::new(),
     }
 }
 

@@ -57,6 +57,7 @@ fn announcement(n: u32, title: &str, body: &str) -> Announcement {
         images: Vec::new(),
         page_url: None,
         published_at: at(n as i64),
+        variants: Vec::new(),
     }
 }
 

@@ -43,6 +43,7 @@ fn announcement(title: &str, body: &str) -> Announcement {
         images: vec![],
         page_url: None,
         published_at: Utc::now(),
+        variants: Vec::new(),
     }
 }
 
