@@ -167,6 +167,11 @@ impl Job {
         // delivery was not recorded as sent) finishes the job.
         let html = page::render_page(&self.site, &entry).map_err(template_error)?;
         write_if_changed(&self.dir.join(page_path(&entry.id)), html.as_bytes())?;
+        for variant in &entry.variants {
+            let html =
+                page::render_variant_page(&self.site, &entry, variant).map_err(template_error)?;
+            write_if_changed(&self.dir.join(&variant.path), html.as_bytes())?;
+        }
         write_if_changed(&self.dir.join(ENTRIES_FILE), &index.to_json())?;
         self.write_listings(&index)?;
         Ok(outcome)

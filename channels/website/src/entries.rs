@@ -46,7 +46,7 @@ pub struct Entry {
     pub published_at: DateTime<Utc>,
     /// Last significant change (Atom `updated`).
     pub updated_at: DateTime<Utc>,
-    /// Other-language versions of the page (none yet: written by a later issue).
+    /// Other-language versions of the page.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub variants: Vec<Variant>,
 }
@@ -75,7 +75,16 @@ impl Entry {
             exercise: unit.exercise,
             published_at: unit.published_at,
             updated_at,
-            variants: Vec::new(),
+            variants: unit
+                .variants
+                .iter()
+                .map(|v| Variant {
+                    lang: v.lang.clone(),
+                    title: v.title.clone(),
+                    body: v.body.clone(),
+                    path: crate::render::variant_path(&unit.id, &v.lang),
+                })
+                .collect(),
         }
     }
 
@@ -88,6 +97,12 @@ impl Entry {
             && self.lang == unit.lang
             && self.tags == unit.tags
             && self.exercise == unit.exercise
+            && self.variants.len() == unit.variants.len()
+            && self
+                .variants
+                .iter()
+                .zip(&unit.variants)
+                .all(|(a, b)| a.lang == b.lang && a.title == b.title && a.body == b.body)
     }
 }
 
@@ -143,12 +158,10 @@ impl EntryIndex {
     pub fn upsert(&mut self, unit: &PageUnit, now: DateTime<Utc>) -> Entry {
         if let Some(existing) = self.entries.iter_mut().find(|e| e.id == unit.id) {
             if !existing.same_content(unit) {
-                let variants = std::mem::take(&mut existing.variants);
                 let published_at = existing.published_at;
                 // `updated` must not go back before publication, whatever the clock says.
                 *existing = Entry::from_unit(unit, now.max(published_at));
                 existing.published_at = published_at;
-                existing.variants = variants;
             }
             let entry = existing.clone();
             self.sort();

@@ -80,6 +80,7 @@ struct Labels {
     rss: &'static str,
     latest: &'static str,
     empty: &'static str,
+    languages: &'static str,
 }
 
 const LABELS_JA: Labels = Labels {
@@ -98,6 +99,7 @@ const LABELS_JA: Labels = Labels {
     rss: "RSS形式のフィード",
     latest: "新着のお知らせ",
     empty: "お知らせはまだありません。",
+    languages: "ほかの言語",
 };
 
 const LABELS_EN: Labels = Labels {
@@ -116,6 +118,7 @@ const LABELS_EN: Labels = Labels {
     rss: "RSS feed",
     latest: "Latest announcements",
     empty: "No announcements yet.",
+    languages: "Other languages",
 };
 
 fn labels(lang: &str) -> &'static Labels {
@@ -191,37 +194,90 @@ fn description(body: &str) -> String {
     out
 }
 
+/// A language's name in that language, for the links between versions.
+fn language_name(lang: &str) -> String {
+    match lang {
+        "ja" => "日本語".into(),
+        "ja-x-easy" => "やさしい日本語".into(),
+        "en" => "English".into(),
+        "zh-Hans" | "zh-CN" => "简体中文".into(),
+        "zh-Hant" | "zh-TW" => "繁體中文".into(),
+        "ko" => "한국어".into(),
+        "pt" | "pt-BR" => "Português".into(),
+        "vi" => "Tiếng Việt".into(),
+        other => other.to_string(),
+    }
+}
+
 /// One announcement's page (`a/{id}.html`).
 pub(crate) fn render_page(site: &Site, entry: &Entry) -> Result<String, minijinja::Error> {
-    let labels = labels(&entry.lang);
-    let link_text = if is_japanese(&entry.lang) {
-        format!("「{}」の詳しい情報（関連ページ）", entry.title)
-    } else {
-        format!("More about “{}” (related page)", entry.title)
-    };
-    let alternates: Vec<Value> = entry
+    let others: Vec<(String, String)> = entry
         .variants
         .iter()
-        .map(|v| {
-            context! { lang => v.lang, href => format!("{}{}", site.base_url, v.path) }
+        .map(|v| (v.lang.clone(), v.path.clone()))
+        .collect();
+    render_version(site, entry, &entry.lang, &entry.title, &entry.body, &page_path(&entry.id), &others)
+}
+
+/// The page of one other-language version (`a/{id}.{lang}.html`), linked to the main page
+/// and every other version.
+pub(crate) fn render_variant_page(
+    site: &Site,
+    entry: &Entry,
+    variant: &crate::entries::Variant,
+) -> Result<String, minijinja::Error> {
+    let mut others = vec![(entry.lang.clone(), page_path(&entry.id))];
+    others.extend(
+        entry
+            .variants
+            .iter()
+            .filter(|v| v.lang != variant.lang)
+            .map(|v| (v.lang.clone(), v.path.clone())),
+    );
+    render_version(site, entry, &variant.lang, &variant.title, &variant.body, &variant.path, &others)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn render_version(
+    site: &Site,
+    entry: &Entry,
+    lang: &str,
+    title: &str,
+    body: &str,
+    path: &str,
+    others: &[(String, String)],
+) -> Result<String, minijinja::Error> {
+    let labels = labels(lang);
+    let link_text = if is_japanese(lang) {
+        format!("「{title}」の詳しい情報（関連ページ）")
+    } else {
+        format!("More about “{title}” (related page)")
+    };
+    let alternates: Vec<Value> = others
+        .iter()
+        .map(|(lang, path)| {
+            context! {
+                lang => lang,
+                name => language_name(lang),
+                href => format!("{}{}", site.base_url, path),
+            }
         })
         .collect();
-    let updated =
-        (entry.updated_at > entry.published_at).then(|| when(entry.updated_at, &entry.lang));
+    let updated = (entry.updated_at > entry.published_at).then(|| when(entry.updated_at, lang));
     environment().get_template("page.html")?.render(context! {
         site => site,
-        lang => entry.lang,
-        title => entry.title,
-        description => description(&entry.body),
-        page_url => format!("{}{}", site.base_url, page_path(&entry.id)),
+        lang => lang,
+        title => title,
+        description => description(body),
+        page_url => format!("{}{}", site.base_url, path),
         alternates => alternates,
         css => Value::from_safe_string(css()),
         labels => labels,
         exercise => entry.exercise,
         priority => entry.priority.as_str(),
-        published => when(entry.published_at, &entry.lang),
+        published => when(entry.published_at, lang),
         updated => updated,
-        paragraphs => paragraphs(&entry.body),
+        paragraphs => paragraphs(body),
         // Checked at render time too; an entry index edited by hand must not inject an href.
         link => entry.link.as_deref().filter(|l| is_web_link(l)),
         link_text => link_text,

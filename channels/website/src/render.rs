@@ -21,6 +21,35 @@ pub struct PageUnit {
     /// A drill: the page carries a drill banner (the title already has the marker).
     pub exercise: bool,
     pub published_at: DateTime<Utc>,
+    /// The same announcement in other languages: a page each (`a/{id}.{lang}.html`),
+    /// linked from every version with `hreflang`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<PageVariant>,
+}
+
+/// One other-language version of a page.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PageVariant {
+    /// The page's BCP 47 tag (`en`; やさしい日本語 is `ja-x-easy`).
+    pub lang: String,
+    pub title: String,
+    pub body: String,
+}
+
+/// The HTML language tag of a submission's language: `ja-easy` (the API's name for やさしい
+/// 日本語, not a BCP 47 tag) becomes the private-use tag `ja-x-easy`, which readers and
+/// screen readers take as Japanese.
+pub fn page_lang(lang: &str) -> String {
+    if lang.eq_ignore_ascii_case("ja-easy") {
+        "ja-x-easy".to_string()
+    } else {
+        lang.to_string()
+    }
+}
+
+/// Path of a language version's page relative to `output_dir`: `a/{id}.{lang}.html`.
+pub(crate) fn variant_path(id: &str, lang: &str) -> String {
+    format!("a/{id}.{lang}.html")
 }
 
 /// The address of an announcement's page: `{base_url}a/{id}.html`.
@@ -94,6 +123,30 @@ pub fn render(announcement: &Announcement) -> Result<Rendering, RenderError> {
             tags.push(tag);
         }
     }
+    let mut variants = Vec::new();
+    for v in &announcement.variants {
+        let vlang = page_lang(&v.lang);
+        let vtitle = clean_line(&v.title);
+        if !is_lang_tag(&vlang) || vlang == lang || vtitle.is_empty() {
+            warnings.push(format!(
+                "the `{}` version is not published: its language tag or title is unusable",
+                v.lang
+            ));
+            continue;
+        }
+        variants.push(PageVariant {
+            lang: vlang,
+            title: vtitle,
+            body: clean_text(&v.body),
+        });
+    }
+    if !variants.is_empty() {
+        let langs: Vec<&str> = variants.iter().map(|v| v.lang.as_str()).collect();
+        warnings.push(format!(
+            "also published in {} (a page each, linked with hreflang)",
+            langs.join(", ")
+        ));
+    }
     let unit = PageUnit {
         id: announcement.id.clone(),
         title,
@@ -104,6 +157,7 @@ pub fn render(announcement: &Announcement) -> Result<Rendering, RenderError> {
         tags,
         exercise: announcement.exercise,
         published_at: announcement.published_at,
+        variants,
     };
     let text = preview_text(&unit);
     let preview = Preview {

@@ -1339,3 +1339,63 @@ async fn rss_feed_validates_against_the_rss2_schema() {
     std::fs::write(&path, broken).unwrap();
     assert!(!run(&path).status.success(), "xmllint accepted a bad date");
 }
+
+/// Each language version is its own page with the right `lang`, every version links the
+/// others with `hreflang` and a visible, labelled list; やさしい日本語 is `ja-x-easy`.
+#[tokio::test]
+async fn each_language_gets_its_own_linked_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = Website::new(&config(dir.path()));
+    let mut a = announcement(1, "避難所開設のお知らせ", "須坂市役所を避難所として開設しました。");
+    a.variants = vec![
+        noroshi_channel_core::LangText {
+            lang: "en".into(),
+            title: "Shelter opened".into(),
+            body: "Suzaka City Hall is open as a shelter.".into(),
+        },
+        noroshi_channel_core::LangText {
+            lang: "ja-easy".into(),
+            title: "ひなんじょを あけました".into(),
+            body: "しやくしょに にげて ください。".into(),
+        },
+    ];
+    deliver(&site, &a).await;
+    let id = uuid(1);
+    let main = read(dir.path(), &format!("a/{id}.html"));
+    let en = read(dir.path(), &format!("a/{id}.en.html"));
+    let easy = read(dir.path(), &format!("a/{id}.ja-x-easy.html"));
+    check_accessible(&main, "ja");
+    check_accessible(&en, "en");
+    check_accessible(&easy, "ja-x-easy");
+    assert!(en.contains("<h1>Shelter opened</h1>"), "{en}");
+    assert!(en.contains("Skip to main content"), "English labels on the English page");
+    assert!(easy.contains("ひなんじょを あけました"));
+    for (page, links) in [
+        (&main, [("en", "en"), ("ja-x-easy", "ja-x-easy")]),
+        (&en, [("ja", ""), ("ja-x-easy", "ja-x-easy")]),
+        (&easy, [("ja", ""), ("en", "en")]),
+    ] {
+        for (lang, suffix) in links {
+            let path = if suffix.is_empty() {
+                format!("a/{id}.html")
+            } else {
+                format!("a/{id}.{suffix}.html")
+            };
+            assert!(
+                page.contains(&format!(
+                    "<link rel=\"alternate\" hreflang=\"{lang}\" href=\"{BASE}{path}\">"
+                )),
+                "{lang} not linked in head:\n{page}"
+            );
+            assert!(
+                page.contains(&format!("hreflang=\"{lang}\" lang=\"{lang}\"")),
+                "{lang} not in the visible list"
+            );
+        }
+    }
+    assert!(main.contains(">English</a>") && main.contains(">やさしい日本語</a>"));
+    // A redelivery changes nothing; the feeds list the announcement once.
+    deliver(&site, &a).await;
+    let atom = read(dir.path(), "feed.atom");
+    assert_eq!(atom.matches("<entry").count(), 1);
+}
