@@ -98,6 +98,47 @@ pub struct LangText {
 }
 
 impl Announcement {
+    /// This announcement in `variant`'s words (its own override and other variants left
+    /// out): what a channel renders to post that language too.
+    pub fn as_variant(&self, variant: &LangText) -> Announcement {
+        Announcement {
+            title: variant.title.clone(),
+            body: variant.body.clone(),
+            lang: variant.lang.clone(),
+            text_override: None,
+            variants: Vec::new(),
+            ..self.clone()
+        }
+    }
+
+    /// Renders the announcement with `render`, then each variant whose language is in
+    /// `languages` the same way, as more units (their own posts) after the first's. For
+    /// channels that post each language separately (X, a Facebook Page).
+    pub fn render_in_languages(
+        &self,
+        languages: &[String],
+        render: impl Fn(&Announcement) -> Result<Rendering, crate::RenderError>,
+    ) -> Result<Rendering, crate::RenderError> {
+        let mut rendering = render(self)?;
+        for v in &self.variants {
+            if !languages.iter().any(|l| l.eq_ignore_ascii_case(&v.lang)) {
+                continue;
+            }
+            let other = render(&self.as_variant(v)).map_err(|mut e| {
+                e.message = format!("the {} version: {}", v.lang, e.message);
+                e
+            })?;
+            rendering.units.extend(other.units);
+            rendering.preview.text.push_str("\n\n");
+            rendering.preview.text.push_str(&other.preview.text);
+            rendering
+                .preview
+                .warnings
+                .push(format!("the {} version is posted separately", v.lang));
+        }
+        Ok(rendering)
+    }
+
     /// The text for `lang`: the variant of that language, or of its primary subtag (`en`
     /// for `en-US`), else the announcement's own.
     pub fn in_language(&self, lang: &str) -> (&str, &str) {

@@ -58,6 +58,8 @@ pub struct FacebookChannel {
     app_secret: Option<SecretString>,
     app_token: Option<SecretString>,
     slowdown_percent: u8,
+    /// `[channels.facebook] languages`: other languages posted as their own posts.
+    languages: Vec<String>,
     clock: Clock,
     observed: Mutex<Observed>,
 }
@@ -117,6 +119,7 @@ impl FacebookChannel {
             ),
             version: config.api_version.clone(),
             page_id: config.page_id.clone(),
+            languages: config.languages.clone(),
             token: config
                 .page_access_token
                 .clone()
@@ -360,7 +363,7 @@ impl Channel for FacebookChannel {
     }
 
     fn render(&self, announcement: &Announcement) -> Result<Rendering, RenderError> {
-        render(announcement)
+        announcement.render_in_languages(&self.languages, render)
     }
 
     fn limits(&self) -> Limits {

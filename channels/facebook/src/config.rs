@@ -43,6 +43,9 @@ pub struct Config {
     pub usage_slowdown_percent: u8,
     /// A drill's test target (a test Page id); kept for the disaster issue.
     pub exercise_target: Option<String>,
+    /// Other languages to post, each as its own post after the primary one (e.g.
+    /// `["en"]`); default none: only the announcement's own language.
+    pub languages: Vec<String>,
     /// Queue and pacing settings for this channel.
     pub delivery: DeliverySettings,
 }
@@ -59,6 +62,7 @@ impl Default for Config {
             app_token: None,
             usage_slowdown_percent: 80,
             exercise_target: None,
+            languages: Vec::new(),
             delivery: DeliverySettings::default(),
         }
     }

@@ -958,3 +958,35 @@ fn debug_output_hides_credentials() {
         }
     }
 }
+
+/// With `languages = ["en"]` the English version goes to the Page as its own post.
+#[tokio::test]
+async fn configured_languages_are_posted_separately() {
+    let h = harness_with(|c| c.languages = vec!["en".into()], Duration::from_secs(5)).await;
+    let mut a = announcement(
+        "避難所開設のお知らせ",
+        "須坂市役所を避難所として開設しました。",
+    );
+    a.variants = vec![noroshi_channel_core::LangText {
+        lang: "en".into(),
+        title: "Shelter opened".into(),
+        body: "Suzaka City Hall is open as a shelter.".into(),
+    }];
+    let r = h.ch.render(&a).unwrap();
+    assert_eq!(r.units.len(), 2);
+    for payload in r.units {
+        let u = DeliveryUnit {
+            payload,
+            recipient: None,
+        };
+        h.ch.deliver(&u, &ctx(1)).await.unwrap();
+    }
+    let posts = h.fb.posts();
+    assert_eq!(posts.len(), 2);
+    assert!(
+        posts
+            .iter()
+            .any(|p| p.message.starts_with("Shelter opened")),
+        "{posts:?}"
+    );
+}

@@ -216,7 +216,15 @@ pub(crate) fn render_page(site: &Site, entry: &Entry) -> Result<String, minijinj
         .iter()
         .map(|v| (v.lang.clone(), v.path.clone()))
         .collect();
-    render_version(site, entry, &entry.lang, &entry.title, &entry.body, &page_path(&entry.id), &others)
+    render_version(
+        site,
+        entry,
+        &entry.lang,
+        &entry.title,
+        &entry.body,
+        &page_path(&entry.id),
+        &others,
+    )
 }
 
 /// The page of one other-language version (`a/{id}.{lang}.html`), linked to the main page
@@ -234,7 +242,15 @@ pub(crate) fn render_variant_page(
             .filter(|v| v.lang != variant.lang)
             .map(|v| (v.lang.clone(), v.path.clone())),
     );
-    render_version(site, entry, &variant.lang, &variant.title, &variant.body, &variant.path, &others)
+    render_version(
+        site,
+        entry,
+        &variant.lang,
+        &variant.title,
+        &variant.body,
+        &variant.path,
+        &others,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -1346,7 +1346,11 @@ async fn rss_feed_validates_against_the_rss2_schema() {
 async fn each_language_gets_its_own_linked_page() {
     let dir = tempfile::tempdir().unwrap();
     let site = Website::new(&config(dir.path()));
-    let mut a = announcement(1, "避難所開設のお知らせ", "須坂市役所を避難所として開設しました。");
+    let mut a = announcement(
+        1,
+        "避難所開設のお知らせ",
+        "須坂市役所を避難所として開設しました。",
+    );
     a.variants = vec![
         noroshi_channel_core::LangText {
             lang: "en".into(),
@@ -1368,7 +1372,10 @@ async fn each_language_gets_its_own_linked_page() {
     check_accessible(&en, "en");
     check_accessible(&easy, "ja-x-easy");
     assert!(en.contains("<h1>Shelter opened</h1>"), "{en}");
-    assert!(en.contains("Skip to main content"), "English labels on the English page");
+    assert!(
+        en.contains("Skip to main content"),
+        "English labels on the English page"
+    );
     assert!(easy.contains("ひなんじょを あけました"));
     for (page, links) in [
         (&main, [("en", "en"), ("ja-x-easy", "ja-x-easy")]),

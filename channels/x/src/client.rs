@@ -80,6 +80,8 @@ pub struct XChannel {
     auth: Auth,
     long_text: LongText,
     exercise_target: Option<String>,
+    /// `[channels.x] languages`: other languages posted as their own posts.
+    languages: Vec<String>,
     state: Mutex<State>,
     /// SHA-256 (hex) of the configured OAuth 2.0 refresh token: a saved rotated pair is
     /// only restored while the configuration still names the token it replaced.
@@ -198,6 +200,7 @@ impl XChannel {
             auth,
             long_text: config.long_text,
             exercise_target: config.exercise_target.clone(),
+            languages: config.languages.clone(),
             state: Mutex::new(state),
             configured_refresh: config
                 .oauth2_refresh_token
@@ -920,7 +923,7 @@ impl Channel for XChannel {
     }
 
     fn render(&self, announcement: &Announcement) -> Result<Rendering, RenderError> {
-        render::render(announcement, self.long_text)
+        announcement.render_in_languages(&self.languages, |a| render::render(a, self.long_text))
     }
 
     fn limits(&self) -> Limits {

@@ -61,6 +61,9 @@ pub struct Config {
     pub long_text: LongText,
     /// A drill's test target (e.g. a test account's handle); stored for drill routing.
     pub exercise_target: Option<String>,
+    /// Other languages to post, each as its own post after the primary one (e.g.
+    /// `["en"]`); default none: only the announcement's own language.
+    pub languages: Vec<String>,
     /// Queue and pacing settings for this channel.
     pub delivery: DeliverySettings,
     /// How announcement images are fetched: not a key of `[channels.x]`; the daemon sets it
@@ -87,6 +90,7 @@ impl Default for Config {
             oauth2_refresh_token: None,
             long_text: LongText::Refuse,
             exercise_target: None,
+            languages: Vec::new(),
             delivery: DeliverySettings::default(),
             image_fetch: FetchPolicy::default(),
         }

@@ -1102,3 +1102,55 @@ async fn reach_reads_followers_and_impressions() {
         "https://api.twitter.com/2/problems/not-authorized-for-field"
     );
 }
+
+/// With `languages = ["en"]` the English version is posted as its own post after the
+/// Japanese one; a language not listed (やさしい日本語 here) is not posted.
+#[tokio::test]
+async fn configured_languages_are_posted_as_their_own_posts() {
+    let fake = fake::start().await;
+    let config = Config {
+        languages: vec!["en".into()],
+        ..fake.config()
+    };
+    let ch = channel(&config);
+    let mut a = announcement(
+        "【警戒レベル4】避難指示 井上地区",
+        "危険な場所から全員避難してください。",
+    );
+    a.variants = vec![
+        noroshi_channel_core::LangText {
+            lang: "en".into(),
+            title: "[Level 4] Evacuation order: Inoue".into(),
+            body: "Leave dangerous areas now.".into(),
+        },
+        noroshi_channel_core::LangText {
+            lang: "ja-easy".into(),
+            title: "【レベル4】にげてください".into(),
+            body: "あぶない ところから にげてください。".into(),
+        },
+    ];
+    let r = ch.render(&a).unwrap();
+    assert_eq!(r.units.len(), 2);
+    for (i, payload) in r.units.into_iter().enumerate() {
+        let unit = DeliveryUnit {
+            payload,
+            recipient: None,
+        };
+        ch.deliver(&unit, &ctx(&format!("lang-{i}"), 1))
+            .await
+            .unwrap();
+    }
+    let posts = fake.x.posts();
+    assert_eq!(posts.len(), 2);
+    assert!(
+        posts[0].text.starts_with("【警戒レベル4】避難指示"),
+        "{}",
+        posts[0].text
+    );
+    assert!(
+        posts[1].text.starts_with("[Level 4] Evacuation order"),
+        "{}",
+        posts[1].text
+    );
+    assert!(!posts.iter().any(|p| p.text.contains("にげてください")));
+}
