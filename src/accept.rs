@@ -465,7 +465,7 @@ pub fn plan(
                 channel: name.clone(),
                 preview: r.preview,
                 units: r.units,
-                audience: channel.audience(),
+                audience: channel.audience_for(&a),
             }),
             Err(e) => refusals.push(ChannelRefusal {
                 field: if s.overrides.contains_key(name) {

@@ -600,3 +600,100 @@ async fn coming_trouble_shows_in_the_channel_state(backend: Backend) {
     assert!(f.line.accepted().is_empty());
 }
 on_both!(coming_trouble_shows_in_the_channel_state);
+
+/// With a test target configured on every channel, a drill reaches the test targets only:
+/// LINE pushes to the test user (no broadcast), email goes to the test address (no
+/// subscriber), the webhook to the test endpoint, Facebook to the test Page, the website
+/// into its draft folder (not the public pages or feeds), and X posts nothing on the live
+/// account.
+async fn a_drill_never_reaches_a_live_target(backend: Backend) {
+    let f = fakes().await;
+    let test_hook = noroshi_webhook::fake::start(Some(HOOK_SECRET)).await;
+    let test_user = format!("U{}", "0123456789abcdef".repeat(2));
+    let config = all_channels_config(&f)
+        .replace(
+            "channel_secret = \"it-line-secret\"",
+            &format!("channel_secret = \"it-line-secret\"\nexercise_target = \"{test_user}\""),
+        )
+        .replace(
+            "long_text = \"shorten\"",
+            "long_text = \"shorten\"\nexercise_target = \"@suzaka_test\"",
+        )
+        .replace(
+            "page_access_token_env = \"IT_FB_TOKEN\"",
+            "page_access_token_env = \"IT_FB_TOKEN\"\nexercise_target = \"900000000000001\"",
+        )
+        .replace(
+            "signing_secret_env = \"IT_HOOK_SECRET\"",
+            &format!(
+                "signing_secret_env = \"IT_HOOK_SECRET\"\nexercise_target = \"{}\"",
+                test_hook.url()
+            ),
+        )
+        .replace(
+            "[channels.email]",
+            "[channels.email]\nexercise_target = \"drill@city.example.jp\"",
+        )
+        + "\n[channels.website]\nexercise_target = \"drills\"\n";
+    let creds = noroshi_x::fake::FakeCredentials::default();
+    let d = Daemon::builder(backend)
+        .config(&config)
+        .env("IT_LINE_TOKEN", LINE_TOKEN)
+        .env("IT_X_CONSUMER_SECRET", &creds.consumer_secret)
+        .env("IT_X_ACCESS_SECRET", &creds.access_token_secret)
+        .env("IT_FB_TOKEN", FB_TOKEN)
+        .env("IT_HOOK_SECRET", HOOK_SECRET)
+        .start()
+        .await;
+    d.add_subscribers(3, "resident").await;
+    let mut drill = notice();
+    drill["exercise"] = serde_json::json!(true);
+    let id = d.submit(drill).await;
+    let v = d
+        .wait_status(
+            &id,
+            &["sent", "partially_failed", "failed"],
+            Duration::from_secs(60),
+        )
+        .await;
+    // LINE: one push to the test user, no broadcast.
+    assert!(f.line.accepted_to("broadcast").is_empty());
+    let pushed = f.line.accepted_to("push");
+    assert_eq!(pushed.len(), 1, "{v}");
+    assert_eq!(pushed[0].body["to"], test_user.as_str());
+    // Email: the test address alone.
+    assert!(f.smtp.wait_for(1, Duration::from_secs(10)).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rcpts: Vec<String> = f
+        .smtp
+        .messages()
+        .iter()
+        .map(|m| m.rcpt_to[0].clone())
+        .collect();
+    assert_eq!(rcpts, ["drill@city.example.jp"]);
+    assert_eq!(channel(&v, "email")["total"], 1, "{v}");
+    // Webhook: the test endpoint alone.
+    assert!(f.hook.received().is_empty());
+    assert_eq!(test_hook.received().len(), 1);
+    // Facebook: nothing on the city's Page; the request went to the test Page.
+    assert!(f.facebook.posts().is_empty());
+    assert!(f
+        .facebook
+        .requests()
+        .iter()
+        .any(|r| r.method == "POST" && r.path.contains("/900000000000001/feed")));
+    assert!(!f
+        .facebook
+        .requests()
+        .iter()
+        .any(|r| r.method == "POST" && r.path.contains(&format!("/{FB_PAGE}/"))));
+    // X: nothing posted on the live account; the delivery says why.
+    assert!(f.x.x.posts().is_empty());
+    assert_eq!(channel(&v, "x")["status"], "sent", "{v}");
+    // Website: in the draft folder, not among the public pages or in the feeds.
+    assert!(d.site_dir().join(format!("drills/a/{id}.html")).exists());
+    assert!(!d.site_dir().join(format!("a/{id}.html")).exists());
+    let feed = std::fs::read_to_string(d.site_dir().join("feed.atom")).unwrap();
+    assert!(!feed.contains(&id), "the drill is in the public feed");
+}
+on_both!(a_drill_never_reaches_a_live_target);

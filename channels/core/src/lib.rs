@@ -46,6 +46,13 @@ pub trait Channel: Send + Sync + 'static {
         Audience::Fixed
     }
 
+    /// Who this announcement's units go to: [`Channel::audience`], except where the
+    /// adapter routes a drill to its `exercise_target` (email: the test address alone,
+    /// never the subscribers).
+    fn audience_for(&self, _announcement: &Announcement) -> Audience {
+        self.audience()
+    }
+
     /// The default pacing for this channel; `[channels.NAME.delivery]` may override it.
     fn limits(&self) -> Limits;
 

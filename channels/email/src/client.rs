@@ -54,6 +54,8 @@ pub struct EmailChannel {
     unsubscribe_mailto_domain: Option<String>,
     message_id_domain: String,
     pool: Pool,
+    /// A drill's test address: drills go there alone.
+    exercise_target: Option<String>,
     /// Where the adapter reads the time (the `Date:` header).
     clock: Clock,
 }
@@ -171,6 +173,7 @@ impl EmailChannel {
                 disaster_permits: Semaphore::new(config.disaster_connections.max(1) as usize),
                 size: pool_size,
             },
+            exercise_target: config.exercise_target.clone(),
             clock: system_clock(),
         })
     }
@@ -470,11 +473,20 @@ impl Channel for EmailChannel {
     }
 
     fn render(&self, announcement: &Announcement) -> Result<Rendering, RenderError> {
-        crate::render::render(announcement)
+        crate::render::render(announcement, self.exercise_target.as_deref())
     }
 
     fn audience(&self) -> Audience {
         Audience::EmailSubscribers
+    }
+
+    fn audience_for(&self, announcement: &Announcement) -> Audience {
+        // A drill with a test address is one message to it, never a copy per subscriber.
+        if announcement.exercise && self.exercise_target.is_some() {
+            Audience::Fixed
+        } else {
+            Audience::EmailSubscribers
+        }
     }
 
     fn limits(&self) -> Limits {
@@ -493,9 +505,20 @@ impl Channel for EmailChannel {
         let payload: EmailPayload = serde_json::from_value(unit.payload.clone()).map_err(|e| {
             DeliveryError::permanent(format!("the stored email payload is unreadable: {e}"))
         })?;
-        let recipient = unit.recipient.as_ref().ok_or_else(|| {
-            DeliveryError::permanent("an email delivery needs a recipient (subscriber)")
-        })?;
+        // A drill routed to the test address goes there and nowhere else, whatever
+        // recipient the unit names: the address is in the payload.
+        let drill_recipient = payload.exercise_to.as_ref().map(|to| Recipient {
+            address: to.clone(),
+            lang: payload.lang.clone(),
+            unsubscribe_url: "https://noroshi.invalid/exercise".into(),
+            unsubscribe_token: String::new(),
+        });
+        let recipient = drill_recipient
+            .as_ref()
+            .or(unit.recipient.as_ref())
+            .ok_or_else(|| {
+                DeliveryError::permanent("an email delivery needs a recipient (subscriber)")
+            })?;
         let (sender, rcpt, message) =
             self.compose(&payload, recipient, &ctx.announcement_id, &ctx.delivery_id)?;
         let queue_id = self

@@ -24,6 +24,9 @@ pub struct EmailPayload {
     /// one of their language, else this one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub variants: Vec<EmailPayload>,
+    /// A drill routed to `exercise_target`: the only address it goes to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exercise_to: Option<String>,
 }
 
 impl EmailPayload {
@@ -75,10 +78,22 @@ fn labels(lang: &str) -> Labels {
     }
 }
 
-/// Renders the single email unit. Pure.
-pub fn render(announcement: &Announcement) -> Result<Rendering, RenderError> {
-    let payload = render_payload(announcement)?;
+/// Renders the single email unit. Pure. A drill with an `exercise_target` goes to that
+/// address alone.
+pub fn render(
+    announcement: &Announcement,
+    exercise_target: Option<&str>,
+) -> Result<Rendering, RenderError> {
+    let mut payload = render_payload(announcement)?;
     let mut warnings = Vec::new();
+    if announcement.exercise {
+        if let Some(target) = exercise_target {
+            payload.exercise_to = Some(target.to_string());
+            warnings.push(format!(
+                "a drill: sent to the test address {target} only, not to the subscribers"
+            ));
+        }
+    }
     if !announcement.images.is_empty() {
         warnings.push(
             "images are not attached to email (attachments are discouraged); link to the page instead"
@@ -191,6 +206,7 @@ fn render_one(a: &Announcement) -> Result<EmailPayload, RenderError> {
         html,
         lang,
         variants: Vec::new(),
+        exercise_to: None,
     })
 }
 

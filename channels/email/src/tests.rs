@@ -90,7 +90,7 @@ fn validate_names_each_bad_key() {
 #[test]
 fn render_makes_one_unit_with_plain_text_and_accessible_html() {
     let a = announcement();
-    let rendering = crate::render::render(&a).unwrap();
+    let rendering = crate::render::render(&a, None).unwrap();
     assert_eq!(rendering.units.len(), 1);
     let p = render_payload(&a).unwrap();
     assert_eq!(p.subject, "避難所開設のお知らせ");

@@ -60,6 +60,8 @@ pub struct FacebookChannel {
     slowdown_percent: u8,
     /// `[channels.facebook] languages`: other languages posted as their own posts.
     languages: Vec<String>,
+    /// A drill's test Page id.
+    exercise_target: Option<String>,
     clock: Clock,
     observed: Mutex<Observed>,
 }
@@ -120,6 +122,7 @@ impl FacebookChannel {
             version: config.api_version.clone(),
             page_id: config.page_id.clone(),
             languages: config.languages.clone(),
+            exercise_target: config.exercise_target.clone(),
             token: config
                 .page_access_token
                 .clone()
@@ -414,7 +417,12 @@ impl Channel for FacebookChannel {
                 )
             }
         };
-        let path = format!("{}/{edge}", self.page_id);
+        // A drill goes to the test Page when one is configured, never to the city's Page.
+        let page = match (&self.exercise_target, ctx.exercise) {
+            (Some(test_page), true) => test_page,
+            _ => &self.page_id,
+        };
+        let path = format!("{page}/{edge}");
         match self
             .call(Verb::Write, &path, &params, &[], &self.token)
             .await

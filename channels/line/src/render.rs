@@ -360,10 +360,33 @@ pub fn render(config: &Config, a: &Announcement) -> Result<Rendering, RenderErro
         MAX_MESSAGES - messages.len(),
         &mut warnings,
     ));
-    let mut units = bodies(config, &messages, &mut warnings);
-    if !units.is_empty() {
-        units.extend(extra_units);
-    }
+    let units = match (&config.exercise_target, a.exercise) {
+        // A drill with a test target is pushed to it alone: never a broadcast, never an
+        // audience of residents.
+        (Some(target), true) => {
+            warnings.push(format!(
+                "a drill: pushed to the test target {target} only, not to the friends"
+            ));
+            let mut all = messages.clone();
+            for u in &extra_units {
+                if let Some(m) = u.body["messages"].as_array() {
+                    all.extend(m.iter().cloned());
+                }
+            }
+            all.truncate(MAX_MESSAGES);
+            vec![Unit {
+                endpoint: "push".into(),
+                body: json!({"to": target, "messages": all}),
+            }]
+        }
+        _ => {
+            let mut units = bodies(config, &messages, &mut warnings);
+            if !units.is_empty() {
+                units.extend(extra_units);
+            }
+            units
+        }
+    };
     if units.is_empty() {
         return Err(RenderError::new(
             "no_recipients",

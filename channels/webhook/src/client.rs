@@ -28,6 +28,8 @@ pub struct WebhookChannel {
     secrets: Vec<SecretString>,
     template: String,
     max_length: Option<usize>,
+    /// A drill's test endpoint.
+    exercise_target: Option<String>,
     signing_secret: Option<SecretString>,
     signature_header: HeaderName,
     timestamp_header: HeaderName,
@@ -86,6 +88,7 @@ impl WebhookChannel {
                 .collect(),
             template: config.template().to_string(),
             max_length: config.max_length,
+            exercise_target: config.exercise_target.clone(),
             signing_secret: config.signing_secret.clone(),
             signature_header: header(&config.signature_header),
             timestamp_header: header(&config.timestamp_header),
@@ -155,16 +158,21 @@ impl Channel for WebhookChannel {
                 sig(signature(secret, &timestamped(now, &body))),
             );
         }
+        // A drill goes to the test endpoint when one is configured, never to the live one.
+        let url = match (&self.exercise_target, ctx.exercise) {
+            (Some(target), true) => target,
+            _ => &self.url,
+        };
         let response = self
             .http
-            .request(self.method.clone(), &self.url)
+            .request(self.method.clone(), url)
             .headers(headers)
             .body(body)
             .send()
             .await
             .map_err(|e| self.scrubbed(transport_error(e, true)))?;
         let status = response.status().as_u16();
-        if response.url().as_str() != self.url.as_str() {
+        if response.url().as_str() != url.as_str() {
             // The shared client follows redirects, and a 301/302/303 turns the POST into a
             // bodiless GET whose 200 would read as "delivered". Only the query-less target
             // is named: a redirect may carry a token in its query.

@@ -112,9 +112,21 @@ impl Website {
         if !is_safe_id(&unit.id) {
             return Err(bad_unit("the id is not a safe file name"));
         }
+        // A drill with a draft folder is published there, as a site of its own (its own
+        // index and feeds), never in the public listings.
+        let (site, dir) = match (&self.exercise_target, unit.exercise) {
+            (Some(folder), true) => {
+                let mut site = self.site.clone();
+                site.base_url = format!("{}{folder}/", site.base_url);
+                site.atom_url = format!("{}feed.atom", site.base_url);
+                site.rss_url = format!("{}feed.rss", site.base_url);
+                (site, self.output_dir.join(folder))
+            }
+            _ => (self.site.clone(), self.output_dir.clone()),
+        };
         let job = Job {
-            site: self.site.clone(),
-            dir: self.output_dir.clone(),
+            site,
+            dir,
             feed_entries: self.feed_entries,
             now: (self.clock)(),
         };

@@ -942,6 +942,18 @@ impl Channel for XChannel {
         ctx: &DeliveryContext,
     ) -> Result<Receipt, DeliveryError> {
         let payload = parse_payload(unit)?;
+        if let (Some(target), true) = (&self.exercise_target, ctx.exercise) {
+            // One set of credentials posts as one account: a drill is never posted to the
+            // city's live account when a test target is configured. It is recorded, not
+            // posted; a test account is driven by its own daemon configuration.
+            return Ok(Receipt {
+                remote_id: None,
+                already_sent: false,
+                note: Some(format!(
+                    "a drill: not posted to the live account (exercise_target {target} is set)"
+                )),
+            });
+        }
         let result = self.deliver_payload(&payload, ctx).await;
         if let Err(e) = &result {
             if e.class == noroshi_channel_core::ErrorClass::Permanent {
