@@ -697,3 +697,136 @@ async fn a_drill_never_reaches_a_live_target(backend: Backend) {
     assert!(!feed.contains(&id), "the drill is in the public feed");
 }
 on_both!(a_drill_never_reaches_a_live_target);
+
+/// Crash safety: the daemon is SIGKILLed at pseudo-random points while disaster and normal
+/// announcements fan out to every channel (ten kills per database, twenty in all), and
+/// started again each time. Afterwards nothing is lost: every announcement reached every
+/// channel and every subscriber. LINE (retry keys) sends each exactly once; a repeat on a
+/// channel without such a mechanism only ever comes with more attempts than deliveries in
+/// the announcement's own record, never silently.
+async fn kills_at_random_points_lose_nothing(backend: Backend) {
+    let f = fakes().await;
+    f.smtp.set_data_delay(Duration::from_millis(15));
+    // Ten broadcasts to the fake's friends are more than its default month allows.
+    f.line.set_monthly_limit(None);
+    // Disaster mode would hold the normal posts until an all-clear; this test is about
+    // crashes, so nothing pauses here (disaster mode has its own tests in desk.rs).
+    let creds = noroshi_x::fake::FakeCredentials::default();
+    let mut d = Daemon::builder(backend)
+        .config(&all_channels_config(&f))
+        .env("IT_LINE_TOKEN", LINE_TOKEN)
+        .env("IT_X_CONSUMER_SECRET", &creds.consumer_secret)
+        .env("IT_X_ACCESS_SECRET", &creds.access_token_secret)
+        .env("IT_FB_TOKEN", FB_TOKEN)
+        .env("IT_HOOK_SECRET", HOOK_SECRET)
+        .env("NOROSHI__DISASTER__PAUSE_CHANNELS", "[]")
+        .start()
+        .await;
+    d.add_subscribers(12, "resident").await;
+    let mut ids = Vec::new();
+    // A fixed seed: the same kill points every run, different points within the run.
+    let mut seed: u64 = 0x5eed_2026;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for i in 0..10 {
+        let mut body = notice();
+        body["title"] = serde_json::json!(format!("訓練ではない通知 {i:02}"));
+        if i % 3 == 0 {
+            body["priority"] = serde_json::json!("disaster");
+        }
+        let token = if i % 3 == 0 { DISASTER } else { STAFF };
+        let (status, v) = d.post("/api/v1/announcements", token, body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+        ids.push((
+            v["id"].as_str().unwrap().to_string(),
+            format!("訓練ではない通知 {i:02}"),
+        ));
+        tokio::time::sleep(Duration::from_millis(next() % 250)).await;
+        d.kill9();
+        d.start_again().await;
+    }
+    for (id, _) in &ids {
+        let v = d.wait_status(id, &["sent"], Duration::from_secs(90)).await;
+        for c in ["line", "x", "facebook", "email", "website", "webhook.cms"] {
+            assert_eq!(channel(&v, c)["status"], "sent", "{c}: {v}");
+        }
+    }
+    // LINE: exactly one accepted send per announcement.
+    let line = f.line.accepted_to("broadcast");
+    for (_, title) in &ids {
+        let n = line
+            .iter()
+            .filter(|s| s.body.to_string().contains(title.as_str()))
+            .count();
+        assert_eq!(n, 1, "{title} on LINE");
+    }
+    // Everywhere else: at least once; more only where the record shows the extra attempts.
+    for (id, title) in &ids {
+        let v = d.announcement(id).await;
+        let counted = |c: &str| {
+            let s = channel(&v, c);
+            s["attempts"].as_i64().unwrap() > s["total"].as_i64().unwrap()
+        };
+        let x =
+            f.x.x
+                .posts()
+                .iter()
+                .filter(|p| p.text.contains(title.as_str()))
+                .count();
+        let fb = f
+            .facebook
+            .posts()
+            .iter()
+            .filter(|p| p.message.contains(title.as_str()))
+            .count();
+        let hook = f
+            .hook
+            .received()
+            .iter()
+            .filter(|r| r.json()["title"] == title.as_str())
+            .count();
+        for (c, n) in [("x", x), ("facebook", fb), ("webhook.cms", hook)] {
+            assert!(n >= 1, "{title} lost on {c}");
+            assert!(
+                n == 1 || counted(c),
+                "{title}: {n} on {c} with no extra attempt recorded: {v}"
+            );
+        }
+        assert!(
+            d.site_dir().join(format!("a/{id}.html")).exists(),
+            "{title} lost on the website"
+        );
+    }
+    let mut mail: std::collections::HashMap<(String, String), usize> = Default::default();
+    for m in f.smtp.messages() {
+        let parsed = mail_parser::MessageParser::default().parse(&m.raw).unwrap();
+        *mail
+            .entry((
+                m.rcpt_to[0].clone(),
+                parsed.subject().unwrap_or_default().to_string(),
+            ))
+            .or_default() += 1;
+    }
+    let recipients: std::collections::HashSet<&String> = mail.keys().map(|(r, _)| r).collect();
+    assert_eq!(recipients.len(), 12);
+    for (id, title) in &ids {
+        let v = d.announcement(id).await;
+        for r in &recipients {
+            let n = mail
+                .get(&((*r).clone(), title.clone()))
+                .copied()
+                .unwrap_or(0);
+            assert!(n >= 1, "{title} lost for {r}");
+            let s = channel(&v, "email");
+            assert!(
+                n == 1 || s["attempts"].as_i64() > s["total"].as_i64(),
+                "{title}: {n} copies to {r} with no extra attempt recorded"
+            );
+        }
+    }
+}
+on_both!(kills_at_random_points_lose_nothing);
