@@ -536,6 +536,9 @@ impl ChannelPlan {
 }
 
 #[cfg(test)]
+mod properties;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::api::problem::{ApiResult, Problem};
