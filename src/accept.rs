@@ -133,6 +133,10 @@ pub struct AcceptContext<'a> {
     pub allow_private_fetch: bool,
     /// The named templates a submission may use.
     pub templates: &'a crate::desk::templates::Templates,
+    /// This announcement's CAP 1.2 message, for the channels that publish CAP.
+    pub cap_message: Option<&'a noroshi_channel_core::CapMessage>,
+    /// The announcement whose page this one updates in place (an update, a correction).
+    pub replaces: Option<&'a str>,
 }
 
 /// A drill's marker in another language: `[EXERCISE]` in English, 【くんれん】 in やさしい
@@ -207,6 +211,8 @@ pub struct Plan {
     pub announcement: NewAnnouncement,
     pub channels: Vec<ChannelPlan>,
     pub priority: Priority,
+    /// The other languages, as accepted (a template's, or the submission's).
+    pub variants: BTreeMap<String, Variant>,
 }
 
 const MAX_TITLE: usize = 200;
@@ -422,7 +428,7 @@ pub fn plan(
     let published_at = scheduled_at.unwrap_or(now);
     let page_url = ctx
         .website_base_url
-        .map(|base| noroshi_website::page_url(base, &id));
+        .map(|base| noroshi_website::page_url(base, ctx.replaces.unwrap_or(&id)));
     let mut channels = Vec::new();
     let mut refusals = Vec::new();
     for name in &selected {
@@ -453,6 +459,8 @@ pub fn plan(
                     body: v.body.clone(),
                 })
                 .collect(),
+            cap: ctx.cap_message.cloned(),
+            replaces: ctx.replaces.map(str::to_string),
         };
         match channel.render(&a) {
             Ok(r) if r.units.is_empty() => refusals.push(ChannelRefusal {
@@ -515,6 +523,7 @@ pub fn plan(
         announcement,
         channels,
         priority,
+        variants: s.variants.clone(),
     })
 }
 
@@ -583,6 +592,8 @@ mod tests {
             can_send_disaster,
             allow_private_fetch,
             templates: &templates,
+            cap_message: None,
+            replaces: None,
         };
         // Through the API's mapping, so the tests see what a client sees.
         plan(s, &ctx, "0193-test".into(), "desk", None, None, Utc::now()).map_err(Problem::from)

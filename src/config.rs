@@ -280,11 +280,37 @@ impl Default for DisasterConfig {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CapConfig {
     /// CAP `sender` values whose alerts skip second-person confirmation.
     pub trusted_senders: Vec<String>,
+    /// The `sender` of the CAP messages Noroshi writes for disaster announcements submitted
+    /// through the API (e.g. `bousai@city.suzaka.nagano.jp`). Default: `noroshi@` and the
+    /// public URL's host.
+    pub sender: Option<String>,
+    /// Their `senderName` (e.g. 須坂市). Default: the website's `site_author`.
+    pub sender_name: Option<String>,
+    /// CAP Atom feeds to poll (a prefecture's, a weather service's); their new alerts are
+    /// taken as `POST /api/v1/cap` takes one.
+    pub feeds: Vec<String>,
+    /// Seconds between polls of each feed (conditional GETs).
+    pub feed_poll_secs: u64,
+    /// The channels CAP alerts go to (default: every enabled channel).
+    pub channels: Option<Vec<String>>,
+}
+
+impl Default for CapConfig {
+    fn default() -> Self {
+        CapConfig {
+            trusted_senders: Vec::new(),
+            sender: None,
+            sender_name: None,
+            feeds: Vec::new(),
+            feed_poll_secs: 60,
+            channels: None,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -734,6 +760,17 @@ pub fn validate(loaded: &Loaded) -> Vec<Problem> {
             "disaster.confirm",
             format!("`{}` is not one of none, second_person", c.disaster.confirm),
         );
+    }
+    for (i, feed) in c.cap.feeds.iter().enumerate() {
+        if !url::Url::parse(feed).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
+            push(
+                &format!("cap.feeds[{i}]"),
+                format!("`{feed}` is not an http(s) URL"),
+            );
+        }
+    }
+    if !(1..=86_400).contains(&c.cap.feed_poll_secs) {
+        push("cap.feed_poll_secs", "must be between 1 and 86400".into());
     }
     for (i, name) in c.disaster.pause_channels.iter().enumerate() {
         if !crate::registry::known_channel_names(&c.channels).contains(name) {

@@ -259,8 +259,33 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         limits: crate::api::Limits::from_config(&config.server),
         confirm_second_person: config.disaster.confirm == "second_person",
         pause_channels: config.disaster.pause_channels.clone(),
+        trusted_cap_senders: config.cap.trusted_senders.clone(),
+        cap_author: crate::desk::cap::Author {
+            sender: config.cap.sender.clone().unwrap_or_else(|| {
+                let host = url::Url::parse(&config.server.public_base_url())
+                    .ok()
+                    .and_then(|u| u.host_str().map(str::to_string))
+                    .unwrap_or_else(|| "localhost".into());
+                format!("noroshi@{host}")
+            }),
+            sender_name: config
+                .cap
+                .sender_name
+                .clone()
+                .unwrap_or_else(|| config.channels.website.site_author.clone()),
+        },
         templates,
+        cap_feeds: crate::desk::feeds::Feeds::default(),
+        cap_channels: config.cap.channels.clone(),
+        http: env.http.clone(),
     });
+    for url in &config.cap.feeds {
+        let (state, url) = (state.clone(), url.clone());
+        let every = Duration::from_secs(config.cap.feed_poll_secs);
+        tasks.spawn(format!("cap-feed:{url}"), move || {
+            crate::desk::feeds::poll(state.clone(), state.cap_feeds.clone(), url.clone(), every)
+        });
+    }
     {
         let (db, dispatcher) = (db.clone(), dispatcher.clone());
         tasks.spawn("healthcheck", move || {
@@ -365,6 +390,8 @@ fn load_templates(
         can_send_disaster: true,
         allow_private_fetch: true,
         templates: &templates,
+        cap_message: None,
+        replaces: None,
     };
     let problems = check_against_channels(&templates, &ctx);
     if !problems.is_empty() {

@@ -294,6 +294,9 @@ token_sha256 = "{disaster}"
 [log]
 level = "{log_level}"
 
+[cap]
+channels = ["line", "x", "facebook"]
+
 [channels.website]
 output_dir = "{site}"
 

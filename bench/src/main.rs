@@ -46,6 +46,15 @@ pub enum LineMode {
     Multicast,
 }
 
+/// How the alerts are submitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Via {
+    /// `POST /api/v1/announcements` with a JSON body, `priority: "disaster"`.
+    Json,
+    /// `POST /api/v1/cap` with a CAP 1.2 alert (`[cap] channels` = the three platforms).
+    Cap,
+}
+
 /// Disaster latency (request sent → each of the LINE, X and Facebook fakes received it)
 /// while an email fan-out sends, subscriber imports run and unsubscribe POSTs arrive.
 #[derive(Parser, Debug)]
@@ -95,6 +104,9 @@ pub struct Args {
     /// How the LINE channel sends.
     #[arg(long, value_enum, default_value = "broadcast")]
     pub line_mode: LineMode,
+    /// How the alerts are submitted: JSON to the API, or CAP 1.2 XML to `/api/v1/cap`.
+    #[arg(long, value_enum, default_value = "json")]
+    pub via: Via,
     /// Keep the adapters' default X and Facebook pacing (X one post per 9 s, Facebook one
     /// per 2 s, each after a small burst): beyond a dozen alerts they are held back. Without
     /// it, both get a burst that covers the alerts, within the platforms' published limits.
@@ -321,7 +333,15 @@ async fn measure(
     let first_alert_mails = sink.count();
     let phase_start = Instant::now();
     let marker = format!("BENCH-{run_tag}-");
-    let sent = send_alerts(&alert_http, &base, &tokens.disaster, &marker, &offsets).await?;
+    let sent = send_alerts(
+        &alert_http,
+        &base,
+        &tokens.disaster,
+        &marker,
+        &offsets,
+        args.via,
+    )
+    .await?;
     let last_sent = sent.iter().map(|s| s.sent).max().unwrap_or(phase_start);
     let deadline = last_sent + Duration::from_secs(args.arrival_timeout_secs);
     let arrivals = wait_for_arrivals(fakes, &marker, args.alerts, deadline).await;
@@ -409,6 +429,37 @@ fn schedule(args: &Args) -> Vec<Duration> {
         .collect()
 }
 
+/// Alert `k` as a CAP 1.2 message (a unique identifier per run and alert).
+fn cap_alert(headline: &str, description: &str, marker: &str, k: usize) -> String {
+    let sent = chrono::Utc::now()
+        .with_timezone(&chrono::FixedOffset::east_opt(9 * 3600).unwrap())
+        .format("%Y-%m-%dT%H:%M:%S+09:00");
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">
+  <identifier>urn:noroshi-bench:{marker}{k:04}</identifier>
+  <sender>bousai@city.suzaka.nagano.jp</sender>
+  <sent>{sent}</sent>
+  <status>Actual</status>
+  <msgType>Alert</msgType>
+  <scope>Public</scope>
+  <info>
+    <language>ja-JP</language>
+    <category>Met</category>
+    <event>避難指示</event>
+    <urgency>Immediate</urgency>
+    <severity>Severe</severity>
+    <certainty>Likely</certainty>
+    <senderName>須坂市</senderName>
+    <headline>{headline}</headline>
+    <description>{description}</description>
+    <area><areaDesc>須坂市 北相之島町、小島町</areaDesc></area>
+  </info>
+</alert>
+"#
+    )
+}
+
 /// Sends alert `k` at `offsets[k]`, each from its own task so a slow answer never delays
 /// the next; the clock of each starts just before its request is sent.
 async fn send_alerts(
@@ -417,29 +468,40 @@ async fn send_alerts(
     token: &str,
     marker: &str,
     offsets: &[Duration],
+    via: Via,
 ) -> Result<Vec<Sent>> {
     let start = tokio::time::Instant::now();
     let mut tasks = Vec::with_capacity(offsets.len());
     for (k, offset) in offsets.iter().enumerate() {
         tokio::time::sleep_until(start + *offset).await;
-        let (http, url, token) = (
-            http.clone(),
-            format!("{base}/api/v1/announcements"),
-            token.to_string(),
-        );
-        let body = json!({
-            "title": format!("【避難指示】千曲川 {marker}{k:04}"),
-            "body": "千曲川の水位が上昇しています。北相之島町、小島町の皆さんは直ちに避難してください。",
-            "priority": "disaster",
-            "channels": PLATFORMS,
-        })
-        .to_string();
+        let title = format!("【避難指示】千曲川 {marker}{k:04}");
+        let text =
+            "千曲川の水位が上昇しています。北相之島町、小島町の皆さんは直ちに避難してください。";
+        let (url, body, content_type) = match via {
+            Via::Json => (
+                format!("{base}/api/v1/announcements"),
+                json!({
+                    "title": title,
+                    "body": text,
+                    "priority": "disaster",
+                    "channels": PLATFORMS,
+                })
+                .to_string(),
+                "application/json",
+            ),
+            Via::Cap => (
+                format!("{base}/api/v1/cap"),
+                cap_alert(&title, text, marker, k),
+                "application/cap+xml",
+            ),
+        };
+        let (http, token) = (http.clone(), token.to_string());
         tasks.push(tokio::spawn(async move {
             let sent = Instant::now();
             let r = http
                 .post(url)
                 .bearer_auth(token)
-                .header("content-type", "application/json")
+                .header("content-type", content_type)
                 .body(body)
                 .send()
                 .await;

@@ -22,3 +22,20 @@ CREATE TABLE alerts (
 CREATE UNIQUE INDEX alerts_cap ON alerts (cap_sender, cap_identifier, cap_sent)
     WHERE cap_sender IS NOT NULL;
 CREATE INDEX alerts_open ON alerts (ended_at) WHERE ended_at IS NULL;
+
+-- Every CAP message received (POST /api/v1/cap, or a polled feed), whatever became of it:
+-- System, Draft, Ack and Error messages are stored and shown here, never sent.
+CREATE TABLE cap_messages (
+    id              TEXT PRIMARY KEY,            -- UUIDv7
+    sender          TEXT NOT NULL,
+    identifier      TEXT NOT NULL,
+    sent            TEXT NOT NULL,
+    status          TEXT NOT NULL,               -- Actual | Exercise | System | Test | Draft
+    msg_type        TEXT NOT NULL,               -- Alert | Update | Cancel | Ack | Error
+    announcement_id TEXT,                        -- what it became, when it was sent
+    note            TEXT,                        -- why it was not sent, or what was odd (unknown references)
+    source          TEXT NOT NULL,               -- api:<caller> | feed:<url>
+    xml             TEXT NOT NULL,
+    received_at     BIGINT NOT NULL
+);
+CREATE UNIQUE INDEX cap_messages_identity ON cap_messages (sender, identifier, sent);

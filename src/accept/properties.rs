@@ -117,6 +117,8 @@ fn announcement() -> impl Strategy<Value = Announcement> {
                     .into_iter()
                     .map(|(lang, title, body)| LangText { lang, title, body })
                     .collect(),
+                cap: None,
+                replaces: None,
             },
         )
 }
@@ -216,6 +218,8 @@ proptest! {
             can_send_disaster: disaster,
             allow_private_fetch: false,
             templates: &templates,
+            cap_message: None,
+            replaces: None,
         };
         match plan(&s, &ctx, "0193a000-0000-7000-8000-000000000002".into(), "desk", None, None, Utc::now()) {
             Ok(p) => {

@@ -100,6 +100,8 @@ fn context<'a>(state: &'a SharedState, role: Role) -> AcceptContext<'a> {
         can_send_disaster: role >= Role::Disaster,
         allow_private_fetch: state.allow_private_fetch,
         templates: &state.templates,
+        cap_message: None,
+        replaces: None,
     }
 }
 
@@ -148,7 +150,7 @@ pub async fn submit(
     caller.require(Role::Staff)?;
     let key = idempotency_key(&headers)?;
     let submission: Submission = parse_json(&body)?;
-    accept_and_store(
+    let accepted = accept_and_store(
         &state,
         &caller,
         &submission,
@@ -156,7 +158,19 @@ pub async fn submit(
         request_id(&headers),
         DeskContext::default(),
     )
-    .await
+    .await?;
+    Ok(accepted_response(accepted))
+}
+
+/// `202 Accepted` with the announcement's address.
+pub(crate) fn accepted_response(accepted: Accepted) -> Response {
+    let location = format!("/api/v1/announcements/{}", accepted.id);
+    (
+        StatusCode::ACCEPTED,
+        [(axum::http::header::LOCATION, location)],
+        Json(accepted),
+    )
+        .into_response()
 }
 
 /// What the disaster desk adds to a submission: what kind of alert it is, what it follows,
@@ -170,11 +184,25 @@ pub(crate) struct DeskContext {
     pub expires_at: Option<i64>,
     /// A trusted CAP sender: no second-person confirmation.
     pub trusted: bool,
+    /// The CAP message the channels that publish CAP (the website) publish.
+    pub cap_message: Option<noroshi_channel_core::CapMessage>,
+}
+
+impl DeskContext {
+    /// An update or a correction edits the page of the alert it follows, where a channel
+    /// can edit (the website); elsewhere it is a new post.
+    fn replaces(&self) -> Option<&str> {
+        use crate::store::alerts::AlertKind;
+        match self.kind {
+            Some(AlertKind::Update | AlertKind::Correction) => self.follows.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 /// Accepts a submission and stores it with all its deliveries (and, for a disaster
-/// announcement, its alert row) in one transaction; answers `202`. Used by the API, the
-/// all-clear and CAP intake alike.
+/// announcement, its alert row) in one transaction. Used by the API, the all-clear and CAP
+/// intake alike. A known Idempotency-Key answers with the announcement it made.
 pub(crate) async fn accept_and_store(
     state: &SharedState,
     caller: &Caller,
@@ -182,7 +210,7 @@ pub(crate) async fn accept_and_store(
     key: Option<String>,
     request_id: Option<String>,
     desk: DeskContext,
-) -> ApiResult<Response> {
+) -> ApiResult<Accepted> {
     let hash = accept::request_hash(submission);
     if let Some(key) = &key {
         if let Some(existing) = store::get_by_idempotency_key(&state.db, &caller.name, key).await? {
@@ -191,15 +219,69 @@ pub(crate) async fn accept_and_store(
     }
     let id = uuid::Uuid::now_v7().to_string();
     let now = crate::clock::now();
-    let mut plan = accept::plan(
-        submission,
-        &context(state, caller.role),
-        id.clone(),
-        &caller.name,
-        key.clone(),
-        request_id,
-        now,
-    )?;
+    let mut plan = {
+        let mut ctx = context(state, caller.role);
+        ctx.cap_message = desk.cap_message.as_ref();
+        ctx.replaces = desk.replaces();
+        accept::plan(
+            submission,
+            &ctx,
+            id.clone(),
+            &caller.name,
+            key.clone(),
+            request_id.clone(),
+            now,
+        )?
+    };
+    let mut desk = desk;
+    if plan.priority == noroshi_channel_core::Priority::Disaster && desk.cap_message.is_none() {
+        // Every disaster announcement goes on the website's CAP feed: one submitted through
+        // the API gets a CAP message written for it (rendered again with it; the words are
+        // those just accepted).
+        let follows = match &desk.follows {
+            Some(f) => crate::store::alerts::get(&state.db, f)
+                .await?
+                .and_then(|a| a.cap),
+            None => None,
+        };
+        let (identity, message) = crate::desk::cap::write(
+            &state.cap_author,
+            &crate::desk::cap::Written {
+                announcement_id: &id,
+                title: &plan.announcement.title,
+                body: &plan.announcement.body,
+                lang: &plan.announcement.lang,
+                link: plan.announcement.link.as_deref(),
+                variants: &plan.variants,
+                exercise: plan.announcement.exercise,
+                kind: desk.kind.unwrap_or(crate::store::alerts::AlertKind::Alert),
+                follows,
+                sent: now,
+            },
+        );
+        desk.cap = Some(identity);
+        desk.cap_status = Some(
+            if plan.announcement.exercise {
+                "Exercise"
+            } else {
+                "Actual"
+            }
+            .into(),
+        );
+        desk.cap_message = Some(message);
+        let mut ctx = context(state, caller.role);
+        ctx.cap_message = desk.cap_message.as_ref();
+        ctx.replaces = desk.replaces();
+        plan = accept::plan(
+            submission,
+            &ctx,
+            id.clone(),
+            &caller.name,
+            key.clone(),
+            request_id,
+            now,
+        )?;
+    }
     let live_alert =
         plan.priority == noroshi_channel_core::Priority::Disaster && !submission.exercise;
     if let Some(alert) = plan.announcement.alert.as_mut() {
@@ -252,50 +334,36 @@ pub(crate) async fn accept_and_store(
         }
     }
     let names: Vec<String> = plan.channels.iter().map(|c| c.channel.clone()).collect();
-    let body = accepted_from(id.clone(), status, &[], &names);
-    Ok((
-        StatusCode::ACCEPTED,
-        [(
-            axum::http::header::LOCATION,
-            format!("/api/v1/announcements/{id}"),
-        )],
-        Json(body),
-    )
-        .into_response())
+    Ok(accepted_from(id, status, &[], &names))
 }
 
 async fn replay(
     state: &SharedState,
     existing: store::AnnouncementRow,
     hash: &str,
-) -> ApiResult<Response> {
+) -> ApiResult<Accepted> {
     if existing.request_hash != hash {
         return Err(Problem::conflict(
             "Idempotency-Key was already used with a different body; use a new key for a new announcement",
         )
         .field("Idempotency-Key"));
     }
-    let summaries = store::summarize(&state.db, &existing.id).await?;
-    let channels: Vec<String> = store::channel_plans(&state.db, &existing.id)
+    replay_of(state, &existing.id, existing.status.clone()).await
+}
+
+/// The `202` body of an announcement accepted earlier.
+pub(crate) async fn replay_of(
+    state: &SharedState,
+    id: &str,
+    status: String,
+) -> ApiResult<Accepted> {
+    let summaries = store::summarize(&state.db, id).await?;
+    let channels: Vec<String> = store::channel_plans(&state.db, id)
         .await?
         .into_iter()
         .map(|(c, _)| c)
         .collect();
-    let body = accepted_from(
-        existing.id.clone(),
-        existing.status.clone(),
-        &summaries,
-        &channels,
-    );
-    Ok((
-        StatusCode::ACCEPTED,
-        [(
-            axum::http::header::LOCATION,
-            format!("/api/v1/announcements/{}", existing.id),
-        )],
-        Json(body),
-    )
-        .into_response())
+    Ok(accepted_from(id.to_string(), status, &summaries, &channels))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]

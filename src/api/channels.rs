@@ -119,6 +119,29 @@ pub async fn list(
             }),
         });
     }
+    // CAP feeds: not channels, but what the desk relies on; a failing one shows here.
+    for f in state.cap_feeds.states() {
+        out.push(ChannelView {
+            name: format!("cap-feed:{}", f.url),
+            enabled: true,
+            state: if f.last_error.is_some() {
+                ChannelState::Degraded.as_str().into()
+            } else {
+                ChannelState::Ok.as_str().into()
+            },
+            reason: f.last_error.clone(),
+            last_error: f.last_error.clone(),
+            last_error_at: f.last_error_at.map(rfc3339_jst),
+            last_success_at: f.last_success_at.map(rfc3339_jst),
+            rate_limit: serde_json::Value::Null,
+            platform: serde_json::json!({
+                "ingested": f.ingested,
+                "last_poll_at": f.last_poll_at.map(rfc3339_jst),
+            }),
+            disaster_mode: false,
+            queue: serde_json::json!({}),
+        });
+    }
     Ok(Json(out))
 }
 

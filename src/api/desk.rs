@@ -9,7 +9,8 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::announcements::{
-    accept_and_store, idempotency_key, request_id, view_of, AnnouncementView, DeskContext,
+    accept_and_store, accepted_response, idempotency_key, request_id, view_of, AnnouncementView,
+    DeskContext,
 };
 use super::auth::{Caller, Role};
 use super::problem::{parse_json, ApiResult, Problem};
@@ -118,7 +119,7 @@ pub async fn all_clear(
         .filter(|c| state.channels.iter().any(|e| e.name() == c))
         .collect();
     let (submission, kind) = crate::desk::follow_up(&original, channels, &follow)?;
-    accept_and_store(
+    let accepted = accept_and_store(
         &state,
         &caller,
         &submission,
@@ -130,7 +131,8 @@ pub async fn all_clear(
             ..DeskContext::default()
         },
     )
-    .await
+    .await?;
+    Ok(accepted_response(accepted))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -160,4 +162,93 @@ pub async fn active(
         pause_channels: state.pause_channels.clone(),
         alerts,
     }))
+}
+
+/// A CAP message that was stored and shown but not sent (System, Draft, Ack, Error), or
+/// one seen before that was not sent.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CapStored {
+    /// Always false: nothing was sent.
+    pub sent: bool,
+    pub status: String,
+    pub msg_type: String,
+    /// Why it was not sent.
+    pub detail: String,
+}
+
+/// The media types a CAP document may come as.
+fn is_cap_content_type(headers: &HeaderMap) -> bool {
+    let ct = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    matches!(
+        ct.as_str(),
+        "application/cap+xml" | "application/xml" | "text/xml"
+    )
+}
+
+/// Accept one OASIS CAP 1.2 `alert` (XML) as a disaster announcement: validated against
+/// the CAP 1.2 schema (no DTD, no entities), mapped to the announcement (`headline` →
+/// title; `description`, `instruction`, areas and expiry → body; `web` → link; each `info`
+/// language → a variant, `ja` the primary). `Actual` is live, `Exercise` and `Test` are
+/// drills, `System` and `Draft` (and `Ack`, `Error`) are stored and shown, never sent.
+/// `Update` follows the alert it references and takes its place; `Cancel` sends its
+/// all-clear. The same message twice (sender, identifier, sent) is the same announcement.
+/// Alerts from `[cap] trusted_senders` skip second-person confirmation.
+///
+/// Role: disaster.
+#[utoipa::path(post, path = "/api/v1/cap", operation_id = "ingestCapAlert", tag = "disaster",
+    request_body(content = String, content_type = "application/cap+xml", description = "One CAP 1.2 alert (application/xml and text/xml are accepted too)"),
+    responses(
+        (status = 202, description = "Accepted as a disaster announcement (or the one it became before)", body = super::announcements::Accepted),
+        (status = 200, description = "Stored and shown, never sent (System, Draft, Ack, Error)", body = CapStored),
+        (status = 415, description = "Not an XML content type", body = Problem),
+        (status = 422, description = "Not a valid CAP 1.2 alert; `field` names the element (a DOCTYPE, an entity, an encoding it cannot read, a missing or misplaced element)", body = Problem)),
+    security(("bearer" = [])))]
+pub async fn ingest_cap(
+    State(state): State<SharedState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    caller.require(Role::Disaster)?;
+    if !is_cap_content_type(&headers) {
+        return Err(Problem::new(
+            axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/cap+xml (or application/xml, text/xml)",
+        )
+        .field("Content-Type"));
+    }
+    let source = format!("api:{}", caller.name);
+    crate::desk::cap::receive(&state, &caller, &body, &source, request_id(&headers)).await
+}
+
+/// Received CAP messages, newest first: what each became, or why it was not sent.
+///
+/// Role: viewer.
+#[utoipa::path(get, path = "/api/v1/cap", operation_id = "listCapMessages", tag = "disaster",
+    params(("limit" = Option<i64>, Query, description = "Page size", minimum = 1, maximum = 500)),
+    responses((status = 200, description = "Received CAP messages", body = Vec<alerts::CapMessage>)),
+    security(("bearer" = [])))]
+pub async fn list_cap(
+    State(state): State<SharedState>,
+    caller: Caller,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> ApiResult<Json<Vec<alerts::CapMessage>>> {
+    caller.require(Role::Viewer)?;
+    let limit = match q.get("limit") {
+        None => 100,
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=500).contains(n))
+            .ok_or_else(|| Problem::invalid("limit", "must be between 1 and 500"))?,
+    };
+    Ok(Json(alerts::cap_messages(&state.db, limit).await?))
 }

@@ -57,6 +57,16 @@ pub struct AppState {
     pub confirm_second_person: bool,
     /// `[disaster] pause_channels`.
     pub pause_channels: Vec<String>,
+    /// `[cap] trusted_senders`: their alerts skip second-person confirmation.
+    pub trusted_cap_senders: Vec<String>,
+    /// Who Noroshi writes CAP messages as (`[cap] sender`, `sender_name`).
+    pub cap_author: crate::desk::cap::Author,
+    /// `[cap] channels`: where CAP alerts go (none: every enabled channel).
+    pub cap_channels: Option<Vec<String>>,
+    /// `[cap] feeds` and what each last did.
+    pub cap_feeds: crate::desk::feeds::Feeds,
+    /// The shared HTTP client (CAP feeds).
+    pub http: reqwest::Client,
     /// Named templates (`[disaster] templates_dir`), checked against every channel at start.
     pub templates: crate::desk::templates::Templates,
     /// `Strict-Transport-Security` on every answer (the public URL is HTTPS).
@@ -103,6 +113,8 @@ pub type SharedState = Arc<AppState>;
         desk::confirm,
         desk::all_clear,
         desk::active,
+        desk::ingest_cap,
+        desk::list_cap,
         healthz,
         readyz,
         openapi,
@@ -124,6 +136,8 @@ pub type SharedState = Arc<AppState>;
         channels::ChannelView,
         channels::ResumeResult,
         desk::ActiveAlerts,
+        desk::CapStored,
+        crate::store::alerts::CapMessage,
         crate::desk::FollowUp,
         crate::store::alerts::AlertRow,
         crate::store::alerts::CapIdentity,
@@ -201,7 +215,7 @@ fn admin_routes(state: &SharedState) -> Router<SharedState> {
             "/subscribers/{id}",
             axum::routing::delete(subscribers::delete),
         )
-        .route("/cap", post(not_yet_disaster))
+        .route("/cap", post(desk::ingest_cap).get(desk::list_cap))
         .route("/alerts/active", get(desk::active))
         .route("/reach", get(not_yet_reach))
         .route("/reach/collect", post(not_yet_reach))
@@ -450,6 +464,9 @@ async fn site_content_types(uri: axum::http::Uri, mut response: Response) -> Res
         Some("application/rss+xml; charset=utf-8")
     } else if path.ends_with(".html") || path.ends_with('/') {
         Some("text/html; charset=utf-8")
+    } else if path.ends_with(".xml") && path.contains("/cap/") {
+        // CAP 1.2 documents (CHANNELS.md §5.4).
+        Some("application/cap+xml; charset=utf-8")
     } else if path.ends_with(".xml") {
         Some("application/xml; charset=utf-8")
     } else {
@@ -561,11 +578,6 @@ pub fn document() -> utoipa::openapi::OpenApi {
     DOC.get_or_init(ApiDoc::openapi).clone()
 }
 
-async fn not_yet_disaster() -> Problem {
-    Problem::not_implemented(
-        "The disaster desk (CAP intake, confirmation, all-clear, active alerts)",
-    )
-}
 async fn not_yet_reach() -> Problem {
     Problem::not_implemented("Reach collection and KPI reports")
 }

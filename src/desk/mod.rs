@@ -3,6 +3,8 @@
 //! stored by `store/alerts.rs`; disaster mode is the dispatcher's
 //! (`Dispatcher::sync_disaster_mode`).
 
+pub mod cap;
+pub mod feeds;
 pub mod templates;
 
 use crate::accept::{Refusal, Submission};

@@ -254,3 +254,95 @@ pub async fn confirm(db: &Db, announcement_id: &str, by: &str) -> Result<Confirm
     });
     Ok(out)
 }
+
+/// One received CAP message, as `GET /api/v1/cap` lists it.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct CapMessage {
+    pub id: String,
+    pub sender: String,
+    pub identifier: String,
+    pub sent: String,
+    /// Actual | Exercise | System | Test | Draft
+    pub status: String,
+    /// Alert | Update | Cancel | Ack | Error
+    pub msg_type: String,
+    /// The announcement it became (null: stored only).
+    pub announcement_id: Option<String>,
+    /// Why it was not sent, or what was odd about it (an unknown reference).
+    pub note: Option<String>,
+    /// `api:<caller>` or `feed:<url>`.
+    pub source: String,
+    /// ms since the epoch.
+    pub received_at: i64,
+}
+
+/// A received CAP message before it is stored.
+pub struct NewCapMessage<'a> {
+    pub identity: &'a CapIdentity,
+    pub status: &'a str,
+    pub msg_type: &'a str,
+    pub announcement_id: Option<&'a str>,
+    pub note: Option<&'a str>,
+    pub source: &'a str,
+    pub xml: &'a str,
+}
+
+/// Records a received message; the same (sender, identifier, sent) again changes nothing.
+pub async fn record_cap(db: &Db, m: &NewCapMessage<'_>) -> Result<()> {
+    let id = uuid::Uuid::now_v7().to_string();
+    let now = now_ms();
+    write_pool!(db, p => sqlx::query(
+        "INSERT INTO cap_messages (id, sender, identifier, sent, status, msg_type, announcement_id, \
+             note, source, xml, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+         ON CONFLICT (sender, identifier, sent) DO NOTHING")
+        .bind(&id).bind(&m.identity.sender).bind(&m.identity.identifier).bind(&m.identity.sent)
+        .bind(m.status).bind(m.msg_type).bind(m.announcement_id).bind(m.note).bind(m.source)
+        .bind(m.xml).bind(now)
+        .execute(p).await?.rows_affected());
+    Ok(())
+}
+
+macro_rules! cap_message_from {
+    ($r:expr) => {{
+        let r = $r;
+        Ok::<_, super::StoreError>(CapMessage {
+            id: r.try_get("id")?,
+            sender: r.try_get("sender")?,
+            identifier: r.try_get("identifier")?,
+            sent: r.try_get("sent")?,
+            status: r.try_get("status")?,
+            msg_type: r.try_get("msg_type")?,
+            announcement_id: r.try_get("announcement_id")?,
+            note: r.try_get("note")?,
+            source: r.try_get("source")?,
+            received_at: r.try_get("received_at")?,
+        })
+    }};
+}
+
+const CAP_COLUMNS: &str =
+    "id, sender, identifier, sent, status, msg_type, announcement_id, note, source, received_at";
+
+/// The message with this identity, if it was received before.
+pub async fn cap_message(db: &Db, identity: &CapIdentity) -> Result<Option<CapMessage>> {
+    let sql = format!(
+        "SELECT {CAP_COLUMNS} FROM cap_messages WHERE sender = $1 AND identifier = $2 AND sent = $3"
+    );
+    with_pool!(db, p => {
+        let row = sqlx::query(&sql)
+            .bind(&identity.sender).bind(&identity.identifier).bind(&identity.sent)
+            .fetch_optional(p).await?;
+        row.as_ref().map(|r| cap_message_from!(r)).transpose()
+    })
+}
+
+/// Received messages, newest first.
+pub async fn cap_messages(db: &Db, limit: i64) -> Result<Vec<CapMessage>> {
+    let sql = format!(
+        "SELECT {CAP_COLUMNS} FROM cap_messages ORDER BY received_at DESC, id DESC LIMIT $1"
+    );
+    with_pool!(db, p => {
+        let rows = sqlx::query(&sql).bind(limit).fetch_all(p).await?;
+        rows.iter().map(|r| cap_message_from!(r)).collect()
+    })
+}

@@ -33,7 +33,12 @@ from noroshi_client.api.announcements import (
 from noroshi_client.api.audit import list_audit_entries
 from noroshi_client.api.channels import list_channels, resume_channel
 from noroshi_client.api.deliveries import list_deliveries
-from noroshi_client.api.disaster import confirm_announcement, list_active_alerts, send_all_clear
+from noroshi_client.api.disaster import (
+    confirm_announcement,
+    list_active_alerts,
+    list_cap_messages,
+    send_all_clear,
+)
 from noroshi_client.api.operations import check_liveness, check_readiness, get_storage_state
 from noroshi_client.api.public import receive_line_webhook, show_unsubscribe_page, unsubscribe
 from noroshi_client.api.reference import get_open_api_document, show_api_reference
@@ -218,6 +223,29 @@ assert clear.id != evac.id
 expect(send_all_clear.sync_detailed(evac.id, client=admin, body=FollowUp()), 409)
 alerts = expect(list_active_alerts.sync_detailed(client=viewer), 200)
 assert evac.id not in [a.announcement_id for a in alerts.alerts], alerts
+
+# CAP 1.2 intake (an XML body: through the client's own connection, still checked by the
+# hook), then the list of received messages.
+cap = """<?xml version="1.0" encoding="UTF-8"?>
+<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">
+  <identifier>urn:uuid:drive-1</identifier>
+  <sender>bousai@city.suzaka.nagano.jp</sender>
+  <sent>2026-11-23T15:00:00+09:00</sent>
+  <status>System</status>
+  <msgType>Alert</msgType>
+  <scope>Public</scope>
+</alert>
+"""
+raw = admin.get_httpx_client().post(
+    "/api/v1/cap", content=cap.encode(), headers={"content-type": "application/cap+xml"}
+)
+assert raw.status_code == 200 and raw.json()["sent"] is False, raw.text
+raw = admin.get_httpx_client().post(
+    "/api/v1/cap", content=b"<alert/>", headers={"content-type": "application/cap+xml"}
+)
+assert raw.status_code == 422 and raw.json()["field"], raw.text
+messages = expect(list_cap_messages.sync_detailed(client=viewer, limit=10), 200)
+assert any(m.identifier == "urn:uuid:drive-1" for m in messages), messages
 
 # Channels and storage.
 channels = expect(list_channels.sync_detailed(client=viewer), 200)

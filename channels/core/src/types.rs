@@ -86,9 +86,40 @@ pub struct Announcement {
     /// the website: a page per language; X and Facebook: the languages configured for them).
     #[serde(default)]
     pub variants: Vec<LangText>,
+    /// A disaster announcement's CAP 1.2 message, for channels that publish CAP (the
+    /// website's `cap/` folder and alert feed).
+    #[serde(default)]
+    pub cap: Option<CapMessage>,
+    /// The announcement whose page this one updates in place (a CAP `Update`, a
+    /// correction): channels that can edit (the website) edit that page; the others post.
+    #[serde(default)]
+    pub replaces: Option<String>,
 }
 
-/// One language's title and body.
+/// A CAP 1.2 message as a publishing channel needs it: the document and what its feed
+/// entry shows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CapMessage {
+    /// The CAP 1.2 document (`application/cap+xml`), never changed after publication.
+    pub xml: String,
+    /// A stable, path-safe file name ending `.xml`.
+    pub file_name: String,
+    pub identifier: String,
+    pub sender: String,
+    /// `senderName`, the feed entry's author.
+    pub sender_name: String,
+    /// `headline`, the feed entry's title.
+    pub headline: String,
+    /// The start of `description`.
+    pub summary: String,
+    pub sent: DateTime<Utc>,
+    /// When it leaves the feed of active alerts; none = when it is superseded.
+    pub expires: Option<DateTime<Utc>>,
+    /// File names of the earlier messages it replaces (an Update, a Cancel).
+    pub supersedes: Vec<String>,
+    /// `status`: Actual, Exercise, Test.
+    pub status: String,
+}
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LangText {
     /// BCP 47 tag (`en`, `ja-easy`).

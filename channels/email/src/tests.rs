@@ -24,6 +24,8 @@ fn announcement() -> Announcement {
         page_url: Some("https://www.city.example.jp/site/a/1.html".into()),
         published_at: Utc::now(),
         variants: Vec::new(),
+        cap: None,
+        replaces: None,
     }
 }
 

@@ -51,6 +51,8 @@ fn payload(channel: &dyn Channel, title: &str) -> serde_json::Value {
         page_url: Some("https://www.city.example.jp/site/a/1.html".into()),
         published_at: chrono::Utc::now(),
         variants: Vec::new(),
+        cap: None,
+        replaces: None,
     };
     channel.render(&announcement).unwrap().units.remove(0)
 }

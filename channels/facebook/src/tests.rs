@@ -91,6 +91,8 @@ fn announcement(title: &str, body: &str) -> Announcement {
         page_url: Some("http://127.0.0.1:8080/site/a/0193.html".to_string()),
         published_at: Utc::now(),
         variants: Vec::new(),
+        cap: None,
+        replaces: None,
     }
 }
 

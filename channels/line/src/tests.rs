@@ -76,6 +76,8 @@ fn announcement(priority: Priority) -> Announcement {
         page_url: None,
         published_at: Utc::now(),
         variants: Vec::new(),
+        cap: None,
+        replaces: None,
     }
 }
 

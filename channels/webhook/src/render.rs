@@ -105,6 +105,8 @@ pub(crate) fn check_template(template: &str) -> Result<(), RenderError> {
         // A fixed time: validation is pure and reads no clock.
         published_at: chrono::DateTime::UNIX_EPOCH,
         variants: Vec::new(),
+        cap: None,
+        replaces: None,
     };
     render_body(template, &sample).map(|_| ())
 }

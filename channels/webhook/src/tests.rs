@@ -72,6 +72,8 @@ fn announcement() -> Announcement {
         page_url: None,
         published_at: "2026-12-01T00:00:00Z".parse().unwrap(),
         variants: Vec::new(),
+        cap: None,
+        replaces: None,
     }
 }
 

@@ -184,6 +184,9 @@ impl Job {
                 page::render_variant_page(&self.site, &entry, variant).map_err(template_error)?;
             write_if_changed(&self.dir.join(&variant.path), html.as_bytes())?;
         }
+        if let Some(cap) = &unit.cap {
+            crate::cap_feed::publish(&self.site, &self.dir, cap, &page_path(&entry.id), self.now)?;
+        }
         write_if_changed(&self.dir.join(ENTRIES_FILE), &index.to_json())?;
         self.write_listings(&index)?;
         Ok(outcome)
@@ -203,6 +206,11 @@ impl Job {
             &feed::rss(&self.site, newest, self.now)?,
         )?;
         Ok(())
+    }
+
+    /// Drops expired alerts from `cap/alerts.atom`.
+    fn prune_alerts(&self) -> io::Result<()> {
+        crate::cap_feed::prune(&self.site, &self.dir, self.now)
     }
 
     /// Makes `output_dir` exist and proves it writable; clears a crash's temp files; writes
@@ -305,6 +313,28 @@ impl Channel for Website {
             already_sent: true,
             note: Some("page already published".to_string()),
         }))
+    }
+
+    /// Expired alerts leave the CAP feed even when nothing new is published.
+    fn refresh_interval(&self) -> Option<std::time::Duration> {
+        Some(std::time::Duration::from_secs(60))
+    }
+
+    async fn refresh(&self) -> Result<(), DeliveryError> {
+        let job = Job {
+            site: self.site.clone(),
+            dir: self.output_dir.clone(),
+            feed_entries: self.feed_entries,
+            now: (self.clock)(),
+        };
+        let guard = self.lock.clone().lock_owned().await;
+        tokio::task::spawn_blocking(move || {
+            let _guard = guard;
+            job.prune_alerts()
+        })
+        .await
+        .map_err(|e| DeliveryError::transient(format!("the refresh task failed: {e}")))?
+        .map_err(|e| io_error("could not refresh the CAP alert feed", &e))
     }
 
     async fn healthcheck(&self) -> Result<(), DeliveryError> {

@@ -15,6 +15,7 @@
 //! - `client`: the [`Channel`] implementation.
 //! - `error`: local failures as error classes.
 
+mod cap_feed;
 mod client;
 mod config;
 mod entries;

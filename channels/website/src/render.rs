@@ -25,6 +25,10 @@ pub struct PageUnit {
     /// linked from every version with `hreflang`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub variants: Vec<PageVariant>,
+    /// A disaster announcement's CAP 1.2 message, published under `cap/` with the feed
+    /// of active alerts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cap: Option<noroshi_channel_core::CapMessage>,
 }
 
 /// One other-language version of a page.
@@ -140,6 +144,18 @@ pub fn render(announcement: &Announcement) -> Result<Rendering, RenderError> {
             body: clean_text(&v.body),
         });
     }
+    if let Some(cap) = &announcement.cap {
+        if !crate::cap_feed::is_safe_file_name(&cap.file_name) {
+            return Err(RenderError::new(
+                "invalid_cap_file_name",
+                "the CAP message's file name is not a safe file name",
+            ));
+        }
+        warnings.push(format!(
+            "published as CAP 1.2 at cap/{} and listed in cap/alerts.atom",
+            cap.file_name
+        ));
+    }
     if !variants.is_empty() {
         let langs: Vec<&str> = variants.iter().map(|v| v.lang.as_str()).collect();
         warnings.push(format!(
@@ -147,8 +163,22 @@ pub fn render(announcement: &Announcement) -> Result<Rendering, RenderError> {
             langs.join(", ")
         ));
     }
+    // An update edits the page of what it updates, in place.
+    let page_id = announcement
+        .replaces
+        .clone()
+        .unwrap_or_else(|| announcement.id.clone());
+    if !is_safe_id(&page_id) {
+        return Err(RenderError::new(
+            "invalid_id",
+            "the page to update must be letters, digits and `-` (a UUID)",
+        ));
+    }
+    if announcement.replaces.is_some() {
+        warnings.push(format!("updates the page a/{page_id}.html in place"));
+    }
     let unit = PageUnit {
-        id: announcement.id.clone(),
+        id: page_id,
         title,
         body,
         link,
@@ -158,6 +188,7 @@ pub fn render(announcement: &Announcement) -> Result<Rendering, RenderError> {
         exercise: announcement.exercise,
         published_at: announcement.published_at,
         variants,
+        cap: announcement.cap.clone(),
     };
     let text = preview_text(&unit);
     let preview = Preview {

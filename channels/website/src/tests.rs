@@ -58,6 +58,8 @@ fn announcement(n: u32, title: &str, body: &str) -> Announcement {
         page_url: None,
         published_at: at(n as i64),
         variants: Vec::new(),
+        cap: None,
+        replaces: None,
     }
 }
 
@@ -1405,4 +1407,153 @@ async fn each_language_gets_its_own_linked_page() {
     deliver(&site, &a).await;
     let atom = read(dir.path(), "feed.atom");
     assert_eq!(atom.matches("<entry").count(), 1);
+}
+
+/// A CAP message as the daemon hands it: the CHANNELS.md §5.3 example, with its identity
+/// and times swapped for the test's.
+fn cap_message(
+    n: u32,
+    supersedes: &[String],
+    expires_minutes: i64,
+) -> noroshi_channel_core::CapMessage {
+    let sent = at(n as i64);
+    let expires = at(expires_minutes);
+    let xml = format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">
+  <identifier>urn:uuid:test-{n}</identifier>
+  <sender>bousai@city.suzaka.nagano.jp</sender>
+  <sent>{sent}</sent>
+  <status>Actual</status>
+  <msgType>{kind}</msgType>
+  <scope>Public</scope>{refs}
+  <info>
+    <language>ja-JP</language>
+    <category>Met</category>
+    <event>避難指示</event>
+    <urgency>Immediate</urgency>
+    <severity>Severe</severity>
+    <certainty>Likely</certainty>
+    <expires>{expires}</expires>
+    <senderName>須坂市</senderName>
+    <headline>【警戒レベル4】避難指示 井上地区 {n}</headline>
+    <description>千曲川の水位が上昇しています。</description>
+    <area>
+      <areaDesc>須坂市 井上地区</areaDesc>
+    </area>
+  </info>
+</alert>
+"#,
+        sent = crate::render::rfc3339(sent),
+        expires = crate::render::rfc3339(expires),
+        kind = if supersedes.is_empty() {
+            "Alert"
+        } else {
+            "Update"
+        },
+        refs = if supersedes.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "\n  <references>bousai@city.suzaka.nagano.jp,urn:uuid:test-{},{}</references>",
+                n - 1,
+                crate::render::rfc3339(at(n as i64 - 1))
+            )
+        },
+    );
+    noroshi_channel_core::CapMessage {
+        xml,
+        file_name: format!("test-{n}.xml"),
+        identifier: format!("urn:uuid:test-{n}"),
+        sender: "bousai@city.suzaka.nagano.jp".into(),
+        sender_name: "須坂市".into(),
+        headline: format!("【警戒レベル4】避難指示 井上地区 {n}"),
+        summary: "千曲川の水位が上昇しています。".into(),
+        sent,
+        expires: Some(expires),
+        supersedes: supersedes.to_vec(),
+        status: "Actual".into(),
+    }
+}
+
+/// CHANNELS.md §5.4: each alert's CAP document at a stable address, never rewritten; an
+/// Atom index of the active ones, valid against RFC 4287's schema (and each document
+/// against cap12.xsd), where an update replaces what it supersedes and expired alerts
+/// drop out, on the next publication or the channel's refresh.
+#[tokio::test]
+async fn cap_messages_and_the_active_alert_feed() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Arc::new(std::sync::Mutex::new(at(1)));
+    let clock = now.clone();
+    let site =
+        Website::new(&config(dir.path())).with_clock(Arc::new(move || *clock.lock().unwrap()));
+    let mut a = announcement(
+        1,
+        "【警戒レベル4】避難指示 井上地区 1",
+        "千曲川の水位が上昇しています。",
+    );
+    a.priority = Priority::Disaster;
+    a.cap = Some(cap_message(1, &[], 600));
+    deliver(&site, &a).await;
+    let first = read(dir.path(), "cap/test-1.xml");
+    assert!(first.contains("<identifier>urn:uuid:test-1</identifier>"));
+    let feed = read(dir.path(), "cap/alerts.atom");
+    assert_eq!(feed.matches("<entry>").count(), 1, "{feed}");
+    assert!(feed.contains(&format!("{BASE}cap/test-1.xml")));
+    assert!(feed.contains("type=\"application/cap+xml\""));
+    assert!(feed.contains(&format!("{BASE}a/{}.html", uuid(1))));
+    // The update replaces it in the feed; the first document stays as it was.
+    *now.lock().unwrap() = at(2);
+    let mut b = announcement(
+        2,
+        "【更新】【警戒レベル4】避難指示 井上地区 2",
+        "対象地区を拡大しました。",
+    );
+    b.priority = Priority::Disaster;
+    b.cap = Some(cap_message(2, &["test-1.xml".to_string()], 30));
+    deliver(&site, &b).await;
+    let feed = read(dir.path(), "cap/alerts.atom");
+    assert_eq!(feed.matches("<entry>").count(), 1, "{feed}");
+    assert!(feed.contains("cap/test-2.xml") && !feed.contains("cap/test-1.xml"));
+    assert_eq!(read(dir.path(), "cap/test-1.xml"), first);
+    // Validators, when installed.
+    let conformance = conformance();
+    if tool_available("jing", "-h") {
+        let out = Command::new("jing")
+            .arg("-c")
+            .arg(conformance.join("oasis-cap-1.2/schema/atom_rfc4287.rnc"))
+            .arg(dir.path().join("cap/alerts.atom"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "jing: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    } else {
+        eprintln!("SKIPPED: `jing` not found; the CAP feed's RELAX NG validation not run");
+    }
+    if tool_available("xmllint", "--version") {
+        for file in ["cap/test-1.xml", "cap/test-2.xml"] {
+            let out = Command::new("xmllint")
+                .args(["--noout", "--nonet", "--schema"])
+                .arg(conformance.join("oasis-cap-1.2/schema/cap12.xsd"))
+                .arg(dir.path().join(file))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{file}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    } else {
+        eprintln!("SKIPPED: `xmllint` not found; the CAP documents' XSD validation not run");
+    }
+    // Expired: gone from the feed at the next refresh, with nothing new published.
+    *now.lock().unwrap() = at(31);
+    site.refresh().await.unwrap();
+    let feed = read(dir.path(), "cap/alerts.atom");
+    assert_eq!(feed.matches("<entry>").count(), 0, "{feed}");
+    assert!(dir.path().join("cap/test-2.xml").exists(), "documents stay");
 }

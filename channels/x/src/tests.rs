@@ -267,6 +267,8 @@ fn announcement(title: &str, body: &str) -> Announcement {
         page_url: None,
         published_at: Utc::now(),
         variants: Vec::new(),
+        cap: None,
+        replaces: None,
     }
 }
 
