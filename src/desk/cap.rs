@@ -103,6 +103,43 @@ fn words(info: &Info, update: bool) -> (String, String) {
     (title, parts.join("\n\n"))
 }
 
+/// `変更点：…`: which parts of an update differ from what it updates (the headline, the
+/// area, the expiry, the description or instruction), so a reader of a new post sees what is
+/// new without comparing two posts.
+pub fn what_changed(old_title: &str, old_body: &str, new: &Submission) -> Option<String> {
+    let section = |body: &str, prefix: &str| -> Option<String> {
+        body.split("\n\n")
+            .find(|p| p.starts_with(prefix))
+            .map(str::to_string)
+    };
+    let rest = |body: &str| -> Vec<String> {
+        body.split("\n\n")
+            .filter(|p| {
+                !p.starts_with("対象地域：")
+                    && !p.starts_with("有効期限：")
+                    && !p.starts_with("変更点：")
+            })
+            .map(str::to_string)
+            .collect()
+    };
+    let old_headline = old_title.trim_start_matches("【更新】");
+    let new_headline = new.title.trim_start_matches("【更新】");
+    let mut changed = Vec::new();
+    if old_headline != new_headline {
+        changed.push("見出し");
+    }
+    if section(old_body, "対象地域：") != section(&new.body, "対象地域：") {
+        changed.push("対象地域");
+    }
+    if section(old_body, "有効期限：") != section(&new.body, "有効期限：") {
+        changed.push("有効期限");
+    }
+    if rest(old_body) != rest(&new.body) {
+        changed.push("本文");
+    }
+    (!changed.is_empty()).then(|| format!("変更点：{}", changed.join("、")))
+}
+
 /// Maps a validated alert.
 pub fn intake(a: &Alert) -> Intake {
     let exercise = match a.status {
@@ -352,6 +389,17 @@ pub async fn receive(
                     kind = AlertKind::Alert;
                 }
             }
+            // An update says what changed, where channels post it anew.
+            if kind == AlertKind::Update {
+                if let Some(previous) = match &follows {
+                    Some(f) => crate::store::announcements::get(&state.db, f).await?,
+                    None => None,
+                } {
+                    if let Some(line) = what_changed(&previous.title, &previous.body, &submission) {
+                        submission.body = format!("{line}\n\n{}", submission.body);
+                    }
+                }
+            }
             let trusted = state.trusted_cap_senders.contains(&id.sender);
             let accepted = accept_and_store(
                 state,
@@ -514,4 +562,32 @@ pub fn write(author: &Author, w: &Written<'_>) -> (CapIdentity, noroshi_channel_
         identity(&alert),
         publication(&alert, xml.as_bytes(), &references),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_update_names_what_changed() {
+        let old_body =
+            "水位が上昇しています。\n\n対象地域：井上地区\n\n有効期限：11月24日15時00分まで";
+        let mut new: Submission = serde_json::from_value(serde_json::json!({
+            "title": "【更新】避難指示",
+            "body": "水位が上昇しています。\n\n対象地域：井上地区、相之島地区\n\n有効期限：11月24日15時00分まで",
+        }))
+        .unwrap();
+        assert_eq!(
+            what_changed("避難指示", old_body, &new).as_deref(),
+            Some("変更点：対象地域")
+        );
+        new.body = old_body.to_string();
+        assert_eq!(what_changed("避難指示", old_body, &new), None);
+        new.title = "【更新】緊急安全確保".into();
+        new.body = "氾濫しました。\n\n対象地域：井上地区".into();
+        assert_eq!(
+            what_changed("避難指示", old_body, &new).as_deref(),
+            Some("変更点：見出し、有効期限、本文")
+        );
+    }
 }

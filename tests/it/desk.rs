@@ -581,6 +581,10 @@ async fn cap_alerts_become_announcements_and_are_published_as_cap(backend: Backe
         .wait_status(&update_id, &["sent"], Duration::from_secs(20))
         .await;
     assert!(u["title"].as_str().unwrap().starts_with("【更新】"), "{u}");
+    assert!(
+        u["body"].as_str().unwrap().starts_with("変更点：本文"),
+        "an update names what changed: {u}"
+    );
     let now = active(&d).await;
     let ids: Vec<&str> = now["alerts"]
         .as_array()
