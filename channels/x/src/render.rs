@@ -61,9 +61,40 @@ pub struct Counted {
     pub valid_range: (i32, i32),
 }
 
+/// `text` made safe for twitter-text 0.3's parser, with the same weights and byte offsets.
+/// Its legacy-retweet check slices the two or three bytes before every `@` / `＠` as if
+/// they were ASCII, and panics when a Japanese character stands there (`連絡先@…`, found
+/// by `accept::properties`). Such a mark is replaced by one of the same UTF-8 length and
+/// weight that starts no mention (`%`, `％`): mentions do not change the weighted length,
+/// and an `@` that belongs to a URL (`https://user@host`) has ASCII before it and is kept.
+fn parser_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_at = |p: usize| {
+        p >= 2
+            && (!text.is_char_boundary(p - 2)
+                || (text[..p].ends_with(':') && p >= 3 && !text.is_char_boundary(p - 3)))
+    };
+    let risky: Vec<usize> = text
+        .char_indices()
+        .filter(|(p, c)| matches!(c, '@' | '＠') && unsafe_at(*p))
+        .map(|(p, _)| p)
+        .collect();
+    if risky.is_empty() {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(
+        text.char_indices()
+            .map(|(p, c)| match c {
+                '@' if risky.contains(&p) => '%',
+                '＠' if risky.contains(&p) => '％',
+                other => other,
+            })
+            .collect(),
+    )
+}
+
 /// Counts `text` under `config` exactly as twitter-text's `parseTweet` does.
 pub fn count_with(text: &str, config: &Configuration) -> Counted {
-    let r = twitter_text::parse(text, config, true);
+    let r = twitter_text::parse(&parser_safe(text), config, true);
     Counted {
         weighted_length: r.weighted_length.max(0) as usize,
         valid: r.is_valid,
@@ -87,8 +118,9 @@ pub fn nfc(text: &str) -> String {
 pub fn url_spans(text: &str) -> Vec<(usize, usize)> {
     let mut spans = Vec::new();
     let mut from = 0;
-    for url in Extractor::new().extract_urls(text) {
-        if let Some(pos) = text[from..].find(url.as_str()) {
+    let stable = parser_safe(text);
+    for url in Extractor::new().extract_urls(&stable) {
+        if let Some(pos) = stable[from..].find(url.as_str()) {
             let start = from + pos;
             spans.push((start, start + url.len()));
             from = start + url.len();
@@ -373,4 +405,34 @@ fn nicer_break(text: &str, points: &[usize], hard: usize) -> Option<usize> {
     // A Latin sentence end: ". " — the break after the space is the same as a space break,
     // already covered above.
     None
+}
+
+#[cfg(test)]
+mod parser_safety_tests {
+    use super::*;
+
+    /// twitter-text 0.3 panicked on a mention mark with a non-ASCII character one or two
+    /// places before it (`連絡先@…`, `éV@`, `：@`); found by `accept::properties` with
+    /// `…$xȺV@…`. Counting and URL spans must survive any text and count it as before.
+    #[test]
+    fn a_mention_mark_after_japanese_text_is_counted_without_panic() {
+        for before in ["連絡先", "éV", "ろ:", "Ⱥ", "須坂市＠"] {
+            for mark in ['@', '＠'] {
+                let text = format!(
+                    "{}\n{before}{mark}suzaka_city https://www.city.example.jp/a",
+                    "ろ".repeat(50)
+                );
+                let counted = count_with(&text, config());
+                assert!(counted.weighted_length > 100, "{text}");
+                assert_eq!(url_spans(&text).len(), 1, "{text}");
+            }
+        }
+        // The same weight as with a harmless neighbour.
+        assert_eq!(
+            weighted_length("連絡先@suzaka"),
+            weighted_length("連絡先%suzaka")
+        );
+        // An @ inside a URL keeps the URL.
+        assert_eq!(weighted_length("https://u@city.example.jp/x"), 23);
+    }
 }
