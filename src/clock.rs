@@ -7,7 +7,10 @@
 //! On SQLite one process owns the database and its own clock is the only one.
 //!
 //! `NOROSHI_CLOCK_SKEW_MS` shifts this process's view of the system clock; the tests use it
-//! to play a host with a wrong clock.
+//! to play a host with a wrong clock (on PostgreSQL the database's clock corrects it).
+//! `NOROSHI_TEST_CLOCK_OFFSET_MS` moves the daemon's time itself, after any correction: a
+//! controlled clock for tests (every instance given the same offset agrees on the time), so
+//! a schedule's firing can be brought to the next few seconds instead of slept for.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::OnceLock;
@@ -33,9 +36,19 @@ pub fn host_ms() -> i64 {
     Utc::now().timestamp_millis() + skew_ms()
 }
 
+fn test_offset_ms() -> i64 {
+    static OFFSET: OnceLock<i64> = OnceLock::new();
+    *OFFSET.get_or_init(|| {
+        std::env::var("NOROSHI_TEST_CLOCK_OFFSET_MS")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    })
+}
+
 /// The daemon's time in ms since the epoch.
 pub fn now_ms() -> i64 {
-    host_ms() + DB_OFFSET_MS.load(Ordering::Relaxed)
+    host_ms() + DB_OFFSET_MS.load(Ordering::Relaxed) + test_offset_ms()
 }
 
 /// The daemon's time.

@@ -26,6 +26,8 @@ pub struct Config {
     pub disaster: DisasterConfig,
     /// CAP 1.2 intake.
     pub cap: CapConfig,
+    /// Recurring posts.
+    pub schedules: SchedulesConfig,
     /// Reach collection.
     pub reach: ReachConfig,
     /// KPI targets from the city plan, by fiscal year.
@@ -311,6 +313,15 @@ impl Default for CapConfig {
             channels: None,
         }
     }
+}
+
+/// `[schedules]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulesConfig {
+    /// Japanese public holidays (the Cabinet Office's `syukujitsu.csv`, `YYYY/M/D,name`).
+    /// Unset: `config/holidays.csv` when it exists.
+    pub holidays_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -23,6 +23,7 @@ pub mod desk;
 pub mod dispatch;
 pub mod queue;
 pub mod registry;
+pub mod schedule;
 pub mod server;
 pub mod status;
 pub mod store;

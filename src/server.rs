@@ -276,9 +276,21 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         },
         templates,
         cap_feeds: crate::desk::feeds::Feeds::default(),
+        holidays: std::sync::Arc::new(load_holidays(&config)?),
+        schedule_wake: crate::schedule::runner::Wake::default(),
         cap_channels: config.cap.channels.clone(),
         http: env.http.clone(),
     });
+    {
+        let state = state.clone();
+        tasks.spawn("schedules", move || {
+            crate::schedule::runner::run(
+                state.clone(),
+                state.holidays.clone(),
+                state.schedule_wake.clone(),
+            )
+        });
+    }
     for url in &config.cap.feeds {
         let (state, url) = (state.clone(), url.clone());
         let every = Duration::from_secs(config.cap.feed_poll_secs);
@@ -352,6 +364,23 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
     tasks.stop(Duration::from_secs(2)).await;
     db.close().await;
     Ok(())
+}
+
+/// Japanese public holidays for schedules that skip or move firings on them.
+fn load_holidays(config: &Config) -> anyhow::Result<crate::schedule::Holidays> {
+    let path = match &config.schedules.holidays_file {
+        Some(p) => p.clone(),
+        None if Path::new("config/holidays.csv").is_file() => "config/holidays.csv".into(),
+        None => {
+            tracing::info!("No holiday list: schedules that skip or move holidays treat every day as a working day");
+            return Ok(crate::schedule::Holidays::default());
+        }
+    };
+    let h = crate::schedule::Holidays::load(&path).map_err(anyhow::Error::msg)?;
+    if let Some(last) = h.last {
+        tracing::info!(file = %path.display(), last = %last, "Holiday list loaded");
+    }
+    Ok(h)
 }
 
 /// The named templates, each rendered with its example values for every enabled channel:

@@ -91,7 +91,7 @@ pub(crate) fn request_id(headers: &HeaderMap) -> Option<String> {
         .map(str::to_string)
 }
 
-fn context<'a>(state: &'a SharedState, role: Role) -> AcceptContext<'a> {
+pub(crate) fn context<'a>(state: &'a SharedState, role: Role) -> AcceptContext<'a> {
     AcceptContext {
         channels: &state.channels,
         known: &state.known_channels,
@@ -186,6 +186,39 @@ pub(crate) struct DeskContext {
     pub trusted: bool,
     /// The CAP message the channels that publish CAP (the website) publish.
     pub cap_message: Option<noroshi_channel_core::CapMessage>,
+}
+
+/// A schedule's firing: the submission accepted and stored through the firing's claim on
+/// its schedule. `Ok(None)`: the schedule changed (or fired elsewhere) since it was read,
+/// and nothing was stored. `Err`: the submission no longer passes, and why.
+pub(crate) async fn accept_scheduled(
+    state: &SharedState,
+    caller: &Caller,
+    submission: &Submission,
+    firing: &crate::store::schedules::Firing,
+) -> Result<Option<String>, String> {
+    let id = uuid::Uuid::now_v7().to_string();
+    let mut plan = accept::plan(
+        submission,
+        &context(state, caller.role),
+        id.clone(),
+        &caller.name,
+        Some(firing.fire_at.to_string()),
+        None,
+        crate::clock::now(),
+    )
+    .map_err(|r| Problem::from(r).detail)?;
+    if plan.priority == noroshi_channel_core::Priority::Disaster && !submission.exercise {
+        // A scheduled disaster post is an alert like any other, released at once.
+        plan.announcement.status = "queued".into();
+    }
+    let stored: Vec<_> = plan.channels.iter().map(|c| c.to_store()).collect();
+    match store::insert_firing(&state.db, &plan.announcement, &stored, Some(firing)).await {
+        Ok(true) => Ok(Some(id)),
+        Ok(false) => Ok(None),
+        Err(e) if e.is_unique_violation() => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 impl DeskContext {

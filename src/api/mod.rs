@@ -8,6 +8,7 @@ pub mod desk;
 pub mod problem;
 pub mod redact;
 pub mod reference;
+pub mod schedules;
 pub mod schema;
 pub mod subscribers;
 
@@ -61,6 +62,10 @@ pub struct AppState {
     pub trusted_cap_senders: Vec<String>,
     /// Who Noroshi writes CAP messages as (`[cap] sender`, `sender_name`).
     pub cap_author: crate::desk::cap::Author,
+    /// Japanese public holidays (`[schedules] holidays_file`).
+    pub holidays: std::sync::Arc<crate::schedule::Holidays>,
+    /// Wakes the schedule runner when a schedule changes.
+    pub schedule_wake: crate::schedule::runner::Wake,
     /// `[cap] channels`: where CAP alerts go (none: every enabled channel).
     pub cap_channels: Option<Vec<String>>,
     /// `[cap] feeds` and what each last did.
@@ -83,6 +88,7 @@ pub type SharedState = Arc<AppState>;
     tags(
         (name = "announcements", description = "Accept an announcement once; follow it on every channel."),
         (name = "disaster", description = "The disaster desk: second-person confirmation, all-clear and correction, active alerts and disaster mode."),
+        (name = "schedules", description = "Recurring posts: crontab in a time zone, holidays, the next firings."),
         (name = "deliveries", description = "The delivery log: every attempt on every channel."),
         (name = "channels", description = "Each channel's state, budget and last error; resume after a pause."),
         (name = "subscribers", description = "The email channel's subscribers: add, list, import (CSV), remove."),
@@ -115,6 +121,13 @@ pub type SharedState = Arc<AppState>;
         desk::active,
         desk::ingest_cap,
         desk::list_cap,
+        schedules::create,
+        schedules::list,
+        schedules::get_one,
+        schedules::edit,
+        schedules::pause,
+        schedules::resume,
+        schedules::delete,
         healthz,
         readyz,
         openapi,
@@ -137,6 +150,10 @@ pub type SharedState = Arc<AppState>;
         channels::ResumeResult,
         desk::ActiveAlerts,
         desk::CapStored,
+        schedules::NewSchedule,
+        schedules::ScheduleEdit,
+        schedules::ScheduleView,
+        crate::store::schedules::FiringRow,
         crate::store::alerts::CapMessage,
         crate::desk::FollowUp,
         crate::store::alerts::AlertRow,
@@ -220,13 +237,15 @@ fn admin_routes(state: &SharedState) -> Router<SharedState> {
         .route("/reach", get(not_yet_reach))
         .route("/reach/collect", post(not_yet_reach))
         .route("/kpi", get(not_yet_reach))
-        .route("/schedules", get(not_yet_schedules).post(not_yet_schedules))
+        .route("/schedules", get(schedules::list).post(schedules::create))
         .route(
             "/schedules/{id}",
-            get(not_yet_schedules)
-                .patch(not_yet_schedules)
-                .delete(not_yet_schedules),
+            get(schedules::get_one)
+                .patch(schedules::edit)
+                .delete(schedules::delete),
         )
+        .route("/schedules/{id}/pause", post(schedules::pause))
+        .route("/schedules/{id}/resume", post(schedules::resume))
         .route("/audit", get(audit::list))
         .route("/storage", get(channels::storage))
         // Runs for matched routes: the caller is identified once (and counted against its
@@ -580,9 +599,6 @@ pub fn document() -> utoipa::openapi::OpenApi {
 
 async fn not_yet_reach() -> Problem {
     Problem::not_implemented("Reach collection and KPI reports")
-}
-async fn not_yet_schedules() -> Problem {
-    Problem::not_implemented("Recurring schedules")
 }
 
 /// A rate limit per key: a client address (public routes) or a token (the API).

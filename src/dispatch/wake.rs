@@ -4,7 +4,13 @@
 use super::*;
 
 impl Dispatcher {
-    /// Wakes the loops of `channel` for work just inserted in `lane`.
+    /// Wakes every channel here and in every other instance (a schedule fired).
+    pub fn wake_all(&self) {
+        for c in &self.channels {
+            self.wake(&c.name, Priority::Normal);
+        }
+    }
+
     /// Wakes the loops of `channel` for work just inserted in `priority`'s lane, here and,
     /// on PostgreSQL, in every other instance (`NOTIFY noroshi_work`).
     pub fn wake(&self, channel: &str, priority: Priority) {

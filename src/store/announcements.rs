@@ -45,8 +45,32 @@ pub struct NewChannelPlan {
 /// transaction. A unique violation on (created_by, idempotency_key) comes back as
 /// `StoreError::Sql` with `is_unique_violation()`.
 pub async fn insert(db: &Db, a: &NewAnnouncement, plans: &[NewChannelPlan]) -> Result<()> {
+    insert_firing(db, a, plans, None).await.map(|_| ())
+}
+
+/// [`insert`], for a schedule's firing: the firing's claim on its schedule runs first in the
+/// same transaction, and when it fails (the schedule was edited, paused or deleted, or
+/// another instance fired it) nothing is written and `false` comes back.
+pub async fn insert_firing(
+    db: &Db,
+    a: &NewAnnouncement,
+    plans: &[NewChannelPlan],
+    firing: Option<&super::schedules::Firing>,
+) -> Result<bool> {
     let run_after = a.scheduled_at.unwrap_or(a.created_at);
-    write_tx!(db, tx => {
+    let out = write_tx!(db, tx => {
+        if let Some(f) = firing {
+            let n = sqlx::query(super::schedules::CLAIM)
+                .bind(f.next).bind(&f.schedule_id).bind(f.version).bind(f.fire_at)
+                .execute(&mut *tx).await?.rows_affected();
+            if n != 1 {
+                // Nothing written: the transaction commits empty.
+                return Ok(false);
+            }
+            sqlx::query(super::schedules::RECORD)
+                .bind(&f.schedule_id).bind(f.fire_at).bind(&a.id).bind(None::<String>).bind(a.created_at)
+                .execute(&mut *tx).await?;
+        }
         sqlx::query(
             "INSERT INTO announcements (id, title, body, link, priority, lane, lang, exercise, status, \
                  request, created_by, idempotency_key, request_hash, request_id, scheduled_at, created_at, updated_at) \
@@ -88,8 +112,9 @@ pub async fn insert(db: &Db, a: &NewAnnouncement, plans: &[NewChannelPlan]) -> R
                     .execute(&mut *tx).await?;
             }
         }
+        true
     });
-    Ok(())
+    Ok(out)
 }
 
 /// An announcement row.

@@ -168,6 +168,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "desk",
         include_str!("../../migrations/sqlite/0003_desk.sql"),
     ),
+    (
+        4,
+        "schedules",
+        include_str!("../../migrations/sqlite/0004_schedules.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -184,6 +189,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "desk",
         include_str!("../../migrations/postgres/0003_desk.sql"),
+    ),
+    (
+        4,
+        "schedules",
+        include_str!("../../migrations/postgres/0004_schedules.sql"),
     ),
 ];
 
@@ -600,6 +610,7 @@ pub mod alerts;
 pub mod announcements;
 pub mod channels;
 pub mod health;
+pub mod schedules;
 pub mod subscribers;
 
 #[cfg(test)]

@@ -329,6 +329,12 @@ impl Daemon {
         }
     }
 
+    /// Sets (or replaces) an environment variable for the next start.
+    pub fn set_env(&mut self, k: &str, v: &str) {
+        self.env.retain(|(key, _)| key != k);
+        self.env.push((k.to_string(), v.to_string()));
+    }
+
     /// Starts the daemon again after `terminate` or `kill9`.
     pub async fn start_again(&mut self) {
         self.spawn().await;

@@ -12,5 +12,6 @@ mod input;
 mod openapi;
 mod proxy;
 mod public;
+mod schedules;
 mod social;
 mod storage;

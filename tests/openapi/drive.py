@@ -42,6 +42,15 @@ from noroshi_client.api.disaster import (
 from noroshi_client.api.operations import check_liveness, check_readiness, get_storage_state
 from noroshi_client.api.public import receive_line_webhook, show_unsubscribe_page, unsubscribe
 from noroshi_client.api.reference import get_open_api_document, show_api_reference
+from noroshi_client.api.schedules import (
+    create_schedule,
+    delete_schedule,
+    edit_schedule,
+    get_schedule,
+    list_schedules,
+    pause_schedule,
+    resume_schedule,
+)
 from noroshi_client.api.subscribers import create_subscriber, delete_subscriber, list_subscribers
 from noroshi_client.models import (
     AnnouncementView,
@@ -49,7 +58,9 @@ from noroshi_client.models import (
     ListAnnouncementsStatus,
     ListDeliveriesOutcome,
     ListSubscribersStatus,
+    NewSchedule,
     NewSubscriberBody,
+    ScheduleEdit,
     Problem,
     ReceiveLineWebhookBody,
     Submission,
@@ -246,6 +257,38 @@ raw = admin.get_httpx_client().post(
 assert raw.status_code == 422 and raw.json()["field"], raw.text
 messages = expect(list_cap_messages.sync_detailed(client=viewer, limit=10), 200)
 assert any(m.identifier == "urn:uuid:drive-1" for m in messages), messages
+
+# Schedules: a weekly reminder, edited, paused, resumed, removed.
+weekly = expect(
+    create_schedule.sync_detailed(
+        client=staff,
+        body=NewSchedule(
+            cron="0 7 * * 1",
+            announcement=Submission(title="明日は燃やせるごみの日です", body="朝8時30分までに出してください。",
+                                    channels=["website"]),
+            holidays="next_day",
+        ),
+    ),
+    201,
+)
+assert len(weekly.next_firings) == 5, weekly
+bad = expect(
+    create_schedule.sync_detailed(
+        client=staff, body=NewSchedule(cron="0 7 * *", announcement=Submission(title="a", body="b"))
+    ),
+    422,
+)
+assert bad.field == "cron", bad
+edited = expect(
+    edit_schedule.sync_detailed(weekly.id, client=staff, body=ScheduleEdit(cron="30 7 * * 1")), 200
+)
+assert edited.version == weekly.version + 1 and edited.cron == "30 7 * * 1", edited
+assert expect(pause_schedule.sync_detailed(weekly.id, client=staff), 200).paused is True
+assert expect(resume_schedule.sync_detailed(weekly.id, client=staff), 200).paused is False
+assert weekly.id in [s.id for s in expect(list_schedules.sync_detailed(client=viewer), 200)]
+expect(get_schedule.sync_detailed(weekly.id, client=viewer), 200)
+expect(delete_schedule.sync_detailed(weekly.id, client=staff), 204)
+expect(get_schedule.sync_detailed(weekly.id, client=viewer), 404)
 
 # Channels and storage.
 channels = expect(list_channels.sync_detailed(client=viewer), 200)
