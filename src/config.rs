@@ -339,7 +339,7 @@ impl Default for ReachConfig {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KpiConfig {
     /// Name shown in reports.

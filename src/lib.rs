@@ -22,6 +22,7 @@ pub mod config;
 pub mod desk;
 pub mod dispatch;
 pub mod queue;
+pub mod reach;
 pub mod registry;
 pub mod schedule;
 pub mod server;

@@ -277,6 +277,8 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         templates,
         cap_feeds: crate::desk::feeds::Feeds::default(),
         holidays: std::sync::Arc::new(load_holidays(&config)?),
+        kpis: std::sync::Arc::new(config.kpi.clone()),
+        site_views: crate::reach::SiteViews::default(),
         schedule_wake: crate::schedule::runner::Wake::default(),
         cap_channels: config.cap.channels.clone(),
         http: env.http.clone(),
@@ -289,6 +291,26 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
                 state.holidays.clone(),
                 state.schedule_wake.clone(),
             )
+        });
+    }
+    {
+        let schedule = crate::schedule::Cron::parse(&config.reach.schedule)
+            .map_err(|e| anyhow::anyhow!("reach.schedule: {e}"))?;
+        let state = state.clone();
+        tasks.spawn("reach", move || {
+            crate::reach::run(state.clone(), schedule.clone())
+        });
+    }
+    {
+        let state = state.clone();
+        tasks.spawn("page-views", move || {
+            let state = state.clone();
+            async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    state.site_views.flush(&state.db).await;
+                }
+            }
         });
     }
     for url in &config.cap.feeds {

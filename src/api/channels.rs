@@ -52,6 +52,7 @@ pub async fn list(
     caller.require(Role::Viewer)?;
     let states = store::channels::all(&state.db).await?;
     let depth = crate::queue::depth(&state.db).await?;
+    let reach_runs = store::reach::latest_runs(&state.db).await?;
     let mut out = Vec::new();
     for name in &state.known_channels {
         let runtime = state.dispatcher.channel(name);
@@ -92,6 +93,16 @@ pub async fn list(
                 .await?
                 .into();
         }
+        // The reach collector's last run: a failure shows here, the queue carries on.
+        let run = reach_runs.iter().find(|(c, ..)| c == name);
+        if let Some((_, at, samples, error)) = run {
+            platform["reach"] = serde_json::json!({
+                "last_collected_at": rfc3339_jst(*at),
+                "samples": samples,
+                "error": error,
+            });
+        }
+        let reach_error = run.and_then(|(_, _, _, e)| e.clone());
         let warnings_present = platform
             .get("warnings")
             .and_then(|w| w.as_array())
@@ -102,6 +113,11 @@ pub async fn list(
         if state_name == "ok" && warnings_present {
             state_name = ChannelState::Degraded.as_str().into();
             reason = platform["warnings"][0].as_str().map(str::to_string);
+        } else if state_name == "ok" {
+            if let Some(e) = reach_error {
+                state_name = ChannelState::Degraded.as_str().into();
+                reason = Some(format!("reach collection failed: {e}"));
+            }
         }
         out.push(ChannelView {
             name: name.clone(),

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod channels;
 pub mod desk;
 pub mod problem;
+pub mod reach;
 pub mod redact;
 pub mod reference;
 pub mod schedules;
@@ -62,6 +63,10 @@ pub struct AppState {
     pub trusted_cap_senders: Vec<String>,
     /// Who Noroshi writes CAP messages as (`[cap] sender`, `sender_name`).
     pub cap_author: crate::desk::cap::Author,
+    /// `[[kpi]]`: the plan's targets.
+    pub kpis: std::sync::Arc<Vec<crate::config::KpiConfig>>,
+    /// Page views of `/site/`, counted as they are served.
+    pub site_views: crate::reach::SiteViews,
     /// Japanese public holidays (`[schedules] holidays_file`).
     pub holidays: std::sync::Arc<crate::schedule::Holidays>,
     /// Wakes the schedule runner when a schedule changes.
@@ -88,6 +93,7 @@ pub type SharedState = Arc<AppState>;
     tags(
         (name = "announcements", description = "Accept an announcement once; follow it on every channel."),
         (name = "disaster", description = "The disaster desk: second-person confirmation, all-clear and correction, active alerts and disaster mode."),
+        (name = "reach", description = "Followers and views with their lineage, manual figures, the plan's KPIs by fiscal year (JSON or CSV)."),
         (name = "schedules", description = "Recurring posts: crontab in a time zone, holidays, the next firings."),
         (name = "deliveries", description = "The delivery log: every attempt on every channel."),
         (name = "channels", description = "Each channel's state, budget and last error; resume after a pause."),
@@ -121,6 +127,10 @@ pub type SharedState = Arc<AppState>;
         desk::active,
         desk::ingest_cap,
         desk::list_cap,
+        reach::list,
+        reach::enter,
+        reach::collect,
+        reach::kpi,
         schedules::create,
         schedules::list,
         schedules::get_one,
@@ -150,6 +160,11 @@ pub type SharedState = Arc<AppState>;
         channels::ResumeResult,
         desk::ActiveAlerts,
         desk::CapStored,
+        reach::ManualFigure,
+        reach::Collected,
+        crate::store::reach::Sample,
+        crate::reach::KpiView,
+        crate::reach::Lineage,
         schedules::NewSchedule,
         schedules::ScheduleEdit,
         schedules::ScheduleView,
@@ -234,9 +249,9 @@ fn admin_routes(state: &SharedState) -> Router<SharedState> {
         )
         .route("/cap", post(desk::ingest_cap).get(desk::list_cap))
         .route("/alerts/active", get(desk::active))
-        .route("/reach", get(not_yet_reach))
-        .route("/reach/collect", post(not_yet_reach))
-        .route("/kpi", get(not_yet_reach))
+        .route("/reach", get(reach::list).post(reach::enter))
+        .route("/reach/collect", post(reach::collect))
+        .route("/kpi", get(reach::kpi))
         .route("/schedules", get(schedules::list).post(schedules::create))
         .route(
             "/schedules/{id}",
@@ -287,6 +302,10 @@ fn public_routes(state: &SharedState) -> Router<SharedState> {
                 ServeDir::new(dir).append_index_html_on_directories(true),
             )
             .layer(axum::middleware::map_response(site_content_types))
+            .layer(axum::middleware::from_fn_with_state(
+                state.site_views.clone(),
+                count_page_views,
+            ))
             .layer(axum::middleware::from_fn(conditional_get))
             .layer(axum::middleware::from_fn(hide_dotfiles))
             .layer(limit(PublicFamily::Site));
@@ -474,6 +493,21 @@ async fn conditional_get(
     response
 }
 
+/// Counts a served website page (HTML, answered 200) for the reach figures: no tracker, no
+/// cookie, nothing about the reader, only the path and the day.
+async fn count_page_views(
+    State(views): State<crate::reach::SiteViews>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path().to_string();
+    let response = next.run(request).await;
+    if response.status() == StatusCode::OK && (path.ends_with(".html") || path.ends_with('/')) {
+        views.count(&path);
+    }
+    response
+}
+
 /// Feeds are served with the types feed readers expect, and everything in UTF-8.
 async fn site_content_types(uri: axum::http::Uri, mut response: Response) -> Response {
     let path = uri.path();
@@ -595,10 +629,6 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
 pub fn document() -> utoipa::openapi::OpenApi {
     static DOC: std::sync::OnceLock<utoipa::openapi::OpenApi> = std::sync::OnceLock::new();
     DOC.get_or_init(ApiDoc::openapi).clone()
-}
-
-async fn not_yet_reach() -> Problem {
-    Problem::not_implemented("Reach collection and KPI reports")
 }
 
 /// A rate limit per key: a client address (public routes) or a token (the API).

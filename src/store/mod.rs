@@ -173,6 +173,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "schedules",
         include_str!("../../migrations/sqlite/0004_schedules.sql"),
     ),
+    (
+        5,
+        "reach",
+        include_str!("../../migrations/sqlite/0005_reach.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -194,6 +199,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "schedules",
         include_str!("../../migrations/postgres/0004_schedules.sql"),
+    ),
+    (
+        5,
+        "reach",
+        include_str!("../../migrations/postgres/0005_reach.sql"),
     ),
 ];
 
@@ -610,6 +620,7 @@ pub mod alerts;
 pub mod announcements;
 pub mod channels;
 pub mod health;
+pub mod reach;
 pub mod schedules;
 pub mod subscribers;
 

@@ -393,7 +393,7 @@ async fn openapi_and_health(backend: Backend) {
     assert_eq!(s, StatusCode::OK);
     // Routes of later versions say so plainly.
     let (s, p) = d
-        .request(reqwest::Method::GET, "/api/v1/kpi", Some(ADMIN), None)
+        .request(reqwest::Method::GET, "/metrics", Some(ADMIN), None)
         .await;
     assert_eq!(s, StatusCode::NOT_IMPLEMENTED, "{p}");
 }

@@ -830,3 +830,238 @@ async fn kills_at_random_points_lose_nothing(backend: Backend) {
     }
 }
 on_both!(kills_at_random_points_lose_nothing);
+
+/// Reach from every channel's fake, stored with its lineage and read back as JSON and as
+/// the open-data CSV (parsed by a CSV reader); a figure entered by hand; the KPIs of the
+/// fiscal year; the website's own page views. Then Facebook's API version expires: the
+/// collector's failure is recorded and shown in the channel view, the other channels are
+/// still collected, and the daemon carries on.
+async fn reach_is_collected_with_its_lineage_and_kpis_computed(backend: Backend) {
+    let f = fakes().await;
+    f.x.x.set_followers(4_210);
+    f.facebook.set_followers(5_350);
+    f.facebook.set_page_metric("page_media_view", 1_200);
+    f.line.set_followers(7_620, 5_848, 237);
+    f.line.set_monthly_limit(None);
+    let fy = {
+        let now =
+            chrono::Utc::now().with_timezone(&chrono::FixedOffset::east_opt(9 * 3600).unwrap());
+        if chrono::Datelike::month(&now) >= 4 {
+            chrono::Datelike::year(&now)
+        } else {
+            chrono::Datelike::year(&now) - 1
+        }
+    };
+    let kpis = format!(
+        r#"
+[[kpi]]
+name = "SNS followers (X + Facebook)"
+metric = "x.followers_count + facebook.followers_count"
+baseline = 9560
+target = 10000
+fiscal_year = {fy}
+
+[[kpi]]
+name = "Posts by the policy department"
+metric = "posts.tag:政策推進課"
+baseline = 0
+target = 50
+fiscal_year = {fy}
+
+[[kpi]]
+name = "Website page views"
+metric = "website.page_views"
+target = 1000
+fiscal_year = {fy}
+"#
+    );
+    let creds = noroshi_x::fake::FakeCredentials::default();
+    let d = Daemon::builder(backend)
+        .config(&(all_channels_config(&f) + &kpis))
+        .env("IT_LINE_TOKEN", LINE_TOKEN)
+        .env("IT_X_CONSUMER_SECRET", &creds.consumer_secret)
+        .env("IT_X_ACCESS_SECRET", &creds.access_token_secret)
+        .env("IT_FB_TOKEN", FB_TOKEN)
+        .env("IT_HOOK_SECRET", HOOK_SECRET)
+        .start()
+        .await;
+    d.add_subscribers(3, "resident").await;
+    let mut tagged = notice();
+    tagged["tags"] = serde_json::json!(["政策推進課"]);
+    let id = d.submit(tagged.clone()).await;
+    d.wait_status(&id, &["sent"], Duration::from_secs(60)).await;
+    let mut drill = tagged;
+    drill["exercise"] = serde_json::json!(true);
+    let drill_id = d.submit(drill).await;
+    d.wait_status(&drill_id, &["sent"], Duration::from_secs(60))
+        .await;
+    for _ in 0..3 {
+        let r = d
+            .http
+            .get(format!("{}/site/index.html", d.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    let (status, collected) = d
+        .post("/api/v1/reach/collect", ADMIN, serde_json::json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{collected}");
+    let (_, samples) = d.get("/api/v1/reach").await;
+    assert!(samples.is_array(), "{samples}\n{}", d.logs());
+    let has = |channel: &str, metric: &str, value: f64| {
+        samples.as_array().unwrap().iter().any(|s| {
+            s["channel"] == channel && s["metric"] == metric && s["value"].as_f64() == Some(value)
+        })
+    };
+    assert!(has("x", "followers_count", 4210.0), "{samples}");
+    assert!(has("facebook", "followers_count", 5350.0), "{samples}");
+    assert!(has("line", "followers", 7620.0), "{samples}");
+    assert!(has("email", "active_subscribers", 3.0), "{samples}");
+    assert!(has("website", "page_views", 3.0), "{samples}");
+    let fb = samples
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["metric"] == "page_media_view")
+        .unwrap();
+    assert_eq!(fb["period"], "day");
+    assert_eq!(fb["source"], "api");
+    assert!(fb["api_version"].as_str().unwrap().starts_with('v'), "{fb}");
+    // A figure no API gives.
+    let (status, v) = d
+        .post(
+            "/api/v1/reach",
+            ADMIN,
+            serde_json::json!({"channel": "newsletter", "metric": "readership_percent", "value": 86.5, "period": "fiscal_year", "note": "広報すざか読者アンケート"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let (status, v) = d
+        .post(
+            "/api/v1/reach",
+            ADMIN,
+            serde_json::json!({"channel": "newsletter", "metric": "readership_percent", "value": 90, "period": "fiscal_year", "note": ""}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(v["field"], "note");
+    // The open-data CSV, read by a CSV reader.
+    let csv = d
+        .http
+        .get(format!("{}/api/v1/reach", d.base))
+        .bearer_auth(ADMIN)
+        .header("accept", "text/csv")
+        .send()
+        .await
+        .unwrap();
+    assert!(csv.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/csv"));
+    let text = csv.text().await.unwrap();
+    let mut reader = csv_reader(&text);
+    assert_eq!(
+        reader.remove(0),
+        [
+            "date",
+            "channel",
+            "metric",
+            "subject",
+            "period",
+            "value",
+            "source",
+            "api_version",
+            "collected_at",
+            "note"
+        ]
+    );
+    assert!(reader.iter().all(|r| r.len() == 10), "{text}");
+    let survey = reader
+        .iter()
+        .find(|r| r[2] == "readership_percent")
+        .expect("the manual figure");
+    assert_eq!(
+        (survey[5].as_str(), survey[6].as_str(), survey[9].as_str()),
+        ("86.5", "manual", "広報すざか読者アンケート")
+    );
+    assert!(reader
+        .iter()
+        .all(|r| chrono::NaiveDate::parse_from_str(&r[0], "%Y-%m-%d").is_ok()));
+    // KPIs of the fiscal year, with lineage; the drill is not counted.
+    let (_, kpi) = d.get("/api/v1/kpi").await;
+    let sns = &kpi[0];
+    assert_eq!(sns["value"].as_f64(), Some(9560.0), "{kpi}");
+    assert_eq!(sns["progress"].as_f64(), Some(0.0));
+    assert_eq!(sns["lineage"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        kpi[1]["value"].as_f64(),
+        Some(1.0),
+        "one live tagged post, the drill excluded: {kpi}"
+    );
+    assert_eq!(kpi[2]["value"].as_f64(), Some(3.0), "{kpi}");
+    // Facebook's version expires: recorded, shown, the others still collected.
+    f.facebook.expire_version("v25.0");
+    f.x.x.set_followers(4_300);
+    let (_, collected) = d
+        .post("/api/v1/reach/collect", ADMIN, serde_json::json!({}))
+        .await;
+    let fb = collected
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["channel"] == "facebook")
+        .unwrap();
+    assert!(fb["error"].as_str().is_some(), "{collected}");
+    let (_, samples) = d
+        .get("/api/v1/reach?channel=x&metric=followers_count")
+        .await;
+    assert!(samples
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["value"].as_f64() == Some(4300.0)));
+    let (_, channels) = d.get("/api/v1/channels").await;
+    let fbc = channels
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "facebook")
+        .unwrap();
+    assert!(
+        fbc["platform"]["reach"]["error"].as_str().is_some(),
+        "{fbc}"
+    );
+    assert_eq!(fbc["state"], "degraded", "{fbc}");
+    let (status, _) = d.get("/readyz").await;
+    assert_eq!(status, StatusCode::OK);
+}
+on_both!(reach_is_collected_with_its_lineage_and_kpis_computed);
+
+/// A small RFC 4180 reader (quoted fields, doubled quotes): enough to read what a city
+/// would open in a spreadsheet.
+fn csv_reader(text: &str) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    let mut row = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            ('"', true) => quoted = false,
+            ('"', false) if field.is_empty() => quoted = true,
+            (',', false) => row.push(std::mem::take(&mut field)),
+            ('\n', false) => {
+                row.push(std::mem::take(&mut field));
+                rows.push(std::mem::take(&mut row));
+            }
+            (c, _) => field.push(c),
+        }
+    }
+    rows
+}

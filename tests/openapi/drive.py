@@ -41,6 +41,7 @@ from noroshi_client.api.disaster import (
 )
 from noroshi_client.api.operations import check_liveness, check_readiness, get_storage_state
 from noroshi_client.api.public import receive_line_webhook, show_unsubscribe_page, unsubscribe
+from noroshi_client.api.reach import collect_reach, enter_reach_figure, list_kpis, list_reach
 from noroshi_client.api.reference import get_open_api_document, show_api_reference
 from noroshi_client.api.schedules import (
     create_schedule,
@@ -58,6 +59,7 @@ from noroshi_client.models import (
     ListAnnouncementsStatus,
     ListDeliveriesOutcome,
     ListSubscribersStatus,
+    ManualFigure,
     NewSchedule,
     NewSubscriberBody,
     ScheduleEdit,
@@ -289,6 +291,24 @@ assert weekly.id in [s.id for s in expect(list_schedules.sync_detailed(client=vi
 expect(get_schedule.sync_detailed(weekly.id, client=viewer), 200)
 expect(delete_schedule.sync_detailed(weekly.id, client=staff), 204)
 expect(get_schedule.sync_detailed(weekly.id, client=viewer), 404)
+
+# Reach: collected now, a figure entered by hand, read back; the KPIs; the CSV.
+collected = expect(collect_reach.sync_detailed(client=admin), 200)
+assert any(c.channel == "website" for c in collected), collected
+figure = expect(
+    enter_reach_figure.sync_detailed(
+        client=admin,
+        body=ManualFigure(channel="newsletter", metric="readership_percent", value=86.5,
+                          period="fiscal_year", note="広報すざか読者アンケート"),
+    ),
+    201,
+)
+assert figure.source == "manual"
+reach = expect(list_reach.sync_detailed(client=viewer, channel="newsletter"), 200)
+assert any(s.metric == "readership_percent" for s in reach), reach
+expect(list_kpis.sync_detailed(client=viewer), 200)
+raw = viewer.get_httpx_client().get("/api/v1/reach", headers={"accept": "text/csv"})
+assert raw.status_code == 200 and raw.text.startswith("date,channel,metric"), raw.text[:200]
 
 # Channels and storage.
 channels = expect(list_channels.sync_detailed(client=viewer), 200)
