@@ -219,6 +219,9 @@ pub struct QueueConfig {
     pub disaster_burst: u32,
     /// Email subscribers expanded into deliveries per batch.
     pub expand_batch: u32,
+    /// Delivery attempts older than this many days are pruned (in batches of 1,000 a
+    /// heartbeat); announcements, each channel's outcome and reach are kept. 0 keeps all.
+    pub log_retention_days: u32,
 }
 
 impl Default for QueueConfig {
@@ -232,6 +235,7 @@ impl Default for QueueConfig {
             disaster_reserve: 0.2,
             disaster_burst: 5,
             expand_batch: 500,
+            log_retention_days: 400,
         }
     }
 }

@@ -495,6 +495,15 @@ pub async fn sweep(db: &Db) -> Result<()> {
     Ok(())
 }
 
+/// Deletes up to `batch` delivery attempts that finished before `cutoff` (ms): the log's
+/// retention. Announcements, deliveries (each channel's outcome) and reach stay.
+pub async fn prune_attempts(db: &Db, cutoff: i64, batch: i64) -> Result<u64> {
+    Ok(write_pool!(db, p => sqlx::query(
+        "DELETE FROM delivery_attempts WHERE id IN \
+             (SELECT id FROM delivery_attempts WHERE finished_at < $1 ORDER BY id LIMIT $2)")
+        .bind(cutoff).bind(batch).execute(p).await?.rows_affected()))
+}
+
 /// Recomputes an announcement's status from its deliveries once none is left to do:
 /// `sent` (all sent), `failed` (none sent), `partially_failed` (some failed), or
 /// `cancelled`. While work remains it stays as it is (`queued`, `scheduled`, `sending`).

@@ -799,15 +799,32 @@ pub struct AttemptPage {
 ///
 /// Role: viewer (email addresses are shown to admins only).
 #[utoipa::path(get, path = "/api/v1/deliveries", operation_id = "listDeliveries", tag = "deliveries", params(DeliveriesQuery),
-    responses((status = 200, body = AttemptPage)), security(("bearer" = [])))]
+    responses((status = 200, description = "The log (JSON), or CSV with Accept: text/csv (columns id,announcement_id,channel,attempt,outcome,status_code,error,note,remote_id,started_at,finished_at,exercise; the next page's cursor in X-Next-Cursor)",
+        content((AttemptPage = "application/json"), (String = "text/csv")))), security(("bearer" = [])))]
 pub async fn deliveries(
     State(state): State<SharedState>,
     caller: Caller,
+    headers: HeaderMap,
     query: Result<Query<DeliveriesQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Json<AttemptPage>> {
+) -> ApiResult<Response> {
     caller.require(Role::Viewer)?;
     let Query(q) = query.map_err(|e| Problem::invalid("query", e.body_text()))?;
-    let limit = limit_of(q.limit)?;
+    let csv = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/csv"));
+    // The CSV export takes bigger pages (a month of a city's log fits in one).
+    let limit = match (csv, q.limit) {
+        (true, None) => 10_000,
+        (true, Some(n)) if (1..=10_000).contains(&n) => n,
+        (true, Some(_)) => {
+            return Err(Problem::invalid(
+                "limit",
+                "must be between 1 and 10000 for CSV",
+            ))
+        }
+        (false, l) => limit_of(l)?,
+    };
     let items = store::attempts(
         &state.db,
         &AttemptFilter {
@@ -825,7 +842,7 @@ pub async fn deliveries(
         None
     };
     // Recipient addresses quoted by platforms are for admins only.
-    let items = items
+    let items: Vec<AttemptRow> = items
         .into_iter()
         .map(|mut i| {
             i.error = super::redact::for_caller(&caller, i.error);
@@ -833,5 +850,57 @@ pub async fn deliveries(
             i
         })
         .collect();
-    Ok(Json(AttemptPage { items, next_cursor }))
+    if !csv {
+        return Ok(Json(AttemptPage { items, next_cursor }).into_response());
+    }
+    let mut out = String::from(DELIVERIES_CSV_COLUMNS);
+    out.push('\n');
+    for i in items {
+        let fields = [
+            i.id.to_string(),
+            i.announcement_id,
+            i.channel,
+            i.attempt.to_string(),
+            i.outcome,
+            i.status_code.map(|c| c.to_string()).unwrap_or_default(),
+            i.error.unwrap_or_default(),
+            i.note.unwrap_or_default(),
+            i.remote_id.unwrap_or_default(),
+            i.started_at,
+            i.finished_at,
+            i.exercise.to_string(),
+        ];
+        out.push_str(
+            &fields
+                .iter()
+                .map(|f| crate::reach::csv_field(f))
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        out.push('\n');
+    }
+    let mut response = (
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "text/csv; charset=utf-8".to_string(),
+            ),
+            (
+                axum::http::header::CONTENT_DISPOSITION,
+                "attachment; filename=\"deliveries.csv\"".to_string(),
+            ),
+        ],
+        out,
+    )
+        .into_response();
+    if let Some(c) = next_cursor {
+        // The next page of the export: the same filters with this cursor.
+        if let Ok(v) = axum::http::HeaderValue::from_str(&c.to_string()) {
+            response.headers_mut().insert("x-next-cursor", v);
+        }
+    }
+    Ok(response)
 }
+
+/// The columns of the delivery log's CSV export, in order.
+pub const DELIVERIES_CSV_COLUMNS: &str = "id,announcement_id,channel,attempt,outcome,status_code,error,note,remote_id,started_at,finished_at,exercise";

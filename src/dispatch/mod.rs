@@ -104,6 +104,8 @@ pub struct DispatchSettings {
     pub public_base_url: String,
     /// `[disaster] pause_channels`.
     pub pause_in_disaster: Vec<String>,
+    /// `[queue] log_retention_days` in ms (0: keep every attempt).
+    pub log_retention_ms: i64,
 }
 
 impl DispatchSettings {
@@ -116,6 +118,7 @@ impl DispatchSettings {
             expand_batch: q.expand_batch as i64,
             public_base_url,
             pause_in_disaster: Vec::new(),
+            log_retention_ms: q.log_retention_days as i64 * 86_400_000,
         }
     }
 }

@@ -159,6 +159,16 @@ impl Dispatcher {
             if let Err(e) = queue::sweep(&self.db).await {
                 tracing::warn!(error = %e, "Could not sweep finished announcements");
             }
+            if self.settings.log_retention_ms > 0 {
+                let cutoff = store::now_ms() - self.settings.log_retention_ms;
+                match queue::prune_attempts(&self.db, cutoff, 1_000).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(count = n, "Pruned delivery attempts past the retention")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "Could not prune old delivery attempts"),
+                }
+            }
             self.sync_paused().await;
             self.sync_disaster_mode().await;
             self.share_rates(every).await;

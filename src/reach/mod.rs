@@ -270,11 +270,34 @@ pub async fn term_value(
             breaks: vec![],
         }));
     }
-    let samples: Vec<Sample> = store::samples(&state.db, Some(channel), Some(metric), since, until)
-        .await?
-        .into_iter()
+    let all = store::samples(&state.db, Some(channel), Some(metric), since, until).await?;
+    let account: Vec<Sample> = all
+        .iter()
         .filter(|s| s.subject.is_none())
+        .cloned()
         .collect();
+    if account.is_empty() && !all.is_empty() {
+        // A per-post metric (X impression_count): each post's latest value, summed.
+        let mut latest: std::collections::BTreeMap<String, &Sample> = Default::default();
+        for s in &all {
+            latest.insert(s.subject.clone().unwrap_or_default(), s);
+        }
+        let mut versions: Vec<String> = all.iter().filter_map(|s| s.api_version.clone()).collect();
+        versions.sort();
+        versions.dedup();
+        return Ok(Some(Lineage {
+            term: term.into(),
+            value: latest.values().map(|s| s.value).sum(),
+            how: format!("sum of the latest value of {} posts", latest.len()),
+            samples: latest.len(),
+            period: all.last().map(|s| s.period.clone()),
+            api_versions: versions,
+            sources: vec!["api".into()],
+            latest_at: all.last().map(|s| jst_rfc3339(s.collected_at)),
+            breaks: vec![],
+        }));
+    }
+    let samples = account;
     if samples.is_empty() {
         return Ok(None);
     }

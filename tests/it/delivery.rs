@@ -684,3 +684,79 @@ async fn a_killed_instance_leaves_its_work_to_the_other() {
         messages.len() - unique.len()
     );
 }
+
+async fn log_csv(d: &Daemon, query: String) -> Vec<Vec<String>> {
+    let r = d
+        .http
+        .get(format!("{}/api/v1/deliveries?{query}", d.base))
+        .bearer_auth(ADMIN)
+        .header("accept", "text/csv")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/csv"));
+    csv_reader(&r.text().await.unwrap())
+}
+
+/// The delivery log as CSV with the same filters (read back by a CSV reader), and its
+/// retention: attempts past `[queue] log_retention_days` are pruned, while the
+/// announcement and each channel's outcome stay.
+async fn the_delivery_log_exports_csv_and_old_attempts_are_pruned(backend: Backend) {
+    let mut d = Daemon::builder(backend).start().await;
+    let id = d.submit(notice()).await;
+    d.wait_status(&id, &["sent"], Duration::from_secs(20)).await;
+    let rows = log_csv(&d, format!("announcement_id={id}")).await;
+    assert_eq!(
+        rows[0],
+        [
+            "id",
+            "announcement_id",
+            "channel",
+            "attempt",
+            "outcome",
+            "status_code",
+            "error",
+            "note",
+            "remote_id",
+            "started_at",
+            "finished_at",
+            "exercise"
+        ]
+    );
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(
+        (
+            rows[1][1].as_str(),
+            rows[1][2].as_str(),
+            rows[1][4].as_str()
+        ),
+        (id.as_str(), "website", "sent")
+    );
+    assert_eq!(
+        log_csv(&d, format!("announcement_id={id}&channel=x"))
+            .await
+            .len(),
+        1,
+        "the filters apply"
+    );
+    // Two days later, with a one-day retention: the attempt is pruned, the outcome stays.
+    d.terminate().await;
+    d.set_env(
+        "NOROSHI_TEST_CLOCK_OFFSET_MS",
+        &(2 * 86_400_000i64).to_string(),
+    );
+    d.set_env("NOROSHI__QUEUE__LOG_RETENTION_DAYS", "1");
+    d.start_again().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while log_csv(&d, format!("announcement_id={id}")).await.len() > 1 {
+        assert!(std::time::Instant::now() < deadline, "not pruned");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let a = d.announcement(&id).await;
+    assert_eq!(a["status"], "sent");
+    assert_eq!(channel(&a, "website")["sent"], 1);
+}
+on_both!(the_delivery_log_exports_csv_and_old_attempts_are_pruned);

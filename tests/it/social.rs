@@ -873,6 +873,13 @@ name = "Website page views"
 metric = "website.page_views"
 target = 1000
 fiscal_year = {fy}
+
+[[kpi]]
+name = "People who saw X posts"
+metric = "x.impression_count"
+baseline = 4597752
+target = 5000000
+fiscal_year = {fy}
 "#
     );
     let creds = noroshi_x::fake::FakeCredentials::default();
@@ -889,7 +896,12 @@ fiscal_year = {fy}
     let mut tagged = notice();
     tagged["tags"] = serde_json::json!(["政策推進課"]);
     let id = d.submit(tagged.clone()).await;
-    d.wait_status(&id, &["sent"], Duration::from_secs(60)).await;
+    let a = d.wait_status(&id, &["sent"], Duration::from_secs(60)).await;
+    let post = channel(&a, "x")["remote_ids"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    f.x.x.set_impressions(&post, 1_234);
     let mut drill = tagged;
     drill["exercise"] = serde_json::json!(true);
     let drill_id = d.submit(drill).await;
@@ -1001,6 +1013,11 @@ fiscal_year = {fy}
         "one live tagged post, the drill excluded: {kpi}"
     );
     assert_eq!(kpi[2]["value"].as_f64(), Some(3.0), "{kpi}");
+    assert_eq!(
+        kpi[3]["value"].as_f64(),
+        Some(1234.0),
+        "per-post views summed: {kpi}"
+    );
     // Facebook's version expires: recorded, shown, the others still collected.
     f.facebook.expire_version("v25.0");
     f.x.x.set_followers(4_300);
@@ -1038,30 +1055,3 @@ fiscal_year = {fy}
     assert_eq!(status, StatusCode::OK);
 }
 on_both!(reach_is_collected_with_its_lineage_and_kpis_computed);
-
-/// A small RFC 4180 reader (quoted fields, doubled quotes): enough to read what a city
-/// would open in a spreadsheet.
-fn csv_reader(text: &str) -> Vec<Vec<String>> {
-    let mut rows = Vec::new();
-    let mut row = Vec::new();
-    let mut field = String::new();
-    let mut quoted = false;
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (c, quoted) {
-            ('"', true) if chars.peek() == Some(&'"') => {
-                field.push('"');
-                chars.next();
-            }
-            ('"', true) => quoted = false,
-            ('"', false) if field.is_empty() => quoted = true,
-            (',', false) => row.push(std::mem::take(&mut field)),
-            ('\n', false) => {
-                row.push(std::mem::take(&mut field));
-                rows.push(std::mem::take(&mut row));
-            }
-            (c, _) => field.push(c),
-        }
-    }
-    rows
-}
