@@ -48,6 +48,8 @@ pub struct ReachQuery {
     /// Until (RFC 3339, exclusive); default now.
     #[param(value_type = Option<String>, format = DateTime)]
     pub until: Option<String>,
+    /// Only the reach of this announcement's posts (X, Facebook posts, LINE requests).
+    pub announcement_id: Option<String>,
 }
 
 fn time_of(field: &str, v: &Option<String>, default: i64) -> ApiResult<i64> {
