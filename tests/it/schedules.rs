@@ -296,3 +296,47 @@ async fn disaster_mode_holds_scheduled_posts(backend: Backend) {
         .await;
 }
 on_both!(disaster_mode_holds_scheduled_posts);
+
+/// A schedule that names a template gets the firing's date in Japanese form (`date`):
+/// 12月1日（火） as Tokyo writes it, for the day it fires.
+async fn a_template_schedule_fills_the_firing_date(backend: Backend) {
+    let (offset, boundary) = before_boundary(Duration::from_secs(3));
+    let d = Daemon::builder(backend)
+        .env("NOROSHI_TEST_CLOCK_OFFSET_MS", &offset.to_string())
+        .env(
+            "NOROSHI__DISASTER__TEMPLATES_DIR",
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("config/templates")
+                .display()
+                .to_string(),
+        )
+        .start()
+        .await;
+    let (status, v) = d
+        .post(
+            "/api/v1/schedules",
+            STAFF,
+            json!({
+                "cron": "* * * * *",
+                "announcement": {"template": "collection_day", "params": {"kind": "燃やせるごみ", "area": "須坂市内全域"}, "channels": ["website"]},
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    wait_firings(&d, &id, 1, Duration::from_secs(15)).await;
+    let fired = schedule_announcements(&d, &id).await;
+    let tokyo = chrono::FixedOffset::east_opt(9 * 3600).unwrap();
+    let day = chrono::DateTime::from_timestamp_millis(boundary)
+        .unwrap()
+        .with_timezone(&tokyo);
+    let weekday = ["月", "火", "水", "木", "金", "土", "日"]
+        [chrono::Datelike::weekday(&day).num_days_from_monday() as usize];
+    let expected = format!(
+        "{}月{}日（{weekday}）は燃やせるごみの収集日です",
+        chrono::Datelike::month(&day),
+        chrono::Datelike::day(&day)
+    );
+    assert_eq!(fired[0]["title"], expected.as_str(), "{fired:?}");
+}
+on_both!(a_template_schedule_fills_the_firing_date);
