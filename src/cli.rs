@@ -32,6 +32,30 @@ enum Command {
     Send(SendArgs),
     /// Show an announcement's per-channel delivery state, or, without an id, every channel's.
     Status(StatusArgs),
+    /// Console users: `noroshi user add NAME --role admin` (the password is read from the
+    /// terminal, or from `--password-file`; never from an argument).
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a console user, or set the role and password of an existing one.
+    Add(UserAddArgs),
+}
+
+#[derive(Args)]
+struct UserAddArgs {
+    /// The sign-in name.
+    name: String,
+    /// viewer | staff | disaster | admin
+    #[arg(long)]
+    role: String,
+    /// Read the password from this file (its first line) instead of the terminal.
+    #[arg(long)]
+    password_file: Option<PathBuf>,
+    #[command(flatten)]
+    config: ConfigArg,
 }
 
 #[derive(Args)]
@@ -122,6 +146,7 @@ pub fn main() -> ExitCode {
             Command::CheckConfig(a) => check_config(a),
             Command::Send(a) => send(a).await,
             Command::Status(a) => status(a).await,
+            Command::User(UserCommand::Add(a)) => user_add(a).await,
         }
     });
     match result {
@@ -220,6 +245,46 @@ async fn migrate(a: ConfigArg) -> anyhow::Result<ExitCode> {
     crate::server::install_crypto_provider();
     let db = crate::server::open_database(&loaded.config).await?;
     println!("Migrations applied ({}).", db.dialect());
+    db.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn user_add(a: UserAddArgs) -> anyhow::Result<ExitCode> {
+    if crate::api::auth::Role::parse(&a.role).is_none() {
+        eprintln!("noroshi: --role must be viewer, staff, disaster or admin");
+        return Ok(ExitCode::FAILURE);
+    }
+    let password = match &a.password_file {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string(),
+        None => {
+            let first = rpassword::prompt_password(format!("Password for {}: ", a.name))?;
+            let again = rpassword::prompt_password("Again: ")?;
+            if first != again {
+                eprintln!("noroshi: the two passwords differ; nothing was changed");
+                return Ok(ExitCode::FAILURE);
+            }
+            first
+        }
+    };
+    if let Err(why) = crate::console::password_is_acceptable(&password) {
+        eprintln!("noroshi: {why}; nothing was changed");
+        return Ok(ExitCode::FAILURE);
+    }
+    let Some(loaded) = load_checked(a.config.config.as_deref()) else {
+        return Ok(ExitCode::FAILURE);
+    };
+    crate::server::install_crypto_provider();
+    let db = crate::server::open_database(&loaded.config).await?;
+    let hash = crate::console::hash_password(&password)?;
+    crate::store::people::upsert_user(&db, &a.name, &a.role, &hash).await?;
+    // A new password signs the user out everywhere.
+    crate::store::people::end_sessions_of(&db, &a.name).await?;
+    println!("User {} ({}) saved.", a.name, a.role);
     db.close().await;
     Ok(ExitCode::SUCCESS)
 }

@@ -19,6 +19,7 @@ pub mod api;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod desk;
 pub mod dispatch;
 pub mod queue;

@@ -273,10 +273,20 @@ fn admin_routes(state: &SharedState) -> Router<SharedState> {
         .route("/docs", get(reference::page))
         .route("/docs.css", get(reference::stylesheet))
         .fallback(|| async { Problem::not_found("API route") });
-    Router::new().nest("/api/v1", api).route(
-        "/metrics",
-        get(|| async { Problem::not_implemented("/metrics (Prometheus)") }),
-    )
+    Router::new()
+        .nest("/api/v1", api)
+        .route(
+            "/metrics",
+            get(|| async { Problem::not_implemented("/metrics (Prometheus)") }),
+        )
+        // The console: for staff, on the API's address.
+        .route("/", get(crate::console::home))
+        .route(
+            "/sign-in",
+            get(crate::console::sign_in_page).post(crate::console::sign_in),
+        )
+        .route("/sign-out", post(crate::console::sign_out))
+        .route("/console.css", get(crate::console::stylesheet))
 }
 
 /// What residents and platforms reach from the internet, each family limited per client

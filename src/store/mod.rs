@@ -178,6 +178,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "reach",
         include_str!("../../migrations/sqlite/0005_reach.sql"),
     ),
+    (
+        6,
+        "console",
+        include_str!("../../migrations/sqlite/0006_console.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -204,6 +209,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "reach",
         include_str!("../../migrations/postgres/0005_reach.sql"),
+    ),
+    (
+        6,
+        "console",
+        include_str!("../../migrations/postgres/0006_console.sql"),
     ),
 ];
 
@@ -620,6 +630,7 @@ pub mod alerts;
 pub mod announcements;
 pub mod channels;
 pub mod health;
+pub mod people;
 pub mod reach;
 pub mod schedules;
 pub mod subscribers;

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod cli;
+mod console;
 mod delivery;
 mod desk;
 mod fetch;
