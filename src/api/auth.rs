@@ -43,12 +43,15 @@ impl Role {
 pub enum Via {
     /// `Authorization: Bearer …` with a configured (or first-start) API token.
     BearerToken,
+    /// A console session (signed in with a password).
+    Session,
 }
 
 impl Via {
     pub fn as_str(self) -> &'static str {
         match self {
             Via::BearerToken => "bearer_token",
+            Via::Session => "session",
         }
     }
 }

@@ -286,6 +286,11 @@ fn admin_routes(state: &SharedState) -> Router<SharedState> {
             get(crate::console::sign_in_page).post(crate::console::sign_in),
         )
         .route("/sign-out", post(crate::console::sign_out))
+        .route(
+            "/compose",
+            get(crate::console::compose_form).post(crate::console::compose),
+        )
+        .route("/announcements/{id}", get(crate::console::announcement))
         .route("/console.css", get(crate::console::stylesheet))
 }
 

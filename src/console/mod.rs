@@ -86,6 +86,13 @@ fn environment() -> minijinja::Environment<'static> {
         .expect("sign-in parses");
     env.add_template("home.html", include_str!("templates/home.html"))
         .expect("home parses");
+    env.add_template("compose.html", include_str!("templates/compose.html"))
+        .expect("compose parses");
+    env.add_template(
+        "announcement.html",
+        include_str!("templates/announcement.html"),
+    )
+    .expect("announcement parses");
     env
 }
 
@@ -278,17 +285,291 @@ pub async fn sign_out(
     r
 }
 
+fn role_label(role: &str) -> &'static str {
+    match role {
+        "admin" => "管理者",
+        "disaster" => "防災担当",
+        "staff" => "広報担当",
+        _ => "閲覧",
+    }
+}
+
+fn channel_label(name: &str) -> String {
+    match name {
+        "line" => "LINE".into(),
+        "x" => "X（旧Twitter）".into(),
+        "facebook" => "Facebookページ".into(),
+        "email" => "メール配信".into(),
+        "website" => "市ホームページ".into(),
+        other => other.to_string(),
+    }
+}
+
+fn status_label(status: &str) -> &'static str {
+    match status {
+        "awaiting_confirmation" => "確認待ち",
+        "scheduled" => "予約済み",
+        "queued" => "発信待ち",
+        "sending" | "in_flight" | "pending" | "retrying" => "発信中",
+        "sent" => "発信済み",
+        "partially_failed" => "一部失敗",
+        "failed" => "失敗",
+        "cancelled" => "取り消し",
+        _ => "不明",
+    }
+}
+
+/// The caller a console session acts as: its user, with the user's role.
+fn caller_of(s: &people::Session) -> crate::api::auth::Caller {
+    crate::api::auth::Caller {
+        name: s.user.name.clone(),
+        role: crate::api::auth::Role::parse(&s.user.role).unwrap_or(crate::api::auth::Role::Viewer),
+        via: crate::api::auth::Via::Session,
+        client: None,
+    }
+}
+
+#[derive(Deserialize, Default)]
+pub struct Compose {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    title: String,
+    #[serde(default)]
+    body: String,
+    #[serde(default)]
+    link: String,
+    /// Repeated `channels=…` fields.
+    #[serde(default)]
+    channels: Vec<String>,
+    #[serde(default)]
+    action: String,
+}
+
+fn compose_page(
+    state: &SharedState,
+    s: &people::Session,
+    f: &Compose,
+    previews: Vec<minijinja::Value>,
+    error: Option<(String, String)>,
+    status: StatusCode,
+) -> Response {
+    let channels: Vec<minijinja::Value> = state
+        .channels
+        .iter()
+        .map(|c| {
+            let name = c.name().to_string();
+            let checked = f.channels.is_empty() || f.channels.contains(&name);
+            context! { name => name.clone(), label => channel_label(&name), checked => checked }
+        })
+        .collect();
+    let (error_field, error) = error
+        .map(|(f, m)| (Some(f), Some(m)))
+        .unwrap_or((None, None));
+    let mut r = page(
+        "compose.html",
+        context! {
+            user => s.user.name, role => role_label(&s.user.role), csrf => s.csrf,
+            title => f.title, body => f.body, link => f.link, channels => channels,
+            previews => previews, error => error, error_field => error_field,
+        },
+    );
+    *r.status_mut() = status;
+    r
+}
+
+/// `GET /compose`: one form for every channel (staff and above).
+pub async fn compose_form(State(state): State<SharedState>, headers: HeaderMap) -> Response {
+    let Some(s) = session(&state, &headers).await else {
+        return Redirect::to("/sign-in").into_response();
+    };
+    if caller_of(&s).role < crate::api::auth::Role::Staff {
+        return forbidden_page();
+    }
+    compose_page(
+        &state,
+        &s,
+        &Compose::default(),
+        Vec::new(),
+        None,
+        StatusCode::OK,
+    )
+}
+
+fn forbidden_page() -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        Html("<!DOCTYPE html><html lang=\"ja\"><head><meta charset=\"utf-8\"><title>権限がありません</title></head><body><main><h1>権限がありません</h1><p>この画面は広報担当以上の権限で使えます。管理者に権限の変更を依頼してください。</p><p><a href=\"/\">ホームへ戻る</a></p></main></body></html>"),
+    )
+        .into_response()
+}
+
+/// `POST /compose`: the per-channel previews, or the announcement sent (it goes through
+/// the same acceptance as the API's, as the signed-in user).
+pub async fn compose(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(s) = session(&state, &headers).await else {
+        return Redirect::to("/sign-in").into_response();
+    };
+    let caller = caller_of(&s);
+    if caller.role < crate::api::auth::Role::Staff {
+        return forbidden_page();
+    }
+    // Repeated fields (`channels=a&channels=b`) read by hand: the form's shape is small.
+    let mut f = Compose::default();
+    for (k, v) in url::form_urlencoded::parse(&body) {
+        match k.as_ref() {
+            "csrf" => f.csrf = v.into_owned(),
+            "title" => f.title = v.into_owned(),
+            "body" => f.body = v.into_owned(),
+            "link" => f.link = v.into_owned(),
+            "channels" => f.channels.push(v.into_owned()),
+            "action" => f.action = v.into_owned(),
+            _ => {}
+        }
+    }
+    if f.csrf != s.csrf {
+        return csrf_refused();
+    }
+    let submission: crate::accept::Submission = match serde_json::from_value(serde_json::json!({
+        "title": f.title,
+        "body": f.body,
+        "link": if f.link.trim().is_empty() { None } else { Some(f.link.trim()) },
+        "channels": f.channels,
+    })) {
+        Ok(s) => s,
+        Err(e) => return crate::api::problem::Problem::internal(e).into_response(),
+    };
+    let ctx = crate::api::announcements::context(&state, caller.role);
+    let now = crate::clock::now();
+    let plan = crate::accept::plan(
+        &submission,
+        &ctx,
+        "preview".into(),
+        &caller.name,
+        None,
+        None,
+        now,
+    );
+    let refusal = |r: crate::accept::Refusal| {
+        let p = crate::api::problem::Problem::from(r);
+        (p.field.clone().unwrap_or_default(), p.detail)
+    };
+    if f.action != "send" {
+        return match plan {
+            Ok(p) => {
+                let previews = p
+                    .channels
+                    .into_iter()
+                    .map(|c| {
+                        context! {
+                            channel => c.channel.clone(), label => channel_label(&c.channel),
+                            text => c.preview.text, length => c.preview.length, limit => c.preview.limit,
+                            rule => c.preview.length_rule, warnings => c.preview.warnings,
+                        }
+                    })
+                    .collect();
+                compose_page(&state, &s, &f, previews, None, StatusCode::OK)
+            }
+            Err(r) => compose_page(
+                &state,
+                &s,
+                &f,
+                Vec::new(),
+                Some(refusal(r)),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+        };
+    }
+    if let Err(r) = plan {
+        return compose_page(
+            &state,
+            &s,
+            &f,
+            Vec::new(),
+            Some(refusal(r)),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        );
+    }
+    match crate::api::announcements::accept_and_store(
+        &state,
+        &caller,
+        &submission,
+        None,
+        None,
+        crate::api::announcements::DeskContext::default(),
+    )
+    .await
+    {
+        Ok(a) => {
+            state.audit.record(crate::api::audit::Entry {
+                at: crate::clock::now_ms(),
+                who: caller.name.clone(),
+                role: caller.role.as_str(),
+                via: "session",
+                client: None,
+                method: "POST".into(),
+                route: "/compose".into(),
+                path: "/compose".into(),
+                status: 303,
+            });
+            Redirect::to(&format!("/announcements/{}", a.id)).into_response()
+        }
+        Err(p) => compose_page(
+            &state,
+            &s,
+            &f,
+            Vec::new(),
+            Some((p.field.clone().unwrap_or_default(), p.detail)),
+            StatusCode::from_u16(p.status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY),
+        ),
+    }
+}
+
+/// `GET /announcements/{id}`: its state on every channel.
+pub async fn announcement(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let Some(s) = session(&state, &headers).await else {
+        return Redirect::to("/sign-in").into_response();
+    };
+    let caller = caller_of(&s);
+    match crate::api::announcements::view_of(&state, &caller, &id).await {
+        Ok(v) => {
+            let deliveries: Vec<minijinja::Value> = v
+                .deliveries
+                .iter()
+                .map(|d| {
+                    context! {
+                        label => channel_label(&d.channel), status_label => status_label(&d.status),
+                        sent => d.sent, total => d.total, last_error => d.last_error.clone().unwrap_or_default(),
+                    }
+                })
+                .collect();
+            page(
+                "announcement.html",
+                context! {
+                    user => s.user.name, role => role_label(&s.user.role), title => v.title,
+                    status_label => status_label(&v.status), created_at => v.created_at,
+                    exercise => v.exercise, deliveries => deliveries,
+                },
+            )
+        }
+        Err(p) => p.into_response(),
+    }
+}
+
 /// `GET /`: the console's front page, for a signed-in user.
 pub async fn home(State(state): State<SharedState>, headers: HeaderMap) -> Response {
     let Some(s) = session(&state, &headers).await else {
         return Redirect::to("/sign-in").into_response();
     };
-    let role = match s.user.role.as_str() {
-        "admin" => "管理者",
-        "disaster" => "防災担当",
-        "staff" => "広報担当",
-        _ => "閲覧",
-    };
+    let role = role_label(&s.user.role);
     page(
         "home.html",
         context! { user => s.user.name, role => role, csrf => s.csrf },

@@ -195,3 +195,137 @@ async fn signing_in_and_out_with_csrf_and_lock_out(backend: Backend) {
     );
 }
 on_both!(signing_in_and_out_with_csrf_and_lock_out);
+
+/// Signs `name` in and returns the session cookie and the page's CSRF token.
+async fn signed_in(
+    d: &Daemon,
+    http: &reqwest::Client,
+    name: &str,
+    password: &str,
+) -> (String, String) {
+    let (cookie, csrf) = sign_in_form(d, http).await;
+    let r = post_sign_in(d, http, &cookie, &csrf, name, password).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let (session, _) = set_cookie(&r, "noroshi_session").unwrap();
+    let html = http
+        .get(format!("{}/", d.base))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_string();
+    (session, csrf)
+}
+
+/// Compose once: the form lists the channels, the preview shows each platform's text and
+/// its counter, a refusal is shown at its field, sending goes through the API's acceptance
+/// as the signed-in user and ends on the announcement's page; a viewer cannot compose, and
+/// a post without its CSRF token is refused.
+async fn composing_previews_and_sends_as_the_signed_in_user(backend: Backend) {
+    let mut d = Daemon::builder(backend).start().await;
+    d.terminate().await;
+    assert!(user_add(&d, "hanako", "staff", "kouhou-suzaka-2026")
+        .status
+        .success());
+    assert!(user_add(&d, "taro", "viewer", "etsuran-suzaka-2026")
+        .status
+        .success());
+    d.start_again().await;
+    let http = client();
+    let (viewer, _) = signed_in(&d, &http, "taro", "etsuran-suzaka-2026").await;
+    let r = http
+        .get(format!("{}/compose", d.base))
+        .header("cookie", &viewer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let (session, csrf) = signed_in(&d, &http, "hanako", "kouhou-suzaka-2026").await;
+    let form = http
+        .get(format!("{}/compose", d.base))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), StatusCode::OK);
+    let html = form.text().await.unwrap();
+    assert!(
+        html.contains("name=\"channels\" value=\"website\"") && html.contains("市ホームページ"),
+        "{html}"
+    );
+    let post = |fields: Vec<(&'static str, String)>| {
+        let (http, base, session) = (http.clone(), d.base.clone(), session.clone());
+        async move {
+            http.post(format!("{base}/compose"))
+                .header("cookie", session)
+                .form(&fields)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let fields = |title: &str, action: &str, csrf: &str| {
+        vec![
+            ("csrf", csrf.to_string()),
+            ("title", title.to_string()),
+            (
+                "body",
+                "本日15時、須坂市役所に避難所を開設しました。".to_string(),
+            ),
+            ("channels", "website".to_string()),
+            ("action", action.to_string()),
+        ]
+    };
+    let r = post(fields("避難所開設のお知らせ", "preview", &csrf)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("各チャンネルでの表示") && html.contains("避難所開設のお知らせ"),
+        "{html}"
+    );
+    let r = post(fields("", "send", &csrf)).await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("aria-invalid=\"true\"") && html.contains("role=\"alert\""),
+        "{html}"
+    );
+    assert_eq!(
+        post(fields("避難所開設のお知らせ", "send", "forged"))
+            .await
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+    let before = d.count_announcements().await;
+    let r = post(fields("避難所開設のお知らせ", "send", &csrf)).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let page = r.headers()["location"].to_str().unwrap().to_string();
+    assert_eq!(d.count_announcements().await, before + 1);
+    let id = page.trim_start_matches("/announcements/").to_string();
+    let a = d
+        .wait_status(&id, &["sent"], std::time::Duration::from_secs(20))
+        .await;
+    assert_eq!(a["created_by"], "hanako", "sent as the signed-in user");
+    let html = http
+        .get(format!("{}{page}", d.base))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("市ホームページ") && html.contains("発信済み"),
+        "{html}"
+    );
+}
+on_both!(composing_previews_and_sends_as_the_signed_in_user);
