@@ -290,6 +290,7 @@ fn admin_routes(state: &SharedState) -> Router<SharedState> {
             "/compose",
             get(crate::console::compose_form).post(crate::console::compose),
         )
+        .route("/announcements", get(crate::console::announcements))
         .route("/announcements/{id}", get(crate::console::announcement))
         .route("/console.css", get(crate::console::stylesheet))
 }

@@ -77,22 +77,29 @@ fn set_cookie(state: &SharedState, name: &str, value: &str, max_age: Option<i64>
     .expect("cookie values are URL-safe")
 }
 
+/// Every page template of the console, by name.
+const TEMPLATES: &[(&str, &str)] = &[
+    ("layout.html", include_str!("templates/layout.html")),
+    ("sign_in.html", include_str!("templates/sign_in.html")),
+    ("home.html", include_str!("templates/home.html")),
+    ("compose.html", include_str!("templates/compose.html")),
+    (
+        "announcement.html",
+        include_str!("templates/announcement.html"),
+    ),
+    (
+        "announcements.html",
+        include_str!("templates/announcements.html"),
+    ),
+];
+
 fn environment() -> minijinja::Environment<'static> {
     let mut env = minijinja::Environment::new();
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::Html);
-    env.add_template("layout.html", include_str!("templates/layout.html"))
-        .expect("layout parses");
-    env.add_template("sign_in.html", include_str!("templates/sign_in.html"))
-        .expect("sign-in parses");
-    env.add_template("home.html", include_str!("templates/home.html"))
-        .expect("home parses");
-    env.add_template("compose.html", include_str!("templates/compose.html"))
-        .expect("compose parses");
-    env.add_template(
-        "announcement.html",
-        include_str!("templates/announcement.html"),
-    )
-    .expect("announcement parses");
+    for (name, source) in TEMPLATES {
+        env.add_template(name, source)
+            .unwrap_or_else(|e| panic!("console template {name}: {e}"));
+    }
     env
 }
 
@@ -529,6 +536,67 @@ pub async fn compose(
     }
 }
 
+#[derive(Deserialize)]
+pub struct ListQuery {
+    #[serde(default)]
+    status: Option<String>,
+}
+
+/// `GET /announcements`: the newest fifty, filtered by state; drills marked as drills.
+pub async fn announcements(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<ListQuery>,
+) -> Response {
+    let Some(s) = session(&state, &headers).await else {
+        return Redirect::to("/sign-in").into_response();
+    };
+    let statuses: Vec<minijinja::Value> = crate::status::AnnouncementStatus::ALL
+        .iter()
+        .map(|st| context! { value => st.as_str(), label => status_label(st.as_str()) })
+        .collect();
+    let status = q.status.filter(|v| {
+        crate::status::AnnouncementStatus::ALL
+            .iter()
+            .any(|st| st.as_str() == v)
+    });
+    let filter = crate::store::announcements::ListFilter {
+        status: status.clone(),
+        limit: 50,
+        ..Default::default()
+    };
+    let rows = match crate::store::announcements::list(&state.db, &filter).await {
+        Ok(r) => r,
+        Err(e) => return crate::api::problem::Problem::from(e).into_response(),
+    };
+    let items: Vec<minijinja::Value> = rows
+        .iter()
+        .map(|a| {
+            let priority = match a.priority.as_str() {
+                "disaster" => "災害",
+                "urgent" => "緊急",
+                _ => "通常",
+            };
+            context! {
+                id => a.id, title => a.title, exercise => a.exercise, priority => priority,
+                status => status_label(&a.status),
+                created_at => chrono::DateTime::from_timestamp_millis(a.created_at)
+                    .unwrap_or_default()
+                    .with_timezone(&noroshi_channel_core::jst())
+                    .format("%Y年%-m月%-d日 %H:%M")
+                    .to_string(),
+            }
+        })
+        .collect();
+    page(
+        "announcements.html",
+        context! {
+            user => s.user.name, role => role_label(&s.user.role), items => items,
+            statuses => statuses, status => status.unwrap_or_default(),
+        },
+    )
+}
+
 /// `GET /announcements/{id}`: its state on every channel.
 pub async fn announcement(
     State(state): State<SharedState>,
@@ -583,6 +651,7 @@ mod tests {
     #[test]
     fn templates_parse_and_passwords_hash_with_argon2id() {
         let env = environment();
+        assert_eq!(env.templates().count(), TEMPLATES.len());
         for name in ["sign_in.html", "home.html"] {
             let html = env
                 .get_template(name)

@@ -327,5 +327,27 @@ async fn composing_previews_and_sends_as_the_signed_in_user(backend: Backend) {
         html.contains("市ホームページ") && html.contains("発信済み"),
         "{html}"
     );
+    // The list shows it, and filters by state.
+    for (query, listed) in [
+        ("", true),
+        ("?status=sent", true),
+        ("?status=failed", false),
+    ] {
+        let html = http
+            .get(format!("{}/announcements{query}", d.base))
+            .header("cookie", &session)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(
+            html.contains(&format!("/announcements/{id}")),
+            listed,
+            "{query}: {html}\n{}",
+            d.logs()
+        );
+    }
 }
 on_both!(composing_previews_and_sends_as_the_signed_in_user);
