@@ -36,6 +36,8 @@ pub struct Config {
     pub log: LogConfig,
     /// What submitted URLs may make the daemon reach.
     pub security: SecurityConfig,
+    /// The web console.
+    pub console: ConsoleConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -385,6 +387,24 @@ pub struct SecurityConfig {
     /// submitted (a literal address, `422` naming `images[i]`) or when fetched (a name that
     /// resolves to one). Only for test setups whose fakes run on 127.0.0.1.
     pub allow_private_fetch: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// `none` (default): staff posts go out as they are sent. `staff`: a post from the staff
+    /// role (console or API) waits in `awaiting_approval` until someone else with the staff
+    /// role or higher approves it, or returns it with a comment. Disaster and admin posts
+    /// never wait for approval (live alerts have second-person confirmation instead).
+    pub approval: Approval,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Approval {
+    #[default]
+    None,
+    Staff,
 }
 
 /// A config that was read, with what its secrets' sources said.

@@ -70,7 +70,7 @@ pub async fn claim(
              WHERE channel = $4 AND status IN ('pending', 'retrying') AND run_after <= $3 AND lane >= $5 \
                AND NOT EXISTS (SELECT 1 FROM announcements a \
                    WHERE a.id = deliveries.announcement_id \
-                     AND (a.status IN ('cancelled', 'awaiting_confirmation') OR ($7 AND a.exercise))) \
+                     AND (a.status IN ('cancelled', 'awaiting_confirmation', 'awaiting_approval') OR ($7 AND a.exercise))) \
              ORDER BY lane DESC, run_after, id LIMIT $6{lock}) \
          RETURNING id, announcement_id, channel, kind, unit_index, subscriber_id, lane, attempts, \
              idempotency_key, uncertain, expand_cursor, first_attempt_at"

@@ -255,6 +255,7 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         audit: audit.clone(),
         request_timeout: Duration::from_secs(config.server.request_timeout_secs),
         hsts: config.server.public_base_url().starts_with("https://"),
+        approval_staff: config.console.approval == crate::config::Approval::Staff,
         trusted_proxies: config.server.trusted_proxies.clone(),
         limits: crate::api::Limits::from_config(&config.server),
         confirm_second_person: config.disaster.confirm == "second_person",

@@ -40,10 +40,11 @@ macro_rules! stored_text {
     };
 }
 
-/// (awaiting_confirmation →) scheduled → queued → sending → sent | partially_failed |
-/// failed; or cancelled.
+/// (awaiting_approval | awaiting_confirmation →) scheduled → queued → sending → sent |
+/// partially_failed | failed; or cancelled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AnnouncementStatus {
+    AwaitingApproval,
     AwaitingConfirmation,
     Scheduled,
     Queued,
@@ -55,6 +56,7 @@ pub enum AnnouncementStatus {
 }
 
 stored_text!(AnnouncementStatus {
+    AwaitingApproval => "awaiting_approval",
     AwaitingConfirmation => "awaiting_confirmation",
     Scheduled => "scheduled",
     Queued => "queued",

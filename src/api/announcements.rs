@@ -43,7 +43,7 @@ pub struct AnnouncementView {
     pub priority: String,
     pub lang: String,
     pub exercise: bool,
-    /// (awaiting_confirmation →) scheduled → queued → sending → sent | partially_failed | failed; or cancelled
+    /// (awaiting_approval | awaiting_confirmation →) scheduled → queued → sending → sent | partially_failed | failed; or cancelled
     #[schema(schema_with = super::schema::announcement_status)]
     pub status: String,
     pub tags: Vec<String>,
@@ -150,13 +150,18 @@ pub async fn submit(
     caller.require(Role::Staff)?;
     let key = idempotency_key(&headers)?;
     let submission: Submission = parse_json(&body)?;
+    // With `[console] approval = "staff"`, a staff token's post waits for approval too.
+    let desk = DeskContext {
+        approval: state.approval_staff && caller.role == Role::Staff,
+        ..DeskContext::default()
+    };
     let accepted = accept_and_store(
         &state,
         &caller,
         &submission,
         key,
         request_id(&headers),
-        DeskContext::default(),
+        desk,
     )
     .await?;
     Ok(accepted_response(accepted))
@@ -186,6 +191,9 @@ pub(crate) struct DeskContext {
     pub trusted: bool,
     /// The CAP message the channels that publish CAP (the website) publish.
     pub cap_message: Option<noroshi_channel_core::CapMessage>,
+    /// Not the desk's: a staff post that waits for a second person's approval
+    /// (`[console] approval = "staff"`).
+    pub approval: bool,
 }
 
 /// A schedule's firing: the submission accepted and stored through the firing's claim on
@@ -330,6 +338,11 @@ pub(crate) async fn accept_and_store(
                 .to_string();
         }
     }
+    if desk.approval && !live_alert {
+        plan.announcement.status = crate::status::AnnouncementStatus::AwaitingApproval
+            .as_str()
+            .to_string();
+    }
     let stored: Vec<_> = plan.channels.iter().map(|c| c.to_store()).collect();
     // A live alert's acceptance takes the next write turn, ahead of any backlog's writes.
     let insert = store::insert(&state.db, &plan.announcement, &stored);
@@ -354,7 +367,7 @@ pub(crate) async fn accept_and_store(
     let status = plan.announcement.status.clone();
     tracing::info!(announcement = %id, by = %caller.name, priority = plan.priority.as_str(),
         channels = stored.len(), exercise = submission.exercise, status = %status, "Announcement accepted");
-    if status != "awaiting_confirmation" {
+    if status != "awaiting_confirmation" && status != "awaiting_approval" {
         if live_alert {
             // Disaster mode holds the paused channels' other work before this alert's
             // first delivery is claimed.
@@ -627,6 +640,7 @@ fn limit_of(limit: Option<i64>) -> ApiResult<i64> {
 }
 
 const STATUSES: &[&str] = &[
+    "awaiting_approval",
     "awaiting_confirmation",
     "scheduled",
     "queued",

@@ -108,7 +108,7 @@ fn identify(state: &super::SharedState, parts: &axum::http::request::Parts) -> O
     })
 }
 
-fn connect_ip(parts: &axum::http::request::Parts) -> Option<std::net::IpAddr> {
+pub(crate) fn connect_ip(parts: &axum::http::request::Parts) -> Option<std::net::IpAddr> {
     parts
         .extensions
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()

@@ -83,6 +83,8 @@ pub struct AppState {
     pub hsts: bool,
     /// How long a client may take to send its request.
     pub request_timeout: std::time::Duration,
+    /// `[console] approval = "staff"`: staff posts wait for a second person's approval.
+    pub approval_staff: bool,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -280,19 +282,7 @@ fn admin_routes(state: &SharedState) -> Router<SharedState> {
             get(|| async { Problem::not_implemented("/metrics (Prometheus)") }),
         )
         // The console: for staff, on the API's address.
-        .route("/", get(crate::console::home))
-        .route(
-            "/sign-in",
-            get(crate::console::sign_in_page).post(crate::console::sign_in),
-        )
-        .route("/sign-out", post(crate::console::sign_out))
-        .route(
-            "/compose",
-            get(crate::console::compose_form).post(crate::console::compose),
-        )
-        .route("/announcements", get(crate::console::announcements))
-        .route("/announcements/{id}", get(crate::console::announcement))
-        .route("/console.css", get(crate::console::stylesheet))
+        .merge(crate::console::routes())
 }
 
 /// What residents and platforms reach from the internet, each family limited per client
@@ -444,10 +434,13 @@ async fn security_headers(State(hsts): State<bool>, mut response: Response) -> R
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"text/html"));
     if html {
-        headers.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-        );
+        // The console sets its own (it runs its own script); everything else gets this.
+        if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
+            headers.insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+            );
+        }
         headers.insert(
             header::REFERRER_POLICY,
             HeaderValue::from_static("no-referrer"),

@@ -39,7 +39,7 @@ fn string_enum<'a>(description: &str, values: impl IntoIterator<Item = &'a str>)
 
 pub fn announcement_status() -> Schema {
     string_enum(
-        "An announcement's state: (awaiting_confirmation →) scheduled → queued → sending → sent | partially_failed | failed; or cancelled.",
+        "An announcement's state: (awaiting_approval | awaiting_confirmation →) scheduled → queued → sending → sent | partially_failed | failed; or cancelled.",
         AnnouncementStatus::ALL.iter().map(|s| s.as_str()),
     )
 }

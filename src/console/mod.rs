@@ -1,61 +1,102 @@
-//! The web console (Japanese by default): sign-in with argon2id passwords, sessions kept in
-//! the database (HttpOnly, SameSite=Strict, Secure over HTTPS; idle and absolute
-//! timeouts), CSRF tokens on every form, lock-out after repeated failures per account and
-//! per address, every sign-in and failure in the audit log. Pages are server-rendered
-//! (minijinja), with no script.
+//! The web console, in Japanese by default with English switchable: server-rendered pages
+//! (minijinja) for PR staff, the disaster desk, campaign planners, managers and admins.
+//!
+//! One file per screen family: [`sign_in`] (sessions, CSRF, lock-out), [`compose`] (compose
+//! once, the approval step), [`announcements`] (list, detail with live status, retry,
+//! cancel, the delivery log), [`desk`] (the disaster desk), [`schedules`], [`channels`]
+//! (channels and subscribers), [`reach`] (charts and KPIs), [`admin`] (people, API tokens,
+//! the audit log). Every action goes through the API's own handler as the signed-in user
+//! ([`act`]), so the console can do nothing the API would refuse, and is audited the same.
+//!
+//! Pages work without script; `console.js` (served by the daemon, no CDN) only adds live
+//! status and live preview counters.
 
-use axum::extract::{ConnectInfo, State};
+pub mod admin;
+pub mod announcements;
+pub mod channels;
+pub mod compose;
+pub mod desk;
+pub mod reach;
+pub mod schedules;
+pub mod sign_in;
+
+use axum::extract::FromRequestParts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::Form;
+use axum::routing::get;
+use axum::Router;
 use minijinja::context;
-use serde::Deserialize;
 
-use crate::api::auth::sha256;
+use crate::api::auth::{sha256, Caller, Role, Via};
+use crate::api::problem::Problem;
 use crate::api::SharedState;
 use crate::store::people;
 
-const SESSION_COOKIE: &str = "noroshi_session";
-const SIGN_IN_COOKIE: &str = "noroshi_signin";
-/// Failures in the window that lock an account, and an address.
-const ACCOUNT_LIMIT: i64 = 5;
-const ADDRESS_LIMIT: i64 = 20;
-const LOCK_WINDOW_MS: i64 = 15 * 60_000;
-const IDLE_MS: i64 = 30 * 60_000;
-const ABSOLUTE_MS: i64 = 12 * 3_600_000;
+pub use sign_in::{hash_password, password_is_acceptable};
 
-/// At least 12 characters: a city account must not fall to a guess.
-pub fn password_is_acceptable(p: &str) -> Result<(), String> {
-    if p.chars().count() < 12 {
-        return Err("the password must be at least 12 characters".into());
+pub(crate) const SESSION_COOKIE: &str = "noroshi_session";
+pub(crate) const SIGN_IN_COOKIE: &str = "noroshi_signin";
+const LANG_COOKIE: &str = "noroshi_lang";
+pub(crate) const IDLE_MS: i64 = 30 * 60_000;
+pub(crate) const ABSOLUTE_MS: i64 = 12 * 3_600_000;
+
+/// The content security policy of console pages: the website's, plus the console's own
+/// script and its polling of the console's own routes. Nothing inline, nothing elsewhere.
+pub const CONSOLE_CSP: &str = "default-src 'none'; img-src 'self' https:; style-src 'self'; \
+     script-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'self'; \
+     frame-ancestors 'none'";
+
+/// Every route of the console.
+pub fn routes() -> Router<SharedState> {
+    Router::new()
+        .route("/", get(home))
+        .route("/console.css", get(stylesheet))
+        .route("/console.js", get(script))
+        .route("/language", axum::routing::post(language))
+        .merge(sign_in::routes())
+        .merge(compose::routes())
+        .merge(announcements::routes())
+        .merge(desk::routes())
+        .merge(schedules::routes())
+        .merge(channels::routes())
+        .merge(reach::routes())
+        .merge(admin::routes())
+}
+
+/// The console's languages. Japanese is the default; English is switched per browser.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lang {
+    Ja,
+    En,
+}
+
+impl Lang {
+    pub fn code(self) -> &'static str {
+        match self {
+            Lang::Ja => "ja",
+            Lang::En => "en",
+        }
     }
-    Ok(())
+    /// The text in this language, from a Japanese–English pair.
+    pub fn pick<'a>(self, ja: &'a str, en: &'a str) -> &'a str {
+        match self {
+            Lang::Ja => ja,
+            Lang::En => en,
+        }
+    }
+    fn of(headers: &HeaderMap) -> Lang {
+        match cookie(headers, LANG_COOKIE).as_deref() {
+            Some("en") => Lang::En,
+            _ => Lang::Ja,
+        }
+    }
 }
 
-/// An argon2id hash in PHC form (the crate's default parameters, OWASP's minimum).
-pub fn hash_password(p: &str) -> anyhow::Result<String> {
-    use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
-    let salt = SaltString::generate(&mut OsRng);
-    argon2::Argon2::default()
-        .hash_password(p.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| anyhow::anyhow!("cannot hash the password: {e}"))
-}
-
-fn verify(p: &str, hash: &str) -> bool {
-    use argon2::password_hash::{PasswordHash, PasswordVerifier};
-    PasswordHash::new(hash).is_ok_and(|h| {
-        argon2::Argon2::default()
-            .verify_password(p.as_bytes(), &h)
-            .is_ok()
-    })
-}
-
-fn random_token() -> String {
+pub(crate) fn random_token() -> String {
     crate::api::auth::new_token()
 }
 
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -66,7 +107,12 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
-fn set_cookie(state: &SharedState, name: &str, value: &str, max_age: Option<i64>) -> HeaderValue {
+pub(crate) fn set_cookie(
+    state: &SharedState,
+    name: &str,
+    value: &str,
+    max_age: Option<i64>,
+) -> HeaderValue {
     let secure = if state.hsts { "; Secure" } else { "" };
     let age = max_age
         .map(|a| format!("; Max-Age={a}"))
@@ -80,6 +126,7 @@ fn set_cookie(state: &SharedState, name: &str, value: &str, max_age: Option<i64>
 /// Every page template of the console, by name.
 const TEMPLATES: &[(&str, &str)] = &[
     ("layout.html", include_str!("templates/layout.html")),
+    ("message.html", include_str!("templates/message.html")),
     ("sign_in.html", include_str!("templates/sign_in.html")),
     ("home.html", include_str!("templates/home.html")),
     ("compose.html", include_str!("templates/compose.html")),
@@ -91,11 +138,30 @@ const TEMPLATES: &[(&str, &str)] = &[
         "announcements.html",
         include_str!("templates/announcements.html"),
     ),
+    ("desk.html", include_str!("templates/desk.html")),
+    ("schedules.html", include_str!("templates/schedules.html")),
+    ("channels.html", include_str!("templates/channels.html")),
+    (
+        "subscribers.html",
+        include_str!("templates/subscribers.html"),
+    ),
+    ("reach.html", include_str!("templates/reach.html")),
+    ("people.html", include_str!("templates/people.html")),
+    ("audit.html", include_str!("templates/audit.html")),
 ];
+
+/// `tr("日本語", "English")` in a template: the text in the page's language.
+fn tr(state: &minijinja::State, ja: String, en: String) -> String {
+    match state.lookup("lang").as_ref().and_then(|v| v.as_str()) {
+        Some("en") => en,
+        _ => ja,
+    }
+}
 
 fn environment() -> minijinja::Environment<'static> {
     let mut env = minijinja::Environment::new();
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::Html);
+    env.add_function("tr", tr);
     for (name, source) in TEMPLATES {
         env.add_template(name, source)
             .unwrap_or_else(|e| panic!("console template {name}: {e}"));
@@ -103,11 +169,183 @@ fn environment() -> minijinja::Environment<'static> {
     env
 }
 
-fn page(name: &str, ctx: minijinja::Value) -> Response {
-    match environment().get_template(name).and_then(|t| t.render(ctx)) {
-        Ok(html) => Html(html).into_response(),
-        Err(e) => crate::api::problem::Problem::internal(e).into_response(),
+thread_local! {
+    static ENV: minijinja::Environment<'static> = environment();
+}
+
+/// A page in the console's layout, in `lang`, with the console's security policy.
+pub fn page(name: &str, lang: Lang, ctx: minijinja::Value) -> Response {
+    let ctx = context! { lang => lang.code(), ..ctx };
+    let rendered = ENV.with(|env| env.get_template(name).and_then(|t| t.render(ctx)));
+    match rendered {
+        Ok(html) => {
+            let mut r = Html(html).into_response();
+            r.headers_mut().insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(CONSOLE_CSP),
+            );
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
+        }
+        Err(e) => Problem::internal(e).into_response(),
     }
+}
+
+/// A page that only says something (a refusal, an error), with `status`.
+pub fn message(lang: Lang, status: StatusCode, title: &str, text: &str) -> Response {
+    let mut r = page(
+        "message.html",
+        lang,
+        context! { heading => title, text => text },
+    );
+    *r.status_mut() = status;
+    r
+}
+
+pub(crate) fn csrf_refused(lang: Lang) -> Response {
+    message(
+        lang,
+        StatusCode::FORBIDDEN,
+        lang.pick("送信できませんでした", "Not sent"),
+        lang.pick(
+            "フォームの有効期限が切れたか、正しくない送信です。画面を読み込み直してから、もう一度操作してください。",
+            "The form has expired or was not sent from this console. Reload the page and try again.",
+        ),
+    )
+}
+
+/// A signed-in console user: the session, the caller it acts as, and the page language.
+/// A request without a live session is sent to the sign-in page.
+pub struct Signed {
+    pub session: people::Session,
+    pub caller: Caller,
+    pub lang: Lang,
+    /// The page asked for (path and query), for the language switch's way back.
+    pub path: String,
+}
+
+impl FromRequestParts<SharedState> for Signed {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &SharedState,
+    ) -> Result<Signed, Response> {
+        let lang = Lang::of(&parts.headers);
+        let Some(session) = session(state, &parts.headers).await else {
+            return Err(Redirect::to("/sign-in").into_response());
+        };
+        let client = crate::api::auth::connect_ip(parts)
+            .map(|peer| crate::api::client_address(peer, &parts.headers, &state.trusted_proxies));
+        let caller = Caller {
+            name: session.user.name.clone(),
+            role: Role::parse(&session.user.role).unwrap_or(Role::Viewer),
+            via: Via::Session,
+            client,
+        };
+        let path = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "/".into());
+        Ok(Signed {
+            session,
+            caller,
+            lang,
+            path,
+        })
+    }
+}
+
+impl Signed {
+    /// Refuses a form without this session's CSRF token.
+    pub fn check_csrf(&self, csrf: &str) -> Result<(), Response> {
+        if csrf.is_empty() || csrf != self.session.csrf {
+            return Err(csrf_refused(self.lang));
+        }
+        Ok(())
+    }
+
+    /// Refuses (403, in words) a user below `min`.
+    pub fn require(&self, min: Role) -> Result<(), Response> {
+        if self.caller.role >= min {
+            return Ok(());
+        }
+        let needed = role_label(min.as_str(), self.lang);
+        let text = match self.lang {
+            Lang::Ja => format!("この画面・操作は「{needed}」以上の権限で使えます。管理者に権限の変更を依頼してください。"),
+            Lang::En => format!("This needs the {needed} role or higher. Ask an administrator to change your role."),
+        };
+        Err(message(
+            self.lang,
+            StatusCode::FORBIDDEN,
+            self.lang.pick("権限がありません", "Not permitted"),
+            &text,
+        ))
+    }
+
+    /// What every page's header shows.
+    pub fn header(&self) -> minijinja::Value {
+        context! {
+            user => self.session.user.name,
+            role => role_label(&self.session.user.role, self.lang),
+            role_level => self.caller.role as u8,
+            csrf => self.session.csrf,
+            path => self.path,
+        }
+    }
+
+    /// Records a console action in the audit log, as the API's hook records API writes.
+    pub fn audit(&self, state: &SharedState, path: &str, status: u16) {
+        state.audit.record(crate::api::audit::Entry {
+            at: crate::clock::now_ms(),
+            who: self.caller.name.clone(),
+            role: self.caller.role.as_str(),
+            via: "session",
+            client: self.caller.client.map(|c| c.to_string()),
+            method: "POST".into(),
+            route: path.to_string(),
+            path: path.to_string(),
+            status,
+        });
+    }
+}
+
+/// The end of a console action done through an API handler: on success the action is
+/// audited and the browser goes to `then` (303); a refusal is shown in the user's words
+/// with the API's own status and detail.
+pub fn act<T>(
+    state: &SharedState,
+    signed: &Signed,
+    path: &str,
+    result: Result<T, Problem>,
+    then: &str,
+) -> Response {
+    match result {
+        Ok(_) => {
+            signed.audit(state, path, 303);
+            Redirect::to(then).into_response()
+        }
+        Err(p) => refused(signed.lang, &p),
+    }
+}
+
+/// A problem from the API, as a page.
+pub fn refused(lang: Lang, p: &Problem) -> Response {
+    let status = StatusCode::from_u16(p.status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
+    let title = match status {
+        StatusCode::FORBIDDEN => lang.pick("権限がありません", "Not permitted"),
+        StatusCode::NOT_FOUND => lang.pick("見つかりません", "Not found"),
+        StatusCode::CONFLICT => lang.pick("この操作はできません", "Not possible now"),
+        s if s.is_server_error() => lang.pick("処理できませんでした", "Something went wrong"),
+        _ => lang.pick("入力を確認してください", "Please check the input"),
+    };
+    let detail = match &p.field {
+        Some(f) => format!("{} ({f})", p.detail),
+        None => p.detail.clone(),
+    };
+    message(lang, status, title, &detail)
 }
 
 /// The signed-in session of a request, if any.
@@ -127,520 +365,135 @@ pub async fn session(state: &SharedState, headers: &HeaderMap) -> Option<people:
 /// The console's stylesheet, served by the daemon (no CDN).
 pub async fn stylesheet() -> Response {
     (
-        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
         include_str!("console.css"),
     )
         .into_response()
 }
 
-/// `GET /sign-in`: the form, with a fresh CSRF token (double-submitted: cookie and field).
-pub async fn sign_in_page(State(state): State<SharedState>) -> Response {
-    sign_in_form(&state, None, StatusCode::OK)
-}
-
-fn sign_in_form(state: &SharedState, error: Option<&str>, status: StatusCode) -> Response {
-    let csrf = random_token();
-    let mut r = page("sign_in.html", context! { csrf => csrf, error => error });
-    *r.status_mut() = status;
-    r.headers_mut().append(
-        header::SET_COOKIE,
-        set_cookie(state, SIGN_IN_COOKIE, &csrf, Some(3600)),
-    );
-    r
-}
-
-#[derive(Deserialize)]
-pub struct SignIn {
-    name: String,
-    password: String,
-    csrf: String,
-}
-
-/// `POST /sign-in`.
-pub async fn sign_in(
-    State(state): State<SharedState>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    headers: HeaderMap,
-    Form(f): Form<SignIn>,
-) -> Response {
-    let client = crate::api::client_address(peer.ip(), &headers, &state.trusted_proxies);
-    if let Err(wait) = state.limits.site.check(&client) {
-        let mut r = sign_in_form(
-            &state,
-            Some("アクセスが集中しています。しばらくしてからもう一度お試しください。"),
-            StatusCode::TOO_MANY_REQUESTS,
-        );
-        r.headers_mut().insert(header::RETRY_AFTER, wait.into());
-        return r;
-    }
-    if cookie(&headers, SIGN_IN_COOKIE).as_deref() != Some(f.csrf.as_str()) || f.csrf.is_empty() {
-        return csrf_refused();
-    }
-    let now = crate::clock::now_ms();
-    let account_key = format!("account:{}", f.name);
-    let address_key = format!("address:{client}");
-    let locked = people::failures(&state.db, &account_key, now - LOCK_WINDOW_MS)
-        .await
-        .unwrap_or(0)
-        >= ACCOUNT_LIMIT
-        || people::failures(&state.db, &address_key, now - LOCK_WINDOW_MS)
-            .await
-            .unwrap_or(0)
-            >= ADDRESS_LIMIT;
-    let audit = |who: &str, status: u16| {
-        state.audit.record(crate::api::audit::Entry {
-            at: now,
-            who: who.to_string(),
-            role: "",
-            via: "password",
-            client: Some(client.to_string()),
-            method: "POST".into(),
-            route: "/sign-in".into(),
-            path: "/sign-in".into(),
-            status,
-        });
-    };
-    if locked {
-        audit(&f.name, 423);
-        return sign_in_form(
-            &state,
-            Some("ログインに続けて失敗したため、このアカウントまたは接続元からのログインを15分間停止しています。時間をおいてからお試しください。"),
-            StatusCode::LOCKED,
-        );
-    }
-    let user = people::user(&state.db, &f.name).await.ok().flatten();
-    // A missing user costs the same hash as a wrong password: the timing says nothing.
-    let ok = match &user {
-        Some(u) if !u.disabled => verify(&f.password, &u.password_hash),
-        _ => {
-            let _ = verify(&f.password, "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$3QhMzZ0N8t6H8y1n1pW0p0oW5P9Xq9wQy4o3Jm0E7Xk");
-            false
-        }
-    };
-    if !ok {
-        let _ = people::record_failure(&state.db, &[account_key, address_key]).await;
-        audit(&f.name, 401);
-        return sign_in_form(
-            &state,
-            Some("ユーザー名またはパスワードが違います。"),
-            StatusCode::UNAUTHORIZED,
-        );
-    }
-    let user = user.expect("verified");
-    let _ = people::clear_failures(&state.db, &account_key).await;
-    let token = random_token();
-    if let Err(e) = people::create_session(
-        &state.db,
-        &hex::encode(sha256(&token)),
-        &user.name,
-        &random_token(),
-    )
-    .await
-    {
-        return crate::api::problem::Problem::from(e).into_response();
-    }
-    audit(&user.name, 303);
-    let mut r = Redirect::to("/").into_response();
-    r.headers_mut().append(
-        header::SET_COOKIE,
-        set_cookie(&state, SESSION_COOKIE, &token, None),
-    );
-    r.headers_mut().append(
-        header::SET_COOKIE,
-        set_cookie(&state, SIGN_IN_COOKIE, "", Some(0)),
-    );
-    r
-}
-
-fn csrf_refused() -> Response {
+/// The console's one script: live status and live preview counters. Every page works
+/// without it.
+pub async fn script() -> Response {
     (
-        StatusCode::FORBIDDEN,
-        Html("<!DOCTYPE html><html lang=\"ja\"><head><meta charset=\"utf-8\"><title>送信できませんでした</title></head><body><main><h1>送信できませんでした</h1><p>フォームの有効期限が切れたか、正しくない送信です。画面を読み込み直してから、もう一度操作してください。</p><p><a href=\"/sign-in\">ログイン画面へ</a></p></main></body></html>"),
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("console.js"),
     )
         .into_response()
 }
 
-#[derive(Deserialize)]
-pub struct CsrfOnly {
-    csrf: String,
+#[derive(serde::Deserialize)]
+pub struct LanguageForm {
+    lang: String,
     #[serde(default)]
-    everywhere: Option<String>,
+    back: String,
 }
 
-/// `POST /sign-out` (`everywhere=1`: every session of the user).
-pub async fn sign_out(
-    State(state): State<SharedState>,
-    headers: HeaderMap,
-    Form(f): Form<CsrfOnly>,
+/// `POST /language`: 日本語 or English for this browser (a cookie), then back to the page.
+pub async fn language(
+    axum::extract::State(state): axum::extract::State<SharedState>,
+    axum::Form(f): axum::Form<LanguageForm>,
 ) -> Response {
-    let Some(s) = session(&state, &headers).await else {
-        return Redirect::to("/sign-in").into_response();
+    let lang = if f.lang == "en" { "en" } else { "ja" };
+    // Only a path on this console: never an open redirect.
+    let back = if f.back.starts_with('/') && !f.back.starts_with("//") {
+        f.back
+    } else {
+        "/".into()
     };
-    if s.csrf != f.csrf {
-        return csrf_refused();
-    }
-    if f.everywhere.is_some() {
-        let _ = people::end_sessions_of(&state.db, &s.user.name).await;
-    } else if let Some(token) = cookie(&headers, SESSION_COOKIE) {
-        let _ = people::end_session(&state.db, &hex::encode(sha256(&token))).await;
-    }
-    let mut r = Redirect::to("/sign-in").into_response();
+    let mut r = Redirect::to(&back).into_response();
     r.headers_mut().append(
         header::SET_COOKIE,
-        set_cookie(&state, SESSION_COOKIE, "", Some(0)),
+        set_cookie(&state, LANG_COOKIE, lang, Some(365 * 86_400)),
     );
     r
 }
 
-fn role_label(role: &str) -> &'static str {
-    match role {
-        "admin" => "管理者",
-        "disaster" => "防災担当",
-        "staff" => "広報担当",
-        _ => "閲覧",
+pub fn role_label(role: &str, lang: Lang) -> &'static str {
+    match (role, lang) {
+        ("admin", Lang::Ja) => "管理者",
+        ("admin", Lang::En) => "admin",
+        ("disaster", Lang::Ja) => "防災担当",
+        ("disaster", Lang::En) => "disaster desk",
+        ("staff", Lang::Ja) => "広報担当",
+        ("staff", Lang::En) => "staff",
+        (_, Lang::Ja) => "閲覧",
+        (_, Lang::En) => "viewer",
     }
 }
 
-fn channel_label(name: &str) -> String {
-    match name {
-        "line" => "LINE".into(),
-        "x" => "X（旧Twitter）".into(),
-        "facebook" => "Facebookページ".into(),
-        "email" => "メール配信".into(),
-        "website" => "市ホームページ".into(),
-        other => other.to_string(),
+pub fn channel_label(name: &str, lang: Lang) -> String {
+    match (name, lang) {
+        ("line", _) => "LINE".into(),
+        ("x", Lang::Ja) => "X（旧Twitter）".into(),
+        ("x", Lang::En) => "X (Twitter)".into(),
+        ("facebook", Lang::Ja) => "Facebookページ".into(),
+        ("facebook", Lang::En) => "Facebook Page".into(),
+        ("email", Lang::Ja) => "メール配信".into(),
+        ("email", Lang::En) => "Email".into(),
+        ("website", Lang::Ja) => "市ホームページ".into(),
+        ("website", Lang::En) => "City website".into(),
+        (other, _) => other.to_string(),
     }
 }
 
-fn status_label(status: &str) -> &'static str {
-    match status {
-        "awaiting_confirmation" => "確認待ち",
-        "scheduled" => "予約済み",
-        "queued" => "発信待ち",
-        "sending" | "in_flight" | "pending" | "retrying" => "発信中",
-        "sent" => "発信済み",
-        "partially_failed" => "一部失敗",
-        "failed" => "失敗",
-        "cancelled" => "取り消し",
-        _ => "不明",
-    }
-}
-
-/// The caller a console session acts as: its user, with the user's role.
-fn caller_of(s: &people::Session) -> crate::api::auth::Caller {
-    crate::api::auth::Caller {
-        name: s.user.name.clone(),
-        role: crate::api::auth::Role::parse(&s.user.role).unwrap_or(crate::api::auth::Role::Viewer),
-        via: crate::api::auth::Via::Session,
-        client: None,
-    }
-}
-
-#[derive(Deserialize, Default)]
-pub struct Compose {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
-    title: String,
-    #[serde(default)]
-    body: String,
-    #[serde(default)]
-    link: String,
-    /// Repeated `channels=…` fields.
-    #[serde(default)]
-    channels: Vec<String>,
-    #[serde(default)]
-    action: String,
-}
-
-fn compose_page(
-    state: &SharedState,
-    s: &people::Session,
-    f: &Compose,
-    previews: Vec<minijinja::Value>,
-    error: Option<(String, String)>,
-    status: StatusCode,
-) -> Response {
-    let channels: Vec<minijinja::Value> = state
-        .channels
-        .iter()
-        .map(|c| {
-            let name = c.name().to_string();
-            let checked = f.channels.is_empty() || f.channels.contains(&name);
-            context! { name => name.clone(), label => channel_label(&name), checked => checked }
-        })
-        .collect();
-    let (error_field, error) = error
-        .map(|(f, m)| (Some(f), Some(m)))
-        .unwrap_or((None, None));
-    let mut r = page(
-        "compose.html",
-        context! {
-            user => s.user.name, role => role_label(&s.user.role), csrf => s.csrf,
-            title => f.title, body => f.body, link => f.link, channels => channels,
-            previews => previews, error => error, error_field => error_field,
-        },
-    );
-    *r.status_mut() = status;
-    r
-}
-
-/// `GET /compose`: one form for every channel (staff and above).
-pub async fn compose_form(State(state): State<SharedState>, headers: HeaderMap) -> Response {
-    let Some(s) = session(&state, &headers).await else {
-        return Redirect::to("/sign-in").into_response();
+pub fn status_label(status: &str, lang: Lang) -> &'static str {
+    let (ja, en) = match status {
+        "awaiting_approval" => ("承認待ち", "awaiting approval"),
+        "awaiting_confirmation" => ("確認待ち", "awaiting confirmation"),
+        "scheduled" => ("予約済み", "scheduled"),
+        "queued" => ("発信待ち", "queued"),
+        "sending" | "in_flight" | "pending" | "retrying" => ("発信中", "sending"),
+        "sent" => ("発信済み", "sent"),
+        "partially_failed" => ("一部失敗", "partly failed"),
+        "failed" => ("失敗", "failed"),
+        "cancelled" => ("取り消し", "cancelled"),
+        "returned" => ("差し戻し", "returned"),
+        "ok" => ("正常", "working"),
+        "degraded" => ("不調", "degraded"),
+        "paused" => ("停止中", "paused"),
+        "disabled" => ("無効", "disabled"),
+        _ => ("不明", "unknown"),
     };
-    if caller_of(&s).role < crate::api::auth::Role::Staff {
-        return forbidden_page();
-    }
-    compose_page(
-        &state,
-        &s,
-        &Compose::default(),
-        Vec::new(),
-        None,
-        StatusCode::OK,
-    )
+    lang.pick(ja, en)
 }
 
-fn forbidden_page() -> Response {
-    (
-        StatusCode::FORBIDDEN,
-        Html("<!DOCTYPE html><html lang=\"ja\"><head><meta charset=\"utf-8\"><title>権限がありません</title></head><body><main><h1>権限がありません</h1><p>この画面は広報担当以上の権限で使えます。管理者に権限の変更を依頼してください。</p><p><a href=\"/\">ホームへ戻る</a></p></main></body></html>"),
-    )
-        .into_response()
-}
-
-/// `POST /compose`: the per-channel previews, or the announcement sent (it goes through
-/// the same acceptance as the API's, as the signed-in user).
-pub async fn compose(
-    State(state): State<SharedState>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    let Some(s) = session(&state, &headers).await else {
-        return Redirect::to("/sign-in").into_response();
-    };
-    let caller = caller_of(&s);
-    if caller.role < crate::api::auth::Role::Staff {
-        return forbidden_page();
-    }
-    // Repeated fields (`channels=a&channels=b`) read by hand: the form's shape is small.
-    let mut f = Compose::default();
-    for (k, v) in url::form_urlencoded::parse(&body) {
-        match k.as_ref() {
-            "csrf" => f.csrf = v.into_owned(),
-            "title" => f.title = v.into_owned(),
-            "body" => f.body = v.into_owned(),
-            "link" => f.link = v.into_owned(),
-            "channels" => f.channels.push(v.into_owned()),
-            "action" => f.action = v.into_owned(),
-            _ => {}
-        }
-    }
-    if f.csrf != s.csrf {
-        return csrf_refused();
-    }
-    let submission: crate::accept::Submission = match serde_json::from_value(serde_json::json!({
-        "title": f.title,
-        "body": f.body,
-        "link": if f.link.trim().is_empty() { None } else { Some(f.link.trim()) },
-        "channels": f.channels,
-    })) {
-        Ok(s) => s,
-        Err(e) => return crate::api::problem::Problem::internal(e).into_response(),
-    };
-    let ctx = crate::api::announcements::context(&state, caller.role);
-    let now = crate::clock::now();
-    let plan = crate::accept::plan(
-        &submission,
-        &ctx,
-        "preview".into(),
-        &caller.name,
-        None,
-        None,
-        now,
-    );
-    let refusal = |r: crate::accept::Refusal| {
-        let p = crate::api::problem::Problem::from(r);
-        (p.field.clone().unwrap_or_default(), p.detail)
-    };
-    if f.action != "send" {
-        return match plan {
-            Ok(p) => {
-                let previews = p
-                    .channels
-                    .into_iter()
-                    .map(|c| {
-                        context! {
-                            channel => c.channel.clone(), label => channel_label(&c.channel),
-                            text => c.preview.text, length => c.preview.length, limit => c.preview.limit,
-                            rule => c.preview.length_rule, warnings => c.preview.warnings,
-                        }
-                    })
-                    .collect();
-                compose_page(&state, &s, &f, previews, None, StatusCode::OK)
-            }
-            Err(r) => compose_page(
-                &state,
-                &s,
-                &f,
-                Vec::new(),
-                Some(refusal(r)),
-                StatusCode::UNPROCESSABLE_ENTITY,
-            ),
-        };
-    }
-    if let Err(r) = plan {
-        return compose_page(
-            &state,
-            &s,
-            &f,
-            Vec::new(),
-            Some(refusal(r)),
-            StatusCode::UNPROCESSABLE_ENTITY,
-        );
-    }
-    match crate::api::announcements::accept_and_store(
-        &state,
-        &caller,
-        &submission,
-        None,
-        None,
-        crate::api::announcements::DeskContext::default(),
-    )
-    .await
-    {
-        Ok(a) => {
-            state.audit.record(crate::api::audit::Entry {
-                at: crate::clock::now_ms(),
-                who: caller.name.clone(),
-                role: caller.role.as_str(),
-                via: "session",
-                client: None,
-                method: "POST".into(),
-                route: "/compose".into(),
-                path: "/compose".into(),
-                status: 303,
-            });
-            Redirect::to(&format!("/announcements/{}", a.id)).into_response()
-        }
-        Err(p) => compose_page(
-            &state,
-            &s,
-            &f,
-            Vec::new(),
-            Some((p.field.clone().unwrap_or_default(), p.detail)),
-            StatusCode::from_u16(p.status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY),
-        ),
+/// A time in the city's zone, as staff read it.
+pub fn local_time(ms: i64, lang: Lang) -> String {
+    let t = chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .with_timezone(&noroshi_channel_core::jst());
+    match lang {
+        Lang::Ja => t.format("%Y年%-m月%-d日 %H:%M").to_string(),
+        Lang::En => t.format("%-d %b %Y %H:%M JST").to_string(),
     }
 }
 
-#[derive(Deserialize)]
-pub struct ListQuery {
-    #[serde(default)]
-    status: Option<String>,
-}
-
-/// `GET /announcements`: the newest fifty, filtered by state; drills marked as drills.
-pub async fn announcements(
-    State(state): State<SharedState>,
-    headers: HeaderMap,
-    axum::extract::Query(q): axum::extract::Query<ListQuery>,
-) -> Response {
-    let Some(s) = session(&state, &headers).await else {
-        return Redirect::to("/sign-in").into_response();
-    };
-    let statuses: Vec<minijinja::Value> = crate::status::AnnouncementStatus::ALL
-        .iter()
-        .map(|st| context! { value => st.as_str(), label => status_label(st.as_str()) })
-        .collect();
-    let status = q.status.filter(|v| {
-        crate::status::AnnouncementStatus::ALL
-            .iter()
-            .any(|st| st.as_str() == v)
-    });
-    let filter = crate::store::announcements::ListFilter {
-        status: status.clone(),
-        limit: 50,
-        ..Default::default()
-    };
-    let rows = match crate::store::announcements::list(&state.db, &filter).await {
-        Ok(r) => r,
-        Err(e) => return crate::api::problem::Problem::from(e).into_response(),
-    };
-    let items: Vec<minijinja::Value> = rows
-        .iter()
-        .map(|a| {
-            let priority = match a.priority.as_str() {
-                "disaster" => "災害",
-                "urgent" => "緊急",
-                _ => "通常",
-            };
-            context! {
-                id => a.id, title => a.title, exercise => a.exercise, priority => priority,
-                status => status_label(&a.status),
-                created_at => chrono::DateTime::from_timestamp_millis(a.created_at)
-                    .unwrap_or_default()
-                    .with_timezone(&noroshi_channel_core::jst())
-                    .format("%Y年%-m月%-d日 %H:%M")
-                    .to_string(),
-            }
-        })
-        .collect();
-    page(
-        "announcements.html",
-        context! {
-            user => s.user.name, role => role_label(&s.user.role), items => items,
-            statuses => statuses, status => status.unwrap_or_default(),
-        },
-    )
-}
-
-/// `GET /announcements/{id}`: its state on every channel.
-pub async fn announcement(
-    State(state): State<SharedState>,
-    headers: HeaderMap,
-    axum::extract::Path(id): axum::extract::Path<String>,
-) -> Response {
-    let Some(s) = session(&state, &headers).await else {
-        return Redirect::to("/sign-in").into_response();
-    };
-    let caller = caller_of(&s);
-    match crate::api::announcements::view_of(&state, &caller, &id).await {
-        Ok(v) => {
-            let deliveries: Vec<minijinja::Value> = v
-                .deliveries
-                .iter()
-                .map(|d| {
-                    context! {
-                        label => channel_label(&d.channel), status_label => status_label(&d.status),
-                        sent => d.sent, total => d.total, last_error => d.last_error.clone().unwrap_or_default(),
-                    }
-                })
-                .collect();
-            page(
-                "announcement.html",
-                context! {
-                    user => s.user.name, role => role_label(&s.user.role), title => v.title,
-                    status_label => status_label(&v.status), created_at => v.created_at,
-                    exercise => v.exercise, deliveries => deliveries,
-                },
-            )
-        }
-        Err(p) => p.into_response(),
-    }
+/// An RFC 3339 time (as the API gives it) in the city's zone.
+pub fn local_rfc3339(s: &str, lang: Lang) -> String {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| local_time(t.timestamp_millis(), lang))
+        .unwrap_or_else(|_| s.to_string())
 }
 
 /// `GET /`: the console's front page, for a signed-in user.
-pub async fn home(State(state): State<SharedState>, headers: HeaderMap) -> Response {
-    let Some(s) = session(&state, &headers).await else {
-        return Redirect::to("/sign-in").into_response();
-    };
-    let role = role_label(&s.user.role);
+pub async fn home(
+    axum::extract::State(state): axum::extract::State<SharedState>,
+    signed: Signed,
+) -> Response {
+    let alerts = crate::store::alerts::active(&state.db, crate::clock::now_ms())
+        .await
+        .map(|a| a.len())
+        .unwrap_or(0);
     page(
         "home.html",
-        context! { user => s.user.name, role => role, csrf => s.csrf },
+        signed.lang,
+        context! { me => signed.header(), active_alerts => alerts },
     )
 }
 
@@ -649,23 +502,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn templates_parse_and_passwords_hash_with_argon2id() {
+    fn templates_parse_and_pages_follow_the_language() {
         let env = environment();
         assert_eq!(env.templates().count(), TEMPLATES.len());
-        for name in ["sign_in.html", "home.html"] {
-            let html = env
-                .get_template(name)
+        let render = |lang: &str| {
+            env.get_template("sign_in.html")
                 .unwrap()
-                .render(
-                    context! { csrf => "t", user => "hanako", role => "広報担当", error => "x" },
-                )
-                .unwrap();
-            assert!(html.contains("<html lang=\"ja\">"), "{name}");
-        }
-        let hash = hash_password("kouhou-suzaka-2026").unwrap();
-        assert!(hash.starts_with("$argon2id$"), "{hash}");
-        assert!(verify("kouhou-suzaka-2026", &hash));
-        assert!(!verify("kouhou-suzaka-2027", &hash));
-        assert!(password_is_acceptable("short").is_err());
+                .render(context! { lang => lang, csrf => "t", error => "x" })
+                .unwrap()
+        };
+        let ja = render("ja");
+        assert!(ja.contains("<html lang=\"ja\">"), "{ja}");
+        assert!(ja.contains("ログイン"), "{ja}");
+        let en = render("en");
+        assert!(en.contains("<html lang=\"en\">"), "{en}");
+        assert!(en.contains("Sign in"), "{en}");
+        assert!(!en.contains("パスワード"), "{en}");
     }
 }

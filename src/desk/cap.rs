@@ -415,6 +415,7 @@ pub async fn receive(
                     expires_at,
                     trusted,
                     cap_message: Some(publication(&alert, xml, &references)),
+                    approval: false,
                 },
             )
             .await?;

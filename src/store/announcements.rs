@@ -528,3 +528,72 @@ pub async fn retry_failed(db: &Db, id: &str, channel: Option<&str>) -> Result<u6
     }
     Ok(n)
 }
+
+/// What a review (the console's approval step) did.
+#[derive(Debug)]
+pub enum Reviewed {
+    NotFound,
+    NotWaiting(String),
+    /// The reviewer wrote it: a second person must review it.
+    OwnAnnouncement,
+    /// Approved (`scheduled` or `queued`) or returned (`cancelled`).
+    Released(String),
+}
+
+/// Approves (`returned_with` = None) or returns with a comment a post that waits for
+/// approval, in one transaction: a returned post's deliveries are cancelled and nothing of
+/// it goes out.
+pub async fn review(db: &Db, id: &str, by: &str, returned_with: Option<&str>) -> Result<Reviewed> {
+    let now = now_ms();
+    let out = write_tx!(db, tx => {
+        let row = sqlx::query("SELECT status, created_by, scheduled_at FROM announcements WHERE id = $1")
+            .bind(id).fetch_optional(&mut *tx).await?;
+        match row {
+            None => Reviewed::NotFound,
+            Some(r) => {
+                let status: String = r.try_get("status")?;
+                let author: String = r.try_get("created_by")?;
+                let scheduled_at: Option<i64> = r.try_get("scheduled_at")?;
+                if status != "awaiting_approval" {
+                    Reviewed::NotWaiting(status)
+                } else if author == by {
+                    Reviewed::OwnAnnouncement
+                } else {
+                    let next = match returned_with {
+                        Some(_) => "cancelled",
+                        None if scheduled_at.is_some_and(|t| t > now) => "scheduled",
+                        None => "queued",
+                    };
+                    if returned_with.is_some() {
+                        sqlx::query(
+                            "UPDATE deliveries SET status = 'cancelled', last_error = 'returned by the approver', updated_at = $2 \
+                             WHERE announcement_id = $1 AND status IN ('pending', 'retrying')")
+                            .bind(id).bind(now).execute(&mut *tx).await?;
+                    }
+                    sqlx::query(
+                        "UPDATE announcements SET status = $1, reviewed_by = $2, reviewed_at = $3, review_note = $4, updated_at = $3 \
+                         WHERE id = $5")
+                        .bind(next).bind(by).bind(now).bind(returned_with).bind(id)
+                        .execute(&mut *tx).await?;
+                    Reviewed::Released(next.to_string())
+                }
+            }
+        }
+    });
+    Ok(out)
+}
+
+/// Who reviewed an announcement, and the comment it was returned with.
+#[derive(Clone, Debug)]
+pub struct Review {
+    pub by: Option<String>,
+    pub note: Option<String>,
+}
+
+pub async fn review_of(db: &Db, id: &str) -> Result<Option<Review>> {
+    let row: Option<(Option<String>, Option<String>)> = with_pool!(db, p => {
+        sqlx::query_as("SELECT reviewed_by, review_note FROM announcements WHERE id = $1")
+            .bind(id).fetch_optional(p).await?
+    });
+    Ok(row.map(|(by, note)| Review { by, note }))
+}
