@@ -10,7 +10,57 @@ use reqwest::StatusCode;
 use crate::helpers::*;
 use crate::on_both;
 
-fn user_add(d: &Daemon, name: &str, role: &str, password: &str) -> std::process::Output {
+/// The password every test person gets.
+pub(crate) const PASSWORD: &str = "kouhou-suzaka-2026";
+
+/// Adds people (name, role) to a daemon's database while it is stopped (on SQLite one
+/// process owns the file), then starts it again.
+pub(crate) async fn add_people(d: &mut Daemon, people: &[(&str, &str)]) {
+    d.terminate().await;
+    for (name, role) in people {
+        let out = user_add(d, name, role, PASSWORD);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    d.start_again().await;
+}
+
+/// A GET as a signed-in person: the status and the page.
+pub(crate) async fn get_page(d: &Daemon, session: &str, path: &str) -> (StatusCode, String) {
+    let r = client()
+        .get(format!("{}{path}", d.base))
+        .header("cookie", session)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", d.logs()));
+    (r.status(), r.text().await.unwrap())
+}
+
+/// A form POST as a signed-in person: the status, the `Location` (if any) and the page.
+pub(crate) async fn post_form(
+    d: &Daemon,
+    session: &str,
+    path: &str,
+    form: &[(&str, &str)],
+) -> (StatusCode, Option<String>, String) {
+    let r = client()
+        .post(format!("{}{path}", d.base))
+        .header("cookie", session)
+        .form(form)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", d.logs()));
+    let location = r
+        .headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_string());
+    (r.status(), location, r.text().await.unwrap())
+}
+
+pub(crate) fn user_add(d: &Daemon, name: &str, role: &str, password: &str) -> std::process::Output {
     let file = d.dir.path().join(format!("{name}.password"));
     std::fs::write(&file, format!("{password}\n")).unwrap();
     Command::new(env!("CARGO_BIN_EXE_noroshi"))
@@ -24,7 +74,7 @@ fn user_add(d: &Daemon, name: &str, role: &str, password: &str) -> std::process:
         .unwrap()
 }
 
-fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -32,7 +82,7 @@ fn client() -> reqwest::Client {
 }
 
 /// `name=value` of a Set-Cookie header named `name`, and the whole header.
-fn set_cookie(r: &reqwest::Response, name: &str) -> Option<(String, String)> {
+pub(crate) fn set_cookie(r: &reqwest::Response, name: &str) -> Option<(String, String)> {
     r.headers()
         .get_all("set-cookie")
         .iter()
@@ -42,7 +92,7 @@ fn set_cookie(r: &reqwest::Response, name: &str) -> Option<(String, String)> {
 }
 
 /// The sign-in form's CSRF token and its cookie.
-async fn sign_in_form(d: &Daemon, http: &reqwest::Client) -> (String, String) {
+pub(crate) async fn sign_in_form(d: &Daemon, http: &reqwest::Client) -> (String, String) {
     let r = http
         .get(format!("{}/sign-in", d.base))
         .send()
@@ -60,7 +110,7 @@ async fn sign_in_form(d: &Daemon, http: &reqwest::Client) -> (String, String) {
     (cookie, csrf)
 }
 
-async fn post_sign_in(
+pub(crate) async fn post_sign_in(
     d: &Daemon,
     http: &reqwest::Client,
     cookie: &str,
@@ -197,7 +247,7 @@ async fn signing_in_and_out_with_csrf_and_lock_out(backend: Backend) {
 on_both!(signing_in_and_out_with_csrf_and_lock_out);
 
 /// Signs `name` in and returns the session cookie and the page's CSRF token.
-async fn signed_in(
+pub(crate) async fn signed_in(
     d: &Daemon,
     http: &reqwest::Client,
     name: &str,
