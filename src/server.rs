@@ -96,21 +96,13 @@ async fn load_tokens(config: &Config, db: &Db) -> anyhow::Result<Tokens> {
             (None, None) => anyhow::bail!("auth.tokens: token {} has no secret", t.name),
         }
     }
-    let own = store::channels::api_tokens(db).await?;
-    if !config.auth.tokens.is_empty() {
-        // Configured tokens replace the first-start token: it no longer opens anything.
-        if !own.is_empty() {
-            tracing::info!("API tokens are configured; the first-start admin token is disabled");
-        }
-        return Ok(tokens);
+    // Tokens created on the console open the API beside configured ones; configured tokens
+    // replace the first-start token: it no longer opens anything.
+    let own = store::people::stored_tokens(db).await?;
+    if !config.auth.tokens.is_empty() && own.iter().any(|t| t.created_by.is_none()) {
+        tracing::info!("API tokens are configured; the first-start admin token is disabled");
     }
-    for (name, role, digest) in &own {
-        if let Some(role) = Role::parse(role) {
-            tokens
-                .add_digest_hex(name, role, digest)
-                .map_err(anyhow::Error::msg)?;
-        }
-    }
+    tokens.reload_stored(tokens.generation(), &own);
     if tokens.is_empty() {
         let token = auth::new_token();
         let digest = hex::encode(auth::sha256(&token));
@@ -118,7 +110,9 @@ async fn load_tokens(config: &Config, db: &Db) -> anyhow::Result<Tokens> {
         let path = config.server.data_dir.join("admin.token");
         write_private(&path, &format!("{token}\n"))?;
         store::channels::insert_api_token(db, "admin", "admin", &digest).await?;
-        tokens.add_plain("admin", Role::Admin, &token);
+        tokens
+            .add_stored("admin", Role::Admin, &digest)
+            .map_err(anyhow::Error::msg)?;
         // Printed once, on the console, as the contract says; never logged.
         println!(
             "\nNo API token was configured, so an admin token was created.\n\
@@ -284,6 +278,13 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         cap_channels: config.cap.channels.clone(),
         http: env.http.clone(),
     });
+    if db.is_postgres() {
+        // Other instances on the same database create and revoke API tokens too.
+        let state = state.clone();
+        tasks.spawn("api-tokens", move || {
+            crate::api::auth::follow_stored_tokens(state.clone())
+        });
+    }
     {
         let state = state.clone();
         tasks.spawn("schedules", move || {

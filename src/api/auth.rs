@@ -184,49 +184,145 @@ pub async fn identify_caller(
     response
 }
 
+/// Where a token comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// `[[auth.tokens]]` in the config file: fixed at start, never revoked at runtime.
+    Config,
+    /// The `api_tokens` table: the first-start admin token, and tokens an admin created on
+    /// the console. Added and revoked while the daemon runs.
+    Stored,
+}
+
 #[derive(Clone)]
 struct Entry {
     name: String,
     role: Role,
     digest: [u8; 32],
+    source: Source,
 }
 
-/// The known tokens (digests only).
+#[derive(Default)]
+struct Inner {
+    entries: Vec<Entry>,
+    /// Bumped by every change made here, so a reload read before a change cannot undo it.
+    generation: u64,
+}
+
+/// The known tokens (digests only). Clones share one set: a token added or revoked on the
+/// console opens (or stops opening) the API at once, without a restart.
 #[derive(Clone, Default)]
-pub struct Tokens(Vec<Entry>);
+pub struct Tokens(std::sync::Arc<std::sync::RwLock<Inner>>);
 
 pub fn sha256(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
+fn digest_of(name: &str, hex_digest: &str) -> Result<[u8; 32], String> {
+    let bytes = hex::decode(hex_digest).map_err(|_| format!("token {name}: digest is not hex"))?;
+    bytes
+        .try_into()
+        .map_err(|_| format!("token {name}: digest is not 32 bytes"))
+}
+
 impl Tokens {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the list half-written (every change
+        // is one push, retain or swap), so a poisoned lock is still a good one.
+        self.0.read().unwrap_or_else(|e| e.into_inner())
+    }
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.0.write().unwrap_or_else(|e| e.into_inner())
+    }
+    fn push(&self, name: &str, role: Role, digest: [u8; 32], source: Source) {
+        let mut inner = self.write();
+        inner.generation += 1;
+        inner.entries.push(Entry {
+            name: name.to_string(),
+            role,
+            digest,
+            source,
+        });
+    }
+
+    /// A configured token, by its SHA-256 (hex).
     pub fn add_digest_hex(
         &mut self,
         name: &str,
         role: Role,
         hex_digest: &str,
     ) -> Result<(), String> {
-        let bytes =
-            hex::decode(hex_digest).map_err(|_| format!("token {name}: digest is not hex"))?;
-        let digest: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| format!("token {name}: digest is not 32 bytes"))?;
-        self.0.push(Entry {
-            name: name.to_string(),
-            role,
-            digest,
-        });
+        self.push(name, role, digest_of(name, hex_digest)?, Source::Config);
         Ok(())
     }
+    /// A configured token, in plain text (only its digest is kept).
     pub fn add_plain(&mut self, name: &str, role: Role, token: &str) {
-        self.0.push(Entry {
-            name: name.to_string(),
-            role,
-            digest: sha256(token),
-        });
+        self.push(name, role, sha256(token), Source::Config);
+    }
+    /// A token from the `api_tokens` table (revocable at runtime).
+    pub fn add_stored(&self, name: &str, role: Role, hex_digest: &str) -> Result<(), String> {
+        self.push(name, role, digest_of(name, hex_digest)?, Source::Stored);
+        Ok(())
+    }
+    /// Revokes a stored token: it opens nothing from now on. False if none had that name.
+    pub fn remove_stored(&self, name: &str) -> bool {
+        let mut inner = self.write();
+        let before = inner.entries.len();
+        inner
+            .entries
+            .retain(|e| !(e.source == Source::Stored && e.name == name));
+        inner.generation += 1;
+        inner.entries.len() < before
+    }
+    /// Replaces the stored tokens with the table's rows (another instance on the same
+    /// database may have added or revoked some), unless this set changed since `generation`
+    /// was read. With configured tokens, the first-start token (no `created_by`) opens
+    /// nothing, as at start.
+    pub fn reload_stored(
+        &self,
+        generation: u64,
+        rows: &[crate::store::people::StoredToken],
+    ) -> bool {
+        let mut inner = self.write();
+        if inner.generation != generation {
+            return false;
+        }
+        let configured = inner.entries.iter().any(|e| e.source == Source::Config);
+        inner.entries.retain(|e| e.source == Source::Config);
+        for r in rows {
+            if configured && r.created_by.is_none() {
+                continue;
+            }
+            let (Some(role), Ok(digest)) =
+                (Role::parse(&r.role), digest_of(&r.name, &r.sha256_hex))
+            else {
+                tracing::warn!(token = %r.name, "A stored API token has an unknown role or a bad digest; it opens nothing");
+                continue;
+            };
+            inner.entries.push(Entry {
+                name: r.name.clone(),
+                role,
+                digest,
+                source: Source::Stored,
+            });
+        }
+        inner.generation += 1;
+        true
+    }
+    /// The set's version: pass it to [`Tokens::reload_stored`].
+    pub fn generation(&self) -> u64 {
+        self.read().generation
     }
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.read().entries.is_empty()
+    }
+    /// The tokens that open the API now: name, role, source (never the digest).
+    pub fn list(&self) -> Vec<(String, Role, Source)> {
+        self.read()
+            .entries
+            .iter()
+            .map(|e| (e.name.clone(), e.role, e.source))
+            .collect()
     }
 
     /// Finds the caller. Every entry is compared (in constant time each), so the time taken
@@ -245,7 +341,7 @@ impl Tokens {
         }
         let digest = sha256(token);
         let mut found: Option<Caller> = None;
-        for e in &self.0 {
+        for e in &self.read().entries {
             if bool::from(e.digest.ct_eq(&digest)) && found.is_none() {
                 found = Some(Caller {
                     name: e.name.clone(),
@@ -256,6 +352,24 @@ impl Tokens {
             }
         }
         found
+    }
+}
+
+/// How often an instance re-reads the stored tokens (PostgreSQL: other instances on the
+/// same database create and revoke them too). This instance's own changes apply at once.
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Keeps the stored tokens in step with the `api_tokens` table, for as long as it runs.
+pub async fn follow_stored_tokens(state: super::SharedState) {
+    loop {
+        tokio::time::sleep(FOLLOW_EVERY).await;
+        let generation = state.tokens.generation();
+        match crate::store::people::stored_tokens(&state.db).await {
+            Ok(rows) => {
+                state.tokens.reload_stored(generation, &rows);
+            }
+            Err(e) => tracing::warn!(error = %e, "Could not re-read the stored API tokens"),
+        }
     }
 }
 
@@ -299,5 +413,49 @@ mod tests {
         h.insert("authorization", HeaderValue::from_static("Bearer nope"));
         assert_eq!(require(&t, &h, Role::Viewer).unwrap_err().status, 401);
         assert!(new_token().starts_with("nrs_") && new_token().len() == 47);
+    }
+
+    #[test]
+    fn stored_tokens_are_added_and_revoked_at_runtime_and_configured_ones_stay() {
+        let mut t = Tokens::default();
+        t.add_plain("desk", Role::Staff, "s3cret");
+        let shared = t.clone();
+        let mut h = HeaderMap::new();
+        h.insert("authorization", HeaderValue::from_static("Bearer console"));
+        assert!(shared.identify(&h).is_none());
+        t.add_stored("bot", Role::Viewer, &hex::encode(sha256("console")))
+            .unwrap();
+        assert_eq!(
+            shared.identify(&h).unwrap().role,
+            Role::Viewer,
+            "clones share"
+        );
+        assert!(
+            !t.remove_stored("desk"),
+            "a configured token is not revoked"
+        );
+        assert!(t.remove_stored("bot"));
+        assert!(shared.identify(&h).is_none());
+        // A reload: the first-start token (no creator) opens nothing beside configured ones,
+        // and a reload read before a change made here is dropped.
+        let row = |name: &str, token: &str, by: Option<&str>| crate::store::people::StoredToken {
+            name: name.into(),
+            role: "admin".into(),
+            sha256_hex: hex::encode(sha256(token)),
+            created_by: by.map(str::to_string),
+            created_at: 0,
+        };
+        let rows = [
+            row("admin", "first", None),
+            row("ops", "console", Some("kanri")),
+        ];
+        let stale = t.generation();
+        t.add_stored("x", Role::Viewer, &hex::encode(sha256("x")))
+            .unwrap();
+        assert!(!t.reload_stored(stale, &rows));
+        assert!(t.reload_stored(t.generation(), &rows));
+        let names: Vec<String> = t.list().into_iter().map(|(n, _, _)| n).collect();
+        assert_eq!(names, ["desk", "ops"]);
+        assert_eq!(shared.identify(&h).unwrap().name, "ops");
     }
 }

@@ -188,24 +188,53 @@ pub async fn import(
     }
     let text = std::str::from_utf8(&body)
         .map_err(|_| Problem::invalid("body", "the CSV must be UTF-8"))?;
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text); // Excel writes a BOM
     let rows = parse_csv(text)?;
     let (created, existing) = store::import(&state.db, &rows).await?;
     tracing::info!(created, existing, "Subscribers imported");
     Ok(Json(ImportResult { created, existing }))
 }
 
-/// A small CSV reader for a three-column file: quoted fields with doubled quotes are
-/// understood; that is all a subscriber list needs.
+/// The rows an import stores: every row checked, the first refusal refuses the file.
 fn parse_csv(text: &str) -> ApiResult<Vec<NewSubscriber>> {
+    check_csv(text)?
+        .rows
+        .into_iter()
+        .map(|r| r.checked)
+        .collect()
+}
+
+/// An import file checked row by row, nothing stored ([`check_csv`]).
+pub struct CsvCheck {
+    /// The header row as written.
+    pub header: String,
+    pub rows: Vec<CsvRow>,
+}
+
+/// One data row of an import file and what the import makes of it.
+pub struct CsvRow {
+    /// Its line in the file (the header is line 1).
+    pub line: usize,
+    /// The row as written.
+    pub text: String,
+    /// The subscriber it adds, or why it is refused (the field is `line N: email`).
+    pub checked: ApiResult<NewSubscriber>,
+}
+
+/// Checks an import file by the import's own rules without storing anything: the import
+/// uses it, and so does the console's preview of errors. A small CSV reader for a
+/// three-column file (quoted fields with doubled quotes are understood; that is all a
+/// subscriber list needs). `Err` only when the file as a whole is unusable (empty, no
+/// header row).
+pub fn check_csv(text: &str) -> ApiResult<CsvCheck> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text); // Excel writes a BOM
     let mut lines = text
         .lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty());
-    let (_, header) = lines
+    let (_, header_line) = lines
         .next()
         .ok_or_else(|| Problem::invalid("body", "the CSV is empty"))?;
-    let header: Vec<String> = split_csv_line(header)
+    let header: Vec<String> = split_csv_line(header_line)
         .into_iter()
         .map(|h| h.trim().to_ascii_lowercase())
         .collect();
@@ -217,7 +246,7 @@ fn parse_csv(text: &str) -> ApiResult<Vec<NewSubscriber>> {
     }
     let col = |name: &str| header.iter().position(|h| h == name);
     let (lang_col, topics_col) = (col("lang"), col("topics"));
-    let mut out = Vec::new();
+    let mut rows = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for (i, line) in lines {
         let fields = split_csv_line(line);
@@ -237,16 +266,26 @@ fn parse_csv(text: &str) -> ApiResult<Vec<NewSubscriber>> {
                     .collect()
             })
             .unwrap_or_default();
-        let new = check(&prefix, email, lang, &topics)?;
-        if !seen.insert(new.email.to_lowercase()) {
-            return Err(Problem::invalid(
-                format!("{prefix}email"),
-                "this address appears twice in the file",
-            ));
-        }
-        out.push(new);
+        let checked = check(&prefix, email, lang, &topics).and_then(|new| {
+            if seen.insert(new.email.to_lowercase()) {
+                Ok(new)
+            } else {
+                Err(Problem::invalid(
+                    format!("{prefix}email"),
+                    "this address appears twice in the file",
+                ))
+            }
+        });
+        rows.push(CsvRow {
+            line: i + 1,
+            text: line.to_string(),
+            checked,
+        });
     }
-    Ok(out)
+    Ok(CsvCheck {
+        header: header_line.to_string(),
+        rows,
+    })
 }
 
 fn split_csv_line(line: &str) -> Vec<String> {
@@ -373,5 +412,24 @@ mod tests {
             super::split_csv_line(r#""say ""hi""",b"#),
             vec![r#"say "hi""#, "b"]
         );
+    }
+
+    #[test]
+    fn a_check_names_every_bad_row_and_the_import_refuses_on_the_first() {
+        let csv = "\u{feff}email,lang,topics\r\na@example.jp,ja,\r\nnot-an-address,ja,\r\n\r\nA@example.jp,en,\r\nb@example.jp,ja,x;y\r\n";
+        let c = super::check_csv(csv).unwrap();
+        assert_eq!(c.header, "email,lang,topics");
+        let lines: Vec<(usize, bool)> =
+            c.rows.iter().map(|r| (r.line, r.checked.is_ok())).collect();
+        assert_eq!(lines, vec![(2, true), (3, false), (5, false), (6, true)]);
+        let bad = c.rows[1].checked.as_ref().unwrap_err();
+        assert_eq!(bad.field.as_deref(), Some("line 3: email"));
+        let twice = c.rows[2].checked.as_ref().unwrap_err();
+        assert!(twice.detail.contains("appears twice"), "{}", twice.detail);
+        assert_eq!(c.rows[3].checked.as_ref().unwrap().topics, vec!["x", "y"]);
+        let refused = super::parse_csv(csv).unwrap_err();
+        assert_eq!(refused.field.as_deref(), Some("line 3: email"));
+        assert!(super::check_csv("").is_err());
+        assert!(super::check_csv("lang,email\n").is_err());
     }
 }

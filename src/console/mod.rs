@@ -140,6 +140,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ),
     ("desk.html", include_str!("templates/desk.html")),
     ("schedules.html", include_str!("templates/schedules.html")),
+    ("schedule.html", include_str!("templates/schedule.html")),
     ("channels.html", include_str!("templates/channels.html")),
     (
         "subscribers.html",
@@ -147,6 +148,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ),
     ("reach.html", include_str!("templates/reach.html")),
     ("people.html", include_str!("templates/people.html")),
+    ("tokens.html", include_str!("templates/tokens.html")),
     ("audit.html", include_str!("templates/audit.html")),
 ];
 
@@ -438,7 +440,10 @@ pub fn channel_label(name: &str, lang: Lang) -> String {
         ("email", Lang::En) => "Email".into(),
         ("website", Lang::Ja) => "市ホームページ".into(),
         ("website", Lang::En) => "City website".into(),
-        (other, _) => other.to_string(),
+        (other, lang) => match other.strip_prefix("webhook.") {
+            Some(name) => format!("{}（{name}）", lang.pick("連携先", "Webhook ")),
+            None => other.to_string(),
+        },
     }
 }
 

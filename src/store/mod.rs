@@ -183,6 +183,16 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "console",
         include_str!("../../migrations/sqlite/0006_console.sql"),
     ),
+    (
+        7,
+        "approval",
+        include_str!("../../migrations/sqlite/0007_approval.sql"),
+    ),
+    (
+        8,
+        "people",
+        include_str!("../../migrations/sqlite/0008_people.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -214,6 +224,16 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         6,
         "console",
         include_str!("../../migrations/postgres/0006_console.sql"),
+    ),
+    (
+        7,
+        "approval",
+        include_str!("../../migrations/postgres/0007_approval.sql"),
+    ),
+    (
+        8,
+        "people",
+        include_str!("../../migrations/postgres/0008_people.sql"),
     ),
 ];
 

@@ -134,3 +134,117 @@ pub async fn clear_failures(db: &Db, key: &str) -> Result<()> {
         .bind(key).execute(p).await?.rows_affected());
     Ok(())
 }
+
+/// A user as the people page lists them.
+#[derive(Clone, Debug)]
+pub struct Person {
+    pub name: String,
+    pub role: String,
+    pub disabled: bool,
+    pub created_at: i64,
+    /// Sessions still live (seen since `idle_since`, created since `absolute_since`).
+    pub sessions: i64,
+}
+
+/// Every user, by name, with how many live sessions each has.
+pub async fn people(db: &Db, idle_since: i64, absolute_since: i64) -> Result<Vec<Person>> {
+    with_pool!(db, p => {
+        let rows = sqlx::query(
+            "SELECT u.name, u.role, u.disabled, u.created_at, \
+                 (SELECT COUNT(*) FROM sessions s WHERE s.user_name = u.name \
+                     AND s.last_seen_at >= $1 AND s.created_at >= $2) AS sessions \
+             FROM users u ORDER BY u.name")
+            .bind(idle_since).bind(absolute_since).fetch_all(p).await?;
+        rows.iter().map(|r| Ok(Person {
+            name: r.try_get("name")?,
+            role: r.try_get("role")?,
+            disabled: r.try_get("disabled")?,
+            created_at: r.try_get("created_at")?,
+            sessions: r.try_get("sessions")?,
+        })).collect()
+    })
+}
+
+/// Adds a user; false (and nothing changed) when the name is taken.
+pub async fn add_user(db: &Db, name: &str, role: &str, password_hash: &str) -> Result<bool> {
+    let now = now_ms();
+    let n = write_pool!(db, p => sqlx::query(
+        "INSERT INTO users (name, role, password_hash, disabled, created_at, updated_at) \
+         VALUES ($1, $2, $3, FALSE, $4, $4) ON CONFLICT (name) DO NOTHING")
+        .bind(name).bind(role).bind(password_hash).bind(now)
+        .execute(p).await?.rows_affected());
+    Ok(n == 1)
+}
+
+/// Changes a user's role (their sessions carry the new role from their next request);
+/// false when there is no such user.
+pub async fn set_role(db: &Db, name: &str, role: &str) -> Result<bool> {
+    let n = write_pool!(db, p => sqlx::query(
+        "UPDATE users SET role = $1, updated_at = $2 WHERE name = $3")
+        .bind(role).bind(now_ms()).bind(name).execute(p).await?.rows_affected());
+    Ok(n == 1)
+}
+
+/// Disables a user and ends every session of theirs in the same transaction, or enables
+/// them again; false when there is no such user.
+pub async fn set_disabled(db: &Db, name: &str, disabled: bool) -> Result<bool> {
+    let now = now_ms();
+    let n = write_tx!(db, tx => {
+        let n = sqlx::query("UPDATE users SET disabled = $1, updated_at = $2 WHERE name = $3")
+            .bind(disabled).bind(now).bind(name).execute(&mut *tx).await?.rows_affected();
+        if disabled {
+            sqlx::query("DELETE FROM sessions WHERE user_name = $1")
+                .bind(name).execute(&mut *tx).await?;
+        }
+        n
+    });
+    Ok(n == 1)
+}
+
+/// An API token kept in the database (only its SHA-256): the first-start admin token
+/// (`created_by` empty) or one an admin created on the console.
+#[derive(Clone, Debug)]
+pub struct StoredToken {
+    pub name: String,
+    pub role: String,
+    pub sha256_hex: String,
+    pub created_by: Option<String>,
+    pub created_at: i64,
+}
+
+pub async fn stored_tokens(db: &Db) -> Result<Vec<StoredToken>> {
+    with_pool!(db, p => {
+        let rows = sqlx::query(
+            "SELECT name, role, token_sha256, created_by, created_at FROM api_tokens ORDER BY name")
+            .fetch_all(p).await?;
+        rows.iter().map(|r| Ok(StoredToken {
+            name: r.try_get("name")?,
+            role: r.try_get("role")?,
+            sha256_hex: r.try_get("token_sha256")?,
+            created_by: r.try_get("created_by")?,
+            created_at: r.try_get("created_at")?,
+        })).collect()
+    })
+}
+
+/// Stores a token created on the console. A name already stored is a unique violation.
+pub async fn insert_token(
+    db: &Db,
+    name: &str,
+    role: &str,
+    sha256_hex: &str,
+    created_by: &str,
+) -> Result<()> {
+    write_pool!(db, p => sqlx::query(
+        "INSERT INTO api_tokens (name, role, token_sha256, created_at, created_by) VALUES ($1, $2, $3, $4, $5)")
+        .bind(name).bind(role).bind(sha256_hex).bind(now_ms()).bind(created_by)
+        .execute(p).await?.rows_affected());
+    Ok(())
+}
+
+/// Deletes a stored token; false when none has that name.
+pub async fn delete_token(db: &Db, name: &str) -> Result<bool> {
+    let n = write_pool!(db, p => sqlx::query("DELETE FROM api_tokens WHERE name = $1")
+        .bind(name).execute(p).await?.rows_affected());
+    Ok(n == 1)
+}

@@ -81,14 +81,14 @@ pub struct Daemon {
     pub config_path: PathBuf,
     pub log_path: PathBuf,
     pub http: reqwest::Client,
-    env: Vec<(String, String)>,
+    pub env: Vec<(String, String)>,
     starts: usize,
 }
 
 pub struct DaemonBuilder {
     backend: Backend,
     extra_toml: String,
-    env: Vec<(String, String)>,
+    pub env: Vec<(String, String)>,
     database: Option<String>,
 }
 

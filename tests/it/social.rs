@@ -21,15 +21,15 @@ pub fn line_openapi() -> PathBuf {
         .join("../shared/conformance/line-openapi/messaging-api.yml")
 }
 
-struct Fakes {
-    line: noroshi_line::fake::FakeLine,
+pub(crate) struct Fakes {
+    pub(crate) line: noroshi_line::fake::FakeLine,
     x: noroshi_x::fake::FakeX,
     facebook: noroshi_facebook::fake::FakeGraph,
     hook: noroshi_webhook::fake::FakeReceiver,
     smtp: FakeSmtp,
 }
 
-async fn fakes() -> Fakes {
+pub(crate) async fn fakes() -> Fakes {
     let openapi = line_openapi();
     Fakes {
         line: noroshi_line::fake::start(noroshi_line::fake::FakeOptions {
@@ -90,9 +90,14 @@ signing_secret_env = "IT_HOOK_SECRET"
 }
 
 async fn daemon(backend: Backend, f: &Fakes) -> Daemon {
+    daemon_with(backend, f, "").await
+}
+
+/// A daemon with every channel on its fake, and `extra` config after the channels'.
+pub(crate) async fn daemon_with(backend: Backend, f: &Fakes, extra: &str) -> Daemon {
     let creds = noroshi_x::fake::FakeCredentials::default();
     Daemon::builder(backend)
-        .config(&all_channels_config(f))
+        .config(&format!("{}\n{extra}", all_channels_config(f)))
         .env("IT_LINE_TOKEN", LINE_TOKEN)
         .env("IT_X_CONSUMER_SECRET", &creds.consumer_secret)
         .env("IT_X_ACCESS_SECRET", &creds.access_token_secret)

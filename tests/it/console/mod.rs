@@ -3,6 +3,11 @@
 //! the lock-out, and the audit of every sign-in and failure. Over HTTP; the browser tests
 //! come with the pages.
 
+mod admin;
+mod browser;
+mod channels_subscribers;
+mod schedules_reach;
+
 use std::process::Command;
 
 use reqwest::StatusCode;
@@ -68,8 +73,7 @@ pub(crate) fn user_add(d: &Daemon, name: &str, role: &str, password: &str) -> st
         .arg(&file)
         .arg("--config")
         .arg(&d.config_path)
-        .env("IT_ADMIN_TOKEN", ADMIN)
-        .env("IT_STAFF_TOKEN", STAFF)
+        .envs(d.env.iter().map(|(k, v)| (k, v)))
         .output()
         .unwrap()
 }
