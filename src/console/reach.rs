@@ -341,20 +341,16 @@ fn chart(
     );
     let latest = points.last().map(|p| p.1).unwrap_or_default();
     let (from, to) = (day_label(first, lang).1, day_label(last, lang).1);
-    let summary = match lang {
-        Lang::Ja => format!(
-            "{from}から{to}までの{}日分の折れ線グラフ。最新の値は{}、最小は{}、最大は{}です。",
-            points.len(),
-            number(latest),
-            number(min),
-            number(max)
+    let (latest, min, max) = (number(latest), number(min), number(max));
+    let n = points.len();
+    let summary = match (lang, n) {
+        (Lang::Ja, 1) => format!("{to}の値のみ（1点）。値は{latest}です。"),
+        (Lang::En, 1) => format!("One value only, on {to}: {latest}."),
+        (Lang::Ja, _) => format!(
+            "{from}から{to}までの{n}日分の折れ線グラフ。最新の値は{latest}、最小は{min}、最大は{max}です。"
         ),
-        Lang::En => format!(
-            "Line chart of {} days from {from} to {to}. Latest {}, lowest {}, highest {}.",
-            points.len(),
-            number(latest),
-            number(min),
-            number(max)
+        (Lang::En, _) => format!(
+            "Line chart of {n} days from {from} to {to}. Latest {latest}, lowest {min}, highest {max}."
         ),
     };
     let rows: Vec<minijinja::Value> = points
