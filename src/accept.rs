@@ -66,9 +66,41 @@ pub struct Submission {
     /// true = a drill (訓練): every output is marked.
     #[serde(default)]
     pub exercise: bool,
-    /// https image URLs to attach where a channel can.
+    /// Images to attach where a channel can: an https URL, or `{"url": …, "alt": …}` with
+    /// its alternative text for screen-reader users (the website shows only images that
+    /// have it).
     #[serde(default)]
-    pub images: Vec<String>,
+    pub images: Vec<Image>,
+}
+
+/// An image of a submission: its URL alone, or with its alternative text.
+#[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum Image {
+    Url(String),
+    Described {
+        url: String,
+        /// What the image shows, for people who cannot see it (at most 1,000 characters).
+        #[serde(default)]
+        alt: String,
+    },
+}
+
+/// X's limit for an image's description, the strictest of the channels.
+const MAX_ALT: usize = 1000;
+
+impl Image {
+    pub fn url(&self) -> &str {
+        match self {
+            Image::Url(u) | Image::Described { url: u, .. } => u,
+        }
+    }
+    pub fn alt(&self) -> &str {
+        match self {
+            Image::Url(_) => "",
+            Image::Described { alt, .. } => alt.trim(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
@@ -304,6 +336,13 @@ pub fn plan(
     }
     for (i, image) in s.images.iter().enumerate() {
         let field = format!("images[{i}]");
+        if image.alt().chars().count() > MAX_ALT {
+            return Err(Refusal::invalid(
+                format!("{field}.alt"),
+                format!("must be at most {MAX_ALT} characters"),
+            ));
+        }
+        let image = image.url();
         check_url(&field, image, true)?;
         // Adapters fetch images: a submitter's URL must not make them probe the city's
         // network. Names are checked where they are resolved, when the image is fetched.
@@ -447,7 +486,8 @@ pub fn plan(
             tags: s.tags.clone(),
             exercise: s.exercise,
             text_override: s.overrides.get(name).map(|o| format!("{marker}{}", o.text)),
-            images: s.images.clone(),
+            images: s.images.iter().map(|i| i.url().to_string()).collect(),
+            image_alts: s.images.iter().map(|i| i.alt().to_string()).collect(),
             page_url: page_url.clone(),
             published_at,
             variants: s

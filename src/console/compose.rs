@@ -69,8 +69,23 @@ impl Compose {
         f
     }
 
-    /// The submission the API would receive, or the field at fault.
-    fn submission(&self) -> Result<crate::accept::Submission, (String, String)> {
+    /// The submission the API would receive, or the field at fault. The console asks for
+    /// every image's alternative text (the API leaves it optional).
+    fn submission(&self, lang: super::Lang) -> Result<crate::accept::Submission, (String, String)> {
+        if let Some(i) = self
+            .images
+            .iter()
+            .position(|(u, a)| !u.trim().is_empty() && a.trim().is_empty())
+        {
+            return Err((
+                format!("images[{i}].alt"),
+                lang.pick(
+                    "画像の内容を説明する代替テキストを入力してください（画面読み上げを使う方に伝えるためです）。",
+                    "Describe the image in its alternative text (for people using screen readers).",
+                )
+                .to_string(),
+            ));
+        }
         let images: Vec<_> = self
             .images
             .iter()
@@ -192,7 +207,7 @@ pub async fn compose(
             StatusCode::UNPROCESSABLE_ENTITY,
         )
     };
-    let submission = match f.submission() {
+    let submission = match f.submission(signed.lang) {
         Ok(s) => s,
         Err((field, detail)) => return unprocessable(field, detail),
     };

@@ -75,6 +75,11 @@ pub struct Announcement {
     pub text_override: Option<String>,
     /// HTTPS image URLs to attach where the channel can.
     pub images: Vec<String>,
+    /// Each image's alternative text, in the order of `images` (empty: none given). Where
+    /// a channel can carry it, it does (the website's `alt`); the website shows no image
+    /// that lacks it.
+    #[serde(default)]
+    pub image_alts: Vec<String>,
     /// This announcement's page on the city website channel, when that channel is
     /// configured: the target of "shorten and link".
     pub page_url: Option<String>,

@@ -21,6 +21,7 @@ fn announcement() -> Announcement {
         exercise: false,
         text_override: None,
         images: vec![],
+        image_alts: vec![],
         page_url: Some("https://www.city.example.jp/site/a/1.html".into()),
         published_at: Utc::now(),
         variants: Vec::new(),

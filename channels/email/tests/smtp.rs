@@ -48,6 +48,7 @@ fn payload(channel: &dyn Channel, title: &str) -> serde_json::Value {
         exercise: false,
         text_override: None,
         images: vec![],
+        image_alts: vec![],
         page_url: Some("https://www.city.example.jp/site/a/1.html".into()),
         published_at: chrono::Utc::now(),
         variants: Vec::new(),

@@ -88,6 +88,7 @@ fn announcement(title: &str, body: &str) -> Announcement {
         exercise: false,
         text_override: None,
         images: vec![],
+        image_alts: vec![],
         page_url: Some("http://127.0.0.1:8080/site/a/0193.html".to_string()),
         published_at: Utc::now(),
         variants: Vec::new(),

@@ -73,6 +73,7 @@ fn announcement(priority: Priority) -> Announcement {
         exercise: false,
         text_override: None,
         images: vec![],
+        image_alts: vec![],
         page_url: None,
         published_at: Utc::now(),
         variants: Vec::new(),

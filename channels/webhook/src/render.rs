@@ -101,6 +101,7 @@ pub(crate) fn check_template(template: &str) -> Result<(), RenderError> {
         exercise: true,
         text_override: None,
         images: vec![],
+        image_alts: vec![],
         page_url: None,
         // A fixed time: validation is pure and reads no clock.
         published_at: chrono::DateTime::UNIX_EPOCH,

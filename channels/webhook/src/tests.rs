@@ -69,6 +69,7 @@ fn announcement() -> Announcement {
         exercise: false,
         text_override: None,
         images: vec![],
+        image_alts: vec![],
         page_url: None,
         published_at: "2026-12-01T00:00:00Z".parse().unwrap(),
         variants: Vec::new(),

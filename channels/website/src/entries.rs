@@ -49,6 +49,9 @@ pub struct Entry {
     /// Other-language versions of the page.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub variants: Vec<Variant>,
+    /// Images with their alternative text.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<crate::render::PageImage>,
 }
 
 /// A translation of an entry, published as its own page.
@@ -85,6 +88,7 @@ impl Entry {
                     path: crate::render::variant_path(&unit.id, &v.lang),
                 })
                 .collect(),
+            images: unit.images.clone(),
         }
     }
 
@@ -97,6 +101,7 @@ impl Entry {
             && self.lang == unit.lang
             && self.tags == unit.tags
             && self.exercise == unit.exercise
+            && self.images == unit.images
             && self.variants.len() == unit.variants.len()
             && self
                 .variants

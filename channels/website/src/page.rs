@@ -298,6 +298,7 @@ fn render_version(
         link => entry.link.as_deref().filter(|l| is_web_link(l)),
         link_text => link_text,
         tags => entry.tags,
+        images => entry.images.iter().filter(|i| i.url.starts_with("https://")).map(|i| context! { url => i.url, alt => i.alt }).collect::<Vec<_>>(),
     })
 }
 

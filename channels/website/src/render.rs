@@ -29,6 +29,16 @@ pub struct PageUnit {
     /// of active alerts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cap: Option<noroshi_channel_core::CapMessage>,
+    /// Images shown on the page, each with its alternative text.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<PageImage>,
+}
+
+/// An image on a page: an https URL and what it shows, in words.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PageImage {
+    pub url: String,
+    pub alt: String,
 }
 
 /// One other-language version of a page.
@@ -114,11 +124,26 @@ pub fn render(announcement: &Announcement) -> Result<Rendering, RenderError> {
         ));
         "ja".to_string()
     };
-    if !announcement.images.is_empty() {
-        warnings.push(
-            "images are not shown on the website page (no alternative text is available)"
-                .to_string(),
-        );
+    // An image is shown with its alternative text, or not at all: a page must not hand a
+    // screen-reader user a picture without words.
+    let mut images = Vec::new();
+    for (i, url) in announcement.images.iter().enumerate() {
+        let alt = announcement
+            .image_alts
+            .get(i)
+            .map(|a| clean_line(a))
+            .unwrap_or_default();
+        if alt.is_empty() || !url.starts_with("https://") {
+            warnings.push(format!(
+                "image {} is not shown on the website page: it has no alternative text",
+                i + 1
+            ));
+        } else {
+            images.push(PageImage {
+                url: url.clone(),
+                alt,
+            });
+        }
     }
     let mut tags: Vec<String> = Vec::new();
     for tag in &announcement.tags {
@@ -189,6 +214,7 @@ pub fn render(announcement: &Announcement) -> Result<Rendering, RenderError> {
         published_at: announcement.published_at,
         variants,
         cap: announcement.cap.clone(),
+        images,
     };
     let text = preview_text(&unit);
     let preview = Preview {

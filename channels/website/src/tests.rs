@@ -55,6 +55,7 @@ fn announcement(n: u32, title: &str, body: &str) -> Announcement {
         exercise: false,
         text_override: None,
         images: Vec::new(),
+        image_alts: Vec::new(),
         page_url: None,
         published_at: at(n as i64),
         variants: Vec::new(),
@@ -338,7 +339,11 @@ fn render_makes_one_unit_with_the_page_text_as_preview() {
     );
     assert_eq!(r.preview.length, r.preview.text.chars().count());
     assert_eq!(r.preview.limit, None);
-    assert!(r.preview.warnings.iter().any(|w| w.contains("images")));
+    assert!(r
+        .preview
+        .warnings
+        .iter()
+        .any(|w| w.contains("alternative text")));
 }
 
 #[test]
@@ -560,6 +565,7 @@ fn variants_are_linked_with_hreflang() {
             body: "Body".into(),
             path: format!("a/{}.en.html", uuid(1)),
         }],
+        images: vec![],
     };
     let html = crate::page::render_page(&site, &entry).unwrap();
     assert!(html.contains(&format!(
@@ -572,6 +578,40 @@ fn variants_are_linked_with_hreflang() {
     let links = atom.one("entry").all("link");
     assert_eq!(links.len(), 2);
     assert_eq!(links[1].attr("hreflang"), "en");
+}
+
+#[tokio::test]
+async fn images_are_shown_with_their_alternative_text_and_only_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = Website::new(&config(dir.path()));
+    let mut a = announcement(7, "避難所の地図", "地図をご覧ください。");
+    a.images = vec![
+        "https://www.city.example.jp/map.png".into(),
+        "https://www.city.example.jp/photo.jpg".into(),
+    ];
+    a.image_alts = vec![
+        "須坂市役所から避難所までの地図。国道406号を北へ約500メートル".into(),
+        "".into(),
+    ];
+    let r = site.render(&a).unwrap();
+    assert!(
+        r.preview
+            .warnings
+            .iter()
+            .any(|w| w.contains("image 2") && w.contains("alternative text")),
+        "{:?}",
+        r.preview.warnings
+    );
+    deliver(&site, &a).await;
+    let page = read(dir.path(), &format!("a/{}.html", a.id));
+    check_accessible(&page, "ja");
+    assert!(page.contains(
+        "<img src=\"https://www.city.example.jp/map.png\" alt=\"須坂市役所から避難所までの地図。国道406号を北へ約500メートル\""
+    ), "{page}");
+    assert!(
+        !page.contains("photo.jpg"),
+        "an image without words is not shown: {page}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------

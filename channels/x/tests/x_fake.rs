@@ -41,6 +41,7 @@ fn announcement(title: &str, body: &str) -> Announcement {
         exercise: false,
         text_override: None,
         images: vec![],
+        image_alts: vec![],
         page_url: None,
         published_at: Utc::now(),
         variants: Vec::new(),

@@ -4,6 +4,7 @@
 //! come with the pages.
 
 mod admin;
+mod approval;
 mod browser;
 mod channels_subscribers;
 mod schedules_reach;
