@@ -111,6 +111,7 @@ fn announcement() -> impl Strategy<Value = Announcement> {
                 exercise,
                 text_override,
                 images: vec![],
+                image_alts: vec![],
                 page_url: Some("https://noroshi.city.example.jp/site/a/1.html".into()),
                 published_at: Utc::now(),
                 variants: variants
