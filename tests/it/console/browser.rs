@@ -215,6 +215,59 @@ impl Browser {
         }
     }
 
+    /// Types into whatever has the focus (`\u{E004}` is Tab, `\u{E007}` Enter).
+    async fn keys(&self, keys: &str) {
+        self.client
+            .active_element()
+            .await
+            .unwrap()
+            .send_keys(keys)
+            .await
+            .unwrap();
+    }
+
+    /// Tabs forward until the element `id` has the focus, and checks that the focus is
+    /// visible (an outline is drawn).
+    async fn tab_to(&self, id: &str) {
+        for _ in 0..40 {
+            self.keys("\u{E004}").await;
+            let here = self.script("return document.activeElement.id;").await;
+            if here == id {
+                let outline = self
+                    .script("const s = getComputedStyle(document.activeElement); return s.outlineStyle + ' ' + s.outlineWidth;")
+                    .await;
+                assert!(
+                    !outline.as_str().unwrap().starts_with("none"),
+                    "#{id} has the focus but shows no outline: {outline}"
+                );
+                return;
+            }
+        }
+        panic!("#{id} cannot be reached with Tab");
+    }
+
+    /// Waits for the page a key press started to load.
+    async fn enter_and_wait(&self) {
+        self.script("window.noroshiOldPage = true; return true;")
+            .await;
+        self.keys("\u{E007}").await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let loaded = self
+                .client
+                .execute(
+                    "return window.noroshiOldPage !== true && document.readyState === 'complete';",
+                    vec![],
+                )
+                .await;
+            if loaded.is_ok_and(|v| v == Value::Bool(true)) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "Enter loaded no page");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn sign_in(&self, name: &str, password: &str) {
         self.goto("/sign-in").await;
         self.fill("#name", name).await;
@@ -321,10 +374,24 @@ async fn the_console_in_a_real_browser(backend: Backend) {
     b.sign_out().await;
 
     // Compose once, with previews; send; watch each channel turn to sent, no reload.
-    b.sign_in("hanako", PASSWORD).await;
+    // By keyboard alone, with the focus visible at every step: sign in and open compose.
+    b.goto("/sign-in").await;
+    b.tab_to("name").await;
+    b.keys("hanako").await;
+    b.tab_to("password").await;
+    b.keys(PASSWORD).await;
+    b.enter_and_wait().await;
+    assert_eq!(b.path().await, "/");
     b.check("home").await;
-    b.click("a[href='/compose']").await;
-    b.fill("#title", "年末年始のごみ収集について").await;
+    b.script(
+        "document.querySelector(\"nav a[href='/compose']\").id = 'menu-compose'; return true;",
+    )
+    .await;
+    b.tab_to("menu-compose").await;
+    b.enter_and_wait().await;
+    assert_eq!(b.path().await, "/compose");
+    b.tab_to("title").await;
+    b.keys("年末年始のごみ収集について").await;
     b.fill(
         "#body",
         "12月31日から1月3日まではごみ収集を休みます。1月4日から通常どおり収集します。",
@@ -390,7 +457,6 @@ async fn the_console_in_a_real_browser(backend: Backend) {
         ("/announcements", "announcements"),
         ("/schedules", "schedules"),
         ("/channels", "channels"),
-        ("/subscribers", "subscribers"),
         ("/reach", "reach"),
     ] {
         b.goto(path).await;
@@ -563,7 +629,11 @@ async fn the_console_in_a_real_browser(backend: Backend) {
 
     // The admin's screens.
     b.sign_in("kanri", PASSWORD).await;
-    for (path, name) in [("/people", "people"), ("/audit", "audit")] {
+    for (path, name) in [
+        ("/people", "people"),
+        ("/audit", "audit"),
+        ("/subscribers", "subscribers"),
+    ] {
         b.goto(path).await;
         b.check(name).await;
     }
