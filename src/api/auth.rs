@@ -237,6 +237,11 @@ impl Tokens {
     fn push(&self, name: &str, role: Role, digest: [u8; 32], source: Source) {
         let mut inner = self.write();
         inner.generation += 1;
+        if source == Source::Stored {
+            inner
+                .entries
+                .retain(|e| !(e.source == Source::Stored && e.name == name));
+        }
         inner.entries.push(Entry {
             name: name.to_string(),
             role,
@@ -259,7 +264,8 @@ impl Tokens {
     pub fn add_plain(&mut self, name: &str, role: Role, token: &str) {
         self.push(name, role, sha256(token), Source::Config);
     }
-    /// A token from the `api_tokens` table (revocable at runtime).
+    /// A token from the `api_tokens` table (revocable at runtime). Replaces a stored one of
+    /// the same name (a reload may have brought it in already).
     pub fn add_stored(&self, name: &str, role: Role, hex_digest: &str) -> Result<(), String> {
         self.push(name, role, digest_of(name, hex_digest)?, Source::Stored);
         Ok(())
@@ -425,6 +431,9 @@ mod tests {
         assert!(shared.identify(&h).is_none());
         t.add_stored("bot", Role::Viewer, &hex::encode(sha256("console")))
             .unwrap();
+        t.add_stored("bot", Role::Viewer, &hex::encode(sha256("console")))
+            .unwrap();
+        assert_eq!(t.list().len(), 2, "one entry per name");
         assert_eq!(
             shared.identify(&h).unwrap().role,
             Role::Viewer,
