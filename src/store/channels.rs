@@ -87,14 +87,6 @@ pub async fn record_success(db: &Db, channel: &str, at_ms: i64) -> Result<()> {
     Ok(())
 }
 
-/// Tokens the daemon created itself (the first-start admin token): (name, role, sha256 hex).
-pub async fn api_tokens(db: &Db) -> Result<Vec<(String, String, String)>> {
-    with_pool!(db, p => {
-        let rows = sqlx::query("SELECT name, role, token_sha256 FROM api_tokens").fetch_all(p).await?;
-        rows.iter().map(|r| Ok((r.try_get("name")?, r.try_get("role")?, r.try_get("token_sha256")?))).collect()
-    })
-}
-
 pub async fn insert_api_token(db: &Db, name: &str, role: &str, sha256_hex: &str) -> Result<()> {
     write_pool!(db, p => sqlx::query(
         "INSERT INTO api_tokens (name, role, token_sha256, created_at) VALUES ($1, $2, $3, $4)")

@@ -633,10 +633,22 @@ async fn the_console_in_a_real_browser(backend: Backend) {
         ("/people", "people"),
         ("/audit", "audit"),
         ("/subscribers", "subscribers"),
+        ("/tokens", "tokens"),
     ] {
         b.goto(path).await;
         b.check(name).await;
     }
+    // A new token is shown once, on a page checked like the others.
+    b.goto("/tokens").await;
+    b.fill("form[action='/tokens'] #name", "cms-integration")
+        .await;
+    b.click("form[action='/tokens'] button[type=submit]").await;
+    assert!(
+        b.text().await.contains("cms-integration"),
+        "{}",
+        b.text().await
+    );
+    b.check("token-created").await;
     b.sign_out().await;
     b.client.clone().close().await.unwrap();
 }
