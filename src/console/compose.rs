@@ -211,22 +211,9 @@ pub async fn compose(
         Ok(s) => s,
         Err((field, detail)) => return unprocessable(field, detail),
     };
-    let ctx = crate::api::announcements::context(&state, signed.caller.role);
-    let plan = crate::accept::plan(
-        &submission,
-        &ctx,
-        "preview".into(),
-        &signed.caller.name,
-        None,
-        None,
-        crate::clock::now(),
-    );
-    let plan = match plan {
+    let plan = match preview_plan(&state, &signed, &submission) {
         Ok(p) => p,
-        Err(r) => {
-            let p = crate::api::problem::Problem::from(r);
-            return unprocessable(p.field.clone().unwrap_or_default(), p.detail);
-        }
+        Err((field, detail)) => return unprocessable(field, detail),
     };
     if f.action != "send" {
         let previews = previews(&plan, signed.lang);
@@ -252,6 +239,29 @@ pub async fn compose(
         }
         Err(p) => unprocessable(p.field.clone().unwrap_or_default(), p.detail),
     }
+}
+
+/// The plan the preview API would show for a submission (nothing stored), or the field at
+/// fault and why.
+pub(crate) fn preview_plan(
+    state: &SharedState,
+    signed: &Signed,
+    submission: &crate::accept::Submission,
+) -> Result<crate::accept::Plan, (String, String)> {
+    let ctx = crate::api::announcements::context(state, signed.caller.role);
+    crate::accept::plan(
+        submission,
+        &ctx,
+        "preview".into(),
+        &signed.caller.name,
+        None,
+        None,
+        crate::clock::now(),
+    )
+    .map_err(|r| {
+        let p = crate::api::problem::Problem::from(r);
+        (p.field.clone().unwrap_or_default(), p.detail)
+    })
 }
 
 /// Each channel's exact text, with its counter against the platform's limit.

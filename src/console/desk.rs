@@ -298,26 +298,9 @@ pub async fn new_alert(
             )
         }
     };
-    let ctx = crate::api::announcements::context(&state, signed.caller.role);
-    let plan = match crate::accept::plan(
-        &submission,
-        &ctx,
-        "preview".into(),
-        &signed.caller.name,
-        None,
-        None,
-        crate::clock::now(),
-    ) {
+    let plan = match super::compose::preview_plan(&state, &signed, &submission) {
         Ok(p) => p,
-        Err(r) => {
-            let p = crate::api::problem::Problem::from(r);
-            return view(
-                Vec::new(),
-                Some((p.field.clone().unwrap_or_default(), p.detail)),
-                false,
-                StatusCode::UNPROCESSABLE_ENTITY,
-            );
-        }
+        Err(e) => return view(Vec::new(), Some(e), false, StatusCode::UNPROCESSABLE_ENTITY),
     };
     let previews = super::compose::previews(&plan, lang);
     match f.action.as_str() {

@@ -149,6 +149,12 @@ impl Browser {
         self.script("window.noroshiOldPage = true; return true;")
             .await;
         self.tick(css).await;
+        self.wait_for_new_page(css).await;
+    }
+
+    /// Waits until the page marked `noroshiOldPage` has been replaced and the new one has
+    /// loaded.
+    async fn wait_for_new_page(&self, after: &str) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let loaded = self
@@ -161,7 +167,7 @@ impl Browser {
             if loaded.is_ok_and(|v| v == Value::Bool(true)) {
                 return;
             }
-            assert!(Instant::now() < deadline, "{css}: no page loaded");
+            assert!(Instant::now() < deadline, "{after}: no page loaded");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -251,21 +257,7 @@ impl Browser {
         self.script("window.noroshiOldPage = true; return true;")
             .await;
         self.keys("\u{E007}").await;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let loaded = self
-                .client
-                .execute(
-                    "return window.noroshiOldPage !== true && document.readyState === 'complete';",
-                    vec![],
-                )
-                .await;
-            if loaded.is_ok_and(|v| v == Value::Bool(true)) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "Enter loaded no page");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.wait_for_new_page("Enter").await;
     }
 
     async fn sign_in(&self, name: &str, password: &str) {
