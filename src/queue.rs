@@ -43,6 +43,18 @@ pub struct Claimed {
     pub expand_cursor: i64,
     /// When the first attempt started (ms), this one if it is the first.
     pub first_attempt_at: i64,
+    /// For a copy to one subscriber: their address, language and unsubscribe token, read
+    /// with the claim (one statement for the whole batch); `None` when the subscriber has
+    /// left or been removed since the copy was queued.
+    pub recipient: Option<Subscriber>,
+}
+
+/// The subscriber a claimed copy goes to.
+#[derive(Clone, Debug)]
+pub struct Subscriber {
+    pub email: String,
+    pub lang: String,
+    pub token: String,
 }
 
 /// Claims up to `limit` due deliveries of `channel` in lane `min_lane` or higher; with
@@ -99,12 +111,54 @@ pub async fn claim(
             uncertain: r.try_get("uncertain")?,
             expand_cursor: r.try_get("expand_cursor")?,
             first_attempt_at: r.try_get::<Option<i64>, _>("first_attempt_at")?.unwrap_or(now),
+            recipient: None,
         })).collect::<Result<Vec<_>>>()?
     });
     let mut rows = rows;
+    add_recipients(db, &mut rows).await?;
     // RETURNING gives no order guarantee; workers should start the highest lane first.
     rows.sort_by(|a, b| b.lane.cmp(&a.lane).then(a.id.cmp(&b.id)));
     Ok(rows)
+}
+
+/// Fills in the active subscriber of each claimed copy, all in one read.
+async fn add_recipients(db: &Db, rows: &mut [Claimed]) -> Result<()> {
+    let ids: Vec<i64> = rows
+        .iter()
+        .filter(|d| d.subscriber_id > 0)
+        .map(|d| d.subscriber_id)
+        .collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let list = placeholders(1, ids.len());
+    let sql = format!(
+        "SELECT id, email, lang, token FROM subscribers WHERE status = 'active' AND id IN ({list})"
+    );
+    let found: std::collections::HashMap<i64, Subscriber> = with_pool!(db, p => {
+        let mut q = sqlx::query(&sql);
+        for id in &ids {
+            q = q.bind(id);
+        }
+        let found = q.fetch_all(p).await?;
+        found.iter().map(|r| Ok((r.try_get("id")?, Subscriber {
+            email: r.try_get("email")?,
+            lang: r.try_get("lang")?,
+            token: r.try_get("token")?,
+        }))).collect::<Result<_>>()?
+    });
+    for d in rows.iter_mut().filter(|d| d.subscriber_id > 0) {
+        d.recipient = found.get(&d.subscriber_id).cloned();
+    }
+    Ok(())
+}
+
+/// `$from, $from+1, …`: `count` numbered placeholders.
+fn placeholders(from: usize, count: usize) -> String {
+    (from..from + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A `queued` or `scheduled` announcement becomes `sending` when its first delivery is
@@ -146,6 +200,17 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// What the delivery log keeps of it: (outcome, error, note, status code, remote id).
+    #[allow(clippy::type_complexity)]
+    pub fn log_fields(&self) -> (&str, Option<&str>, Option<&str>, Option<i32>, Option<&str>) {
+        match self {
+            Outcome::Sent { remote_id, how, note } => (how, None, note.as_deref(), None, remote_id.as_deref()),
+            Outcome::Retry { class, error, status_code, .. } => (class, Some(error.as_str()), None, *status_code, None),
+            Outcome::Failed { class, error, status_code } => (class, Some(error.as_str()), None, *status_code, None),
+            Outcome::Cancelled { reason } => ("cancelled", Some(reason.as_str()), None, None, None),
+        }
+    }
+
     /// Platform text fit for storage: no NUL (PostgreSQL refuses it in text) and bounded
     /// length, so one odd response can never make an outcome unrecordable.
     pub fn sanitized(self) -> Outcome {
@@ -202,6 +267,10 @@ impl Outcome {
     }
 }
 
+/// Rows per statement when a batch is recorded (well within SQLite's and PostgreSQL's
+/// limits on bound parameters).
+const FINISH_ROWS: usize = 256;
+
 /// One finished attempt, for [`finish_batch`].
 pub struct Finished {
     pub delivery: Claimed,
@@ -224,29 +293,45 @@ pub async fn finish_batch(db: &Db, owner: &str, items: &[Finished]) -> Result<Ve
     let results = write_tx!(db, tx => {
         let started = std::time::Instant::now();
         let mut results = vec![false; items.len()];
-        for &index in &order {
-            let item = &items[index];
-            let d = &item.delivery;
-            let outcome = &item.outcome;
-            let (attempt_outcome, error, note, status_code, remote_id): (
-                &str,
-                Option<&str>,
-                Option<&str>,
-                Option<i32>,
-                Option<&str>,
-            ) = match outcome {
-                Outcome::Sent { remote_id, how, note } => (how, None, note.as_deref(), None, remote_id.as_deref()),
-                Outcome::Retry { class, error, status_code, .. } => (class, Some(error.as_str()), None, *status_code, None),
-                Outcome::Failed { class, error, status_code } => (class, Some(error.as_str()), None, *status_code, None),
-                Outcome::Cancelled { reason } => ("cancelled", Some(reason.as_str()), None, None, None),
-            };
-            let update = match outcome {
-                Outcome::Sent { remote_id, .. } => sqlx::query(
-                    "UPDATE deliveries SET status = 'sent', remote_id = $3, sent_at = $4, last_error = NULL, \
-                         uncertain = FALSE, lease_owner = NULL, lease_until = NULL, updated_at = $4 \
-                     WHERE id = $1 AND lease_owner = $2 AND status = 'in_flight' AND attempts = $5")
-                    .bind(d.id).bind(owner).bind(remote_id.clone()).bind(now).bind(d.attempts)
-                    .execute(&mut *tx).await?,
+        // The common case, a copy sent: one fenced UPDATE for all of them.
+        let sent: Vec<usize> = order
+            .iter()
+            .copied()
+            .filter(|&i| matches!(items[i].outcome, Outcome::Sent { .. }))
+            .collect();
+        for chunk in sent.chunks(FINISH_ROWS) {
+            let values = (0..chunk.len())
+                .map(|k| format!("(${}, ${}, ${})", 3 + 3 * k, 4 + 3 * k, 5 + 3 * k))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "UPDATE deliveries SET status = 'sent', remote_id = v.column3, sent_at = $1, last_error = NULL, \
+                     uncertain = FALSE, lease_owner = NULL, lease_until = NULL, updated_at = $1 \
+                 FROM (VALUES {values}) AS v \
+                 WHERE deliveries.id = v.column1 AND deliveries.attempts = v.column2 \
+                   AND deliveries.lease_owner = $2 AND deliveries.status = 'in_flight' \
+                 RETURNING id"
+            );
+            let mut q = sqlx::query_scalar::<_, i64>(&sql).bind(now).bind(owner);
+            for &i in chunk {
+                let d = &items[i].delivery;
+                let remote_id = match &items[i].outcome {
+                    Outcome::Sent { remote_id, .. } => remote_id.as_deref(),
+                    _ => None,
+                };
+                q = q.bind(d.id).bind(d.attempts).bind(remote_id);
+            }
+            let fenced: std::collections::HashSet<i64> =
+                q.fetch_all(&mut *tx).await?.into_iter().collect();
+            for &i in chunk {
+                results[i] = fenced.contains(&items[i].delivery.id);
+            }
+        }
+        // Retries, failures and skips: one statement each (they are the rare case).
+        for &index in order.iter().filter(|&&i| !matches!(items[i].outcome, Outcome::Sent { .. })) {
+            let d = &items[index].delivery;
+            let update = match &items[index].outcome {
+                Outcome::Sent { .. } => unreachable!("sent copies are recorded above"),
                 Outcome::Retry { run_after, error, refund, uncertain, .. } => sqlx::query(
                     "UPDATE deliveries SET status = 'retrying', run_after = $3, last_error = $4, \
                          attempts = attempts - $5, uncertain = $6, lease_owner = NULL, lease_until = NULL, updated_at = $7 \
@@ -267,18 +352,37 @@ pub async fn finish_batch(db: &Db, owner: &str, items: &[Finished]) -> Result<Ve
                     .bind(d.id).bind(owner).bind(reason).bind(now).bind(d.attempts)
                     .execute(&mut *tx).await?,
             };
-            let fenced = update.rows_affected() == 1;
-            results[index] = fenced;
-            if fenced {
-                sqlx::query(
-                    "INSERT INTO delivery_attempts (delivery_id, announcement_id, channel, attempt, outcome, \
-                         status_code, error, note, remote_id, worker, started_at, finished_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $12, $8, $9, $10, $11)")
+            results[index] = update.rows_affected() == 1;
+        }
+        // Every fenced attempt into the delivery log, in one statement per chunk.
+        let logged: Vec<usize> = order.iter().copied().filter(|&i| results[i]).collect();
+        for chunk in logged.chunks(FINISH_ROWS) {
+            const COLUMNS: usize = 10;
+            let values = (0..chunk.len())
+                .map(|k| {
+                    let p = |c: usize| format!("${}", 3 + COLUMNS * k + c);
+                    format!(
+                        "({}, {}, {}, {}, {}, {}, {}, {}, {}, $1, {}, $2)",
+                        p(0), p(1), p(2), p(3), p(4), p(5), p(6), p(7), p(8), p(9)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "INSERT INTO delivery_attempts (delivery_id, announcement_id, channel, attempt, outcome, \
+                     status_code, error, note, remote_id, worker, started_at, finished_at) VALUES {values}"
+            );
+            let mut q = sqlx::query(&sql).bind(owner).bind(now);
+            for &i in chunk {
+                let item = &items[i];
+                let d = &item.delivery;
+                let (outcome, error, note, status_code, remote_id) = item.outcome.log_fields();
+                q = q
                     .bind(d.id).bind(&d.announcement_id).bind(&d.channel).bind(d.attempts)
-                    .bind(attempt_outcome).bind(status_code).bind(error).bind(remote_id)
-                    .bind(owner).bind(item.started_at).bind(now).bind(note)
-                    .execute(&mut *tx).await?;
+                    .bind(outcome).bind(status_code).bind(error).bind(note).bind(remote_id)
+                    .bind(item.started_at);
             }
+            q.execute(&mut *tx).await?;
         }
         RECORD_TURN.observe(items.len(), started.elapsed());
         results

@@ -74,6 +74,7 @@ impl Dispatcher {
             };
             match recorded {
                 Ok(results) => {
+                    self.log_recorded(&items, &results);
                     for (reply, ok) in replies.into_iter().zip(results) {
                         let _ = reply.send(Ok(ok));
                     }

@@ -132,6 +132,52 @@ impl Dispatcher {
         }
     }
 
+    /// One info line per announcement and channel in a recorded batch: how many copies
+    /// were sent, will be retried, failed or were skipped, under the announcement's request
+    /// id. (Each copy has its own line at debug level, and each failure its own warning.)
+    pub(super) fn log_recorded(&self, items: &[queue::Finished], recorded: &[bool]) {
+        #[derive(Default)]
+        struct Tally {
+            sent: usize,
+            retrying: usize,
+            failed: usize,
+            skipped: usize,
+        }
+        let mut groups: Vec<((&str, &str), Tally)> = Vec::new();
+        for (item, _) in items.iter().zip(recorded).filter(|(_, ok)| **ok) {
+            let key = (
+                item.delivery.announcement_id.as_str(),
+                item.delivery.channel.as_str(),
+            );
+            let at = match groups.iter().position(|(k, _)| *k == key) {
+                Some(at) => at,
+                None => {
+                    groups.push((key, Tally::default()));
+                    groups.len() - 1
+                }
+            };
+            let tally = &mut groups[at].1;
+            match item.outcome {
+                Outcome::Sent { .. } => tally.sent += 1,
+                Outcome::Retry { .. } => tally.retrying += 1,
+                Outcome::Failed { .. } => tally.failed += 1,
+                Outcome::Cancelled { .. } => tally.skipped += 1,
+            }
+        }
+        for ((announcement, channel), t) in groups {
+            let request_id = self
+                .announcements
+                .lock()
+                .unwrap()
+                .get(announcement)
+                .and_then(|i| i.request_id.clone())
+                .unwrap_or_default();
+            tracing::info!(request_id = %request_id, announcement = %announcement, channel = %channel,
+                sent = t.sent, retrying = t.retrying, failed = t.failed, skipped = t.skipped,
+                "Deliveries recorded");
+        }
+    }
+
     pub(super) fn backoff_ms(&self, attempts: i32) -> i64 {
         let exp = self
             .settings
@@ -269,7 +315,8 @@ impl Dispatcher {
         let outcome = outcome::give_up_after_max(outcome, self.attempt_facts(c, &d, Phase::Send));
         match &outcome {
             Outcome::Sent { remote_id, how, .. } => {
-                tracing::info!(channel = %c.name, delivery = d.id, announcement = %d.announcement_id,
+                // One line per copy at debug; the recorder logs each batch at info.
+                tracing::debug!(channel = %c.name, delivery = d.id, announcement = %d.announcement_id,
                     attempt = d.attempts, remote_id = remote_id.as_deref().unwrap_or(""), how = *how, "Delivered");
                 c.last_success_ms.fetch_max(now_ms(), Ordering::SeqCst);
             }
@@ -314,18 +361,15 @@ impl Dispatcher {
             .cloned()
             .ok_or_else(|| format!("unit {} missing from the stored rendering", d.unit_index))?;
         let recipient = if d.subscriber_id > 0 {
-            match store::subscribers::recipient(&self.db, d.subscriber_id)
-                .await
-                .map_err(|e| e.to_string())?
-            {
-                Some((address, lang, token)) => Some(Recipient {
-                    address,
-                    lang,
+            match &d.recipient {
+                Some(s) => Some(Recipient {
+                    address: s.email.clone(),
+                    lang: s.lang.clone(),
                     unsubscribe_url: format!(
-                        "{}unsubscribe?t={token}",
-                        self.settings.public_base_url
+                        "{}unsubscribe?t={}",
+                        self.settings.public_base_url, s.token
                     ),
-                    unsubscribe_token: token,
+                    unsubscribe_token: s.token.clone(),
                 }),
                 None => {
                     return Ok(Some(Outcome::Cancelled {

@@ -205,16 +205,6 @@ pub async fn recover_imports(db: &Db, older_than_ms: i64) -> Result<()> {
     Ok(())
 }
 
-/// What a send needs to know of a subscriber: None when they left or were deleted.
-pub async fn recipient(db: &Db, id: i64) -> Result<Option<(String, String, String)>> {
-    with_pool!(db, p => {
-        let row = sqlx::query(
-            "SELECT email, lang, token FROM subscribers WHERE id = $1 AND status = 'active'")
-            .bind(id).fetch_optional(p).await?;
-        row.map(|r| Ok((r.try_get("email")?, r.try_get("lang")?, r.try_get("token")?))).transpose()
-    })
-}
-
 /// The address a token belongs to, for the confirmation page (no state change).
 pub async fn by_token(db: &Db, token: &str) -> Result<Option<(String, String)>> {
     with_pool!(db, p => {
