@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use sha2::Digest;
 
+use crate::disaster::{DisasterArgs, LineMode};
 use crate::fakes::{Fakes, FB_PAGE, FB_TOKEN, LINE_TOKEN, LINE_USER};
-use crate::{Args, LineMode};
 
 /// X allows 100 posts per user per 15 minutes (CHANNELS.md §2.7).
 const X_POSTS_PER_15_MIN: usize = 100;
@@ -26,6 +26,11 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// The daemon's process id (for `/proc/<pid>/stat` and `/proc/<pid>/status`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
@@ -75,8 +80,8 @@ fn sha256_hex(s: &str) -> String {
 }
 
 /// The daemon binary to run: `--bin`, else the workspace's release build.
-pub fn daemon_bin(args: &Args) -> Result<PathBuf> {
-    let bin = args.bin.clone().unwrap_or_else(default_bin);
+pub fn daemon_bin(bin: Option<&Path>) -> Result<PathBuf> {
+    let bin = bin.map(Path::to_path_buf).unwrap_or_else(default_bin);
     if !bin.is_file() {
         bail!(
             "no daemon binary at {} (build it: cargo build --release -p noroshi, or pass --bin)",
@@ -139,7 +144,7 @@ pub struct Pacing {
 }
 
 impl Pacing {
-    pub fn for_run(args: &Args) -> Pacing {
+    pub fn for_run(args: &DisasterArgs) -> Pacing {
         if args.default_pacing {
             return Pacing {
                 x: None,
@@ -191,6 +196,23 @@ async fn channel_view(
         .await?
         .json()
         .await?)
+}
+
+/// One channel as `GET /api/v1/channels` shows it (`null` when absent).
+pub async fn channel(
+    http: &reqwest::Client,
+    base: &str,
+    admin: &str,
+    name: &str,
+) -> Result<serde_json::Value> {
+    let channels = channel_view(http, base, admin).await?;
+    Ok(channels
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["name"] == name)
+        .cloned()
+        .unwrap_or_default())
 }
 
 /// The pacing each channel runs with, as `GET /api/v1/channels` shows it.
@@ -247,31 +269,29 @@ pub struct Tokens {
     pub disaster: String,
 }
 
-fn config(
-    args: &Args,
-    fakes: &Fakes,
-    smtp_port: u16,
-    dir: &Path,
-    db: &str,
-    tokens: &Tokens,
-    pacing: &Pacing,
-) -> String {
-    let creds = noroshi_x::fake::FakeCredentials::default();
-    let line_target = match args.line_mode {
-        LineMode::Broadcast => "mode = \"broadcast\"".to_string(),
-        LineMode::Multicast => format!("mode = \"multicast\"\nto = [\"{LINE_USER}\"]"),
-    };
-    let x_delivery = match pacing.x {
-        Some((rate, burst)) => {
-            format!("[channels.x.delivery]\nrate_per_second = {rate:.6}\nburst = {burst}\n")
-        }
-        None => String::new(),
-    };
-    let fb_delivery = match pacing.facebook_burst {
-        Some(burst) => format!("[channels.facebook.delivery]\nburst = {burst}\n"),
-        None => String::new(),
-    };
-    format!(
+/// What one daemon of the bench runs with.
+pub struct Spec<'a> {
+    /// The binary (see [`daemon_bin`]).
+    pub bin: PathBuf,
+    /// A PostgreSQL server on loopback: a fresh database is created there; else SQLite.
+    pub postgres: Option<&'a str>,
+    /// `[log] level`.
+    pub log_level: &'a str,
+    /// Run the daemon on this CPU only (`taskset -c CPU`).
+    pub cpu: Option<usize>,
+    /// The SMTP server the email channel sends to (127.0.0.1).
+    pub smtp_port: u16,
+    /// `[channels.email] timeout_secs`.
+    pub smtp_timeout_secs: u64,
+    /// The LINE, X and Facebook fakes, with the LINE mode and the pacing; else those
+    /// channels stay off.
+    pub social: Option<(&'a Fakes, LineMode, &'a Pacing)>,
+    /// More configuration, appended as is (e.g. a webhook channel).
+    pub extra: String,
+}
+
+fn config(spec: &Spec, dir: &Path, db: &str, tokens: &Tokens) -> String {
+    let mut toml = format!(
         r#"# Written by noroshi-bench.
 [server]
 bind = "127.0.0.1:0"
@@ -308,12 +328,46 @@ tls = "none"
 from = "須坂市 <info@city.example.jp>"
 list_id = "announce.city.example.jp"
 pool_size = 16
+timeout_secs = {timeout}
 
 [channels.email.delivery]
 rate_per_second = 100000.0
 burst = 10000
 concurrency = 16
+"#,
+        data = dir.join("data").display(),
+        site = dir.join("site").display(),
+        admin = sha256_hex(&tokens.admin),
+        disaster = sha256_hex(&tokens.disaster),
+        log_level = spec.log_level,
+        smtp_port = spec.smtp_port,
+        timeout = spec.smtp_timeout_secs,
+    );
+    if let Some((fakes, line_mode, pacing)) = spec.social {
+        toml.push_str(&social_config(fakes, line_mode, pacing));
+    }
+    toml.push_str(&spec.extra);
+    toml
+}
 
+fn social_config(fakes: &Fakes, line_mode: LineMode, pacing: &Pacing) -> String {
+    let creds = noroshi_x::fake::FakeCredentials::default();
+    let line_target = match line_mode {
+        LineMode::Broadcast => "mode = \"broadcast\"".to_string(),
+        LineMode::Multicast => format!("mode = \"multicast\"\nto = [\"{LINE_USER}\"]"),
+    };
+    let x_delivery = match pacing.x {
+        Some((rate, burst)) => {
+            format!("[channels.x.delivery]\nrate_per_second = {rate:.6}\nburst = {burst}\n")
+        }
+        None => String::new(),
+    };
+    let fb_delivery = match pacing.facebook_burst {
+        Some(burst) => format!("[channels.facebook.delivery]\nburst = {burst}\n"),
+        None => String::new(),
+    };
+    format!(
+        r#"
 [channels.line]
 enabled = true
 api_base = "{line}"
@@ -339,11 +393,6 @@ page_id = "{FB_PAGE}"
 page_access_token_env = "BENCH_FB_TOKEN"
 
 {fb_delivery}"#,
-        data = dir.join("data").display(),
-        site = dir.join("site").display(),
-        admin = sha256_hex(&tokens.admin),
-        disaster = sha256_hex(&tokens.disaster),
-        log_level = args.log_level,
         line = fakes.line.base_url(),
         x = fakes.x.base_url(),
         ck = creds.consumer_key,
@@ -352,23 +401,22 @@ page_access_token_env = "BENCH_FB_TOKEN"
     )
 }
 
+/// Starts `noroshi serve` on a fresh database (pinned to `spec.cpu` when given) and waits
+/// until `/readyz` answers.
 pub async fn start_daemon(
-    args: &Args,
-    fakes: &Fakes,
-    smtp_port: u16,
+    spec: &Spec<'_>,
     tokens: &Tokens,
-    pacing: &Pacing,
     http: &reqwest::Client,
 ) -> Result<Daemon> {
-    let bin = daemon_bin(args)?;
+    let bin = &spec.bin;
     let dir = tempfile::Builder::new()
         .prefix("noroshi-bench-")
         .tempdir()
         .context("a temporary directory")?;
-    let (db, postgres) = match &args.postgres {
+    let (db, postgres) = match spec.postgres {
         Some(admin) => {
             let (url, name) = create_database(admin).await?;
-            (url, Some((admin.clone(), name)))
+            (url, Some((admin.to_string(), name)))
         }
         None => (
             format!("sqlite://{}", dir.path().join("noroshi.db").display()),
@@ -376,14 +424,19 @@ pub async fn start_daemon(
         ),
     };
     let config_path = dir.path().join("noroshi.toml");
-    std::fs::write(
-        &config_path,
-        config(args, fakes, smtp_port, dir.path(), &db, tokens, pacing),
-    )?;
+    std::fs::write(&config_path, config(spec, dir.path(), &db, tokens))?;
     let log_path = dir.path().join("daemon.log");
     let log = std::fs::File::create(&log_path)?;
     let creds = noroshi_x::fake::FakeCredentials::default();
-    let child = Command::new(&bin)
+    let mut command = match spec.cpu {
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.arg("-c").arg(cpu.to_string()).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
+    let child = command
         .arg("serve")
         .arg("--config")
         .arg(&config_path)

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use noroshi_channel_core::fake::RecordedRequest;
 
-use crate::LineMode;
+use crate::disaster::LineMode;
 
 pub const LINE_TOKEN: &str = "bench-line-channel-token-4e1d";
 pub const FB_TOKEN: &str = "bench-facebook-page-token-8a2c";

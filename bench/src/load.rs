@@ -38,8 +38,12 @@ pub async fn import(http: &reqwest::Client, base: &str, admin: &str, body: Strin
 pub struct Codes(Mutex<BTreeMap<String, u64>>);
 
 impl Codes {
-    fn add(&self, code: String) {
+    pub fn add(&self, code: String) {
         *self.0.lock().unwrap().entry(code).or_default() += 1;
+    }
+    /// Answers with this code.
+    pub fn count(&self, code: &str) -> u64 {
+        self.0.lock().unwrap().get(code).copied().unwrap_or(0)
     }
     pub fn total(&self) -> u64 {
         self.0.lock().unwrap().values().sum()
@@ -54,7 +58,7 @@ impl Codes {
     }
 }
 
-fn code_of(r: reqwest::Result<reqwest::Response>) -> String {
+pub fn code_of(r: reqwest::Result<reqwest::Response>) -> String {
     match r {
         Ok(r) => r.status().as_u16().to_string(),
         Err(e) => format!("error ({e})"),

@@ -38,6 +38,16 @@ impl Arrivals {
     }
 }
 
+/// One platform's latency over the alerts that reached it (ms).
+pub struct PlatformLatency {
+    pub platform: &'static str,
+    pub arrived: usize,
+    pub expected: usize,
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
 /// Nearest-rank percentile of sorted values.
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
@@ -71,9 +81,14 @@ fn row(name: &str, sorted: &[f64], expected: usize) -> String {
     )
 }
 
-/// Prints the latency table (and, with `per_alert`, every alert); false when an alert was
-/// refused, never arrived, or a platform did not accept it.
-pub fn latency(sent: &[Sent], arrivals: &Arrivals, per_alert: bool, timeout_secs: u64) -> bool {
+/// Prints the latency table (and, with `per_alert`, every alert) and returns it per platform;
+/// false when an alert was refused, never arrived, or a platform did not accept it.
+pub fn latency(
+    sent: &[Sent],
+    arrivals: &Arrivals,
+    per_alert: bool,
+    timeout_secs: u64,
+) -> (bool, Vec<PlatformLatency>) {
     let alerts = sent.len();
     let mut ok = true;
     let refused = sent.iter().filter(|s| s.status != 202).count();
@@ -91,6 +106,7 @@ pub fn latency(sent: &[Sent], arrivals: &Arrivals, per_alert: bool, timeout_secs
         "platform", "alerts", "p50", "p99", "max"
     );
     let mut all = Vec::new();
+    let mut per_platform = Vec::new();
     for (platform, slots) in PLATFORMS.iter().zip(&arrivals.at) {
         let mut lat: Vec<f64> = slots
             .iter()
@@ -100,6 +116,16 @@ pub fn latency(sent: &[Sent], arrivals: &Arrivals, per_alert: bool, timeout_secs
         lat.sort_by(f64::total_cmp);
         all.extend_from_slice(&lat);
         println!("{}", row(platform, &lat, alerts));
+        if !lat.is_empty() {
+            per_platform.push(PlatformLatency {
+                platform,
+                arrived: lat.len(),
+                expected: alerts,
+                p50: percentile(&lat, 0.50),
+                p99: percentile(&lat, 0.99),
+                max: lat[lat.len() - 1],
+            });
+        }
     }
     all.sort_by(f64::total_cmp);
     println!("{}", row("all", &all, alerts * PLATFORMS.len()));
@@ -153,5 +179,5 @@ pub fn latency(sent: &[Sent], arrivals: &Arrivals, per_alert: bool, timeout_secs
             );
         }
     }
-    ok
+    (ok, per_platform)
 }

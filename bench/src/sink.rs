@@ -1,10 +1,17 @@
-//! A counting SMTP sink on 127.0.0.1: accepts every message, counts it, and keeps the
-//! unsubscribe tokens of the first few (from `List-Unsubscribe: <…/unsubscribe?t=TOKEN>`),
-//! so the bench can POST real one-click unsubscribes. Nothing else of a message is kept, so
-//! 100,000 mails cost no memory.
+//! A counting SMTP sink on 127.0.0.1: one task per connection, any number of connections at
+//! once, tolerant of pipelining (every complete command in the buffer is answered, the
+//! answers go out in one write when the client waits). It counts completed DATA transfers
+//! and keeps the unsubscribe tokens of the first few (from `List-Unsubscribe:
+//! <…/unsubscribe?t=TOKEN>`), so the disaster bench can POST real one-click unsubscribes.
+//! Nothing else of a message is kept, so a million mails cost no memory.
+//!
+//! Also here: a tarpit, a listener that accepts connections and never says a word, for the
+//! memory run (the daemon's sends wait on it while the queue stays full).
 
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -12,6 +19,11 @@ use tokio::task::JoinHandle;
 
 struct Shared {
     count: Arc<AtomicU64>,
+    /// Bytes of message data received (headers and body, dot-stuffed as sent).
+    bytes: AtomicU64,
+    /// When the last DATA completed, in ns after `epoch`.
+    last_ns: AtomicU64,
+    epoch: Instant,
     tokens: Mutex<Vec<String>>,
     want_tokens: usize,
 }
@@ -31,6 +43,9 @@ impl Sink {
         let port = listener.local_addr().expect("local address").port();
         let shared = Arc::new(Shared {
             count: Arc::new(AtomicU64::new(0)),
+            bytes: AtomicU64::new(0),
+            last_ns: AtomicU64::new(0),
+            epoch: Instant::now(),
             tokens: Mutex::new(Vec::new()),
             want_tokens,
         });
@@ -55,6 +70,28 @@ impl Sink {
         self.shared.count.load(Ordering::SeqCst)
     }
 
+    /// Bytes of message data received so far.
+    pub fn bytes(&self) -> u64 {
+        self.shared.bytes.load(Ordering::Relaxed)
+    }
+
+    /// When the last message so far was accepted (the sink's start before the first).
+    pub fn last_accepted(&self) -> Instant {
+        self.shared.epoch + Duration::from_nanos(self.shared.last_ns.load(Ordering::SeqCst))
+    }
+
+    /// Waits until the sink has accepted `target` messages in all; false after `timeout`.
+    pub async fn wait_for(&self, target: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.count() < target {
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        true
+    }
+
     /// The counter itself, for a sampler task.
     pub fn counter(&self) -> Arc<AtomicU64> {
         self.shared.count.clone()
@@ -75,26 +112,33 @@ impl Drop for Sink {
 async fn session(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let (read, mut write) = stream.into_split();
-    let mut read = BufReader::new(read);
-    write.write_all(b"220 sink.bench.test ESMTP\r\n").await?;
+    let mut read = BufReader::with_capacity(64 * 1024, read);
+    // Answers wait here while more pipelined commands are already in the buffer.
+    let mut out: Vec<u8> = Vec::with_capacity(1024);
+    out.extend_from_slice(b"220 sink.bench.test ESMTP\r\n");
     let mut line = Vec::with_capacity(1024);
     let (mut in_data, mut in_headers) = (false, false);
     loop {
+        if read.buffer().is_empty() && !out.is_empty() {
+            write.write_all(&out).await?;
+            out.clear();
+        }
         line.clear();
         if read.read_until(b'\n', &mut line).await? == 0 {
             return Ok(());
         }
         if in_data {
+            shared.bytes.fetch_add(line.len() as u64, Ordering::Relaxed);
             if line == b".\r\n" || line == b".\n" {
                 in_data = false;
                 let n = shared.count.fetch_add(1, Ordering::SeqCst) + 1;
-                write
-                    .write_all(format!("250 2.0.0 Ok: queued as B{n:010}\r\n").as_bytes())
-                    .await?;
+                let at = shared.epoch.elapsed().as_nanos() as u64;
+                shared.last_ns.fetch_max(at, Ordering::SeqCst);
+                let _ = write!(Bytes(&mut out), "250 2.0.0 Ok: queued as B{n:010}\r\n");
             } else if in_headers {
                 if line == b"\r\n" || line == b"\n" {
                     in_headers = false;
-                } else {
+                } else if shared.want_tokens > 0 {
                     capture_token(&line, shared);
                 }
             }
@@ -114,12 +158,23 @@ async fn session(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
                 b"354 End data with <CR><LF>.<CR><LF>\r\n"
             }
             b"QUIT" => {
-                write.write_all(b"221 2.0.0 Bye\r\n").await?;
+                out.extend_from_slice(b"221 2.0.0 Bye\r\n");
+                write.write_all(&out).await?;
                 return Ok(());
             }
             _ => b"250 2.0.0 Ok\r\n",
         };
-        write.write_all(reply).await?;
+        out.extend_from_slice(reply);
+    }
+}
+
+/// `write!` into a byte buffer.
+struct Bytes<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Bytes<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
     }
 }
 
@@ -139,5 +194,34 @@ fn capture_token(line: &[u8], shared: &Shared) {
     let mut tokens = shared.tokens.lock().unwrap();
     if tokens.len() < shared.want_tokens && !tokens.contains(&token) {
         tokens.push(token);
+    }
+}
+
+/// Accepts connections on a free loopback port and holds them open without a word: an SMTP
+/// client waits for the greeting until its own timeout.
+pub struct Tarpit {
+    pub port: u16,
+    task: JoinHandle<()>,
+}
+
+impl Tarpit {
+    pub async fn start() -> Tarpit {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the tarpit on loopback");
+        let port = listener.local_addr().expect("local address").port();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        Tarpit { port, task }
+    }
+}
+
+impl Drop for Tarpit {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
