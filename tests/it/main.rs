@@ -6,6 +6,7 @@ mod helpers;
 mod cli;
 mod console;
 mod delivery;
+mod deploy;
 mod desk;
 mod fetch;
 mod hardening;
