@@ -1,5 +1,5 @@
-//! The `noroshi` command: `serve`, `migrate`, `check-config`, and the thin API clients
-//! `send` and `status`.
+//! The `noroshi` command: `serve`, `migrate`, `check-config`, the operator's `healthcheck`
+//! and `backup`, and the thin API clients `send` and `status`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +36,34 @@ enum Command {
     /// terminal, or from `--password-file`; never from an argument).
     #[command(subcommand)]
     User(UserCommand),
+    /// Ask a running daemon whether it is ready (`GET /readyz`): exit 0 when it answers
+    /// `200`, else 1 with the reason. For container health checks and monitors.
+    Healthcheck(HealthcheckArgs),
+    /// Copy the SQLite database into a new file while the daemon runs (`VACUUM INTO`: one
+    /// consistent snapshot, mode 0600). On PostgreSQL use `pg_dump` (docs/deployment.md).
+    Backup(BackupArgs),
+}
+
+#[derive(Args)]
+struct HealthcheckArgs {
+    /// The address to ask (default: `/readyz` on `server.bind` from the configuration; an
+    /// unspecified bind address such as 0.0.0.0 is asked on loopback).
+    #[arg(long)]
+    url: Option<String>,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 5)]
+    timeout: u64,
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
+#[derive(Args)]
+struct BackupArgs {
+    /// The new file to write; an existing file is never overwritten.
+    #[arg(long)]
+    to: PathBuf,
+    #[command(flatten)]
+    config: ConfigArg,
 }
 
 #[derive(Subcommand)]
@@ -147,6 +175,8 @@ pub fn main() -> ExitCode {
             Command::Send(a) => send(a).await,
             Command::Status(a) => status(a).await,
             Command::User(UserCommand::Add(a)) => user_add(a).await,
+            Command::Healthcheck(a) => healthcheck(a).await,
+            Command::Backup(a) => backup(a).await,
         }
     });
     match result {
@@ -287,6 +317,141 @@ async fn user_add(a: UserAddArgs) -> anyhow::Result<ExitCode> {
     println!("User {} ({}) saved.", a.name, a.role);
     db.close().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `noroshi healthcheck`: one `GET /readyz`, no retries (the caller's schedule retries).
+async fn healthcheck(a: HealthcheckArgs) -> anyhow::Result<ExitCode> {
+    let url = match a.url {
+        Some(url) => url,
+        None => {
+            let loaded = config::load(a.config.config.as_deref()).map_err(anyhow::Error::msg)?;
+            readyz_url(&loaded.config.server.bind)?
+        }
+    };
+    crate::server::install_crypto_provider();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(a.timeout.max(1)))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let resp = match http.get(&url).send().await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!(
+                "noroshi: not ready: cannot reach {url}: {}",
+                e.without_url()
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let status = resp.status();
+    if status == reqwest::StatusCode::OK {
+        println!("ready ({url})");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+    let detail = body["detail"].as_str().unwrap_or("no detail");
+    eprintln!("noroshi: not ready: {url} answered {status}: {detail}");
+    Ok(ExitCode::FAILURE)
+}
+
+/// `http://{bind}/readyz`, asked on loopback when `bind` is an unspecified address.
+fn readyz_url(bind: &str) -> anyhow::Result<String> {
+    let mut addr: std::net::SocketAddr = bind
+        .parse()
+        .map_err(|_| anyhow::anyhow!("server.bind `{bind}` is not an address:port"))?;
+    if addr.port() == 0 {
+        anyhow::bail!("server.bind `{bind}` has port 0 (chosen at start): pass --url");
+    }
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    Ok(format!("http://{addr}/readyz"))
+}
+
+/// `noroshi backup --to FILE`: SQLite's `VACUUM INTO` over a connection of its own. It
+/// reads one consistent snapshot while the daemon goes on writing (WAL readers do not block
+/// writers), so it takes neither the daemon's lock file nor its write turn.
+async fn backup(a: BackupArgs) -> anyhow::Result<ExitCode> {
+    use sqlx::{ConnectOptions, Connection};
+    let Some(loaded) = load_checked(a.config.config.as_deref()) else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let url = &loaded.config.database.url;
+    if !url.starts_with("sqlite:") {
+        eprintln!(
+            "noroshi: backup copies SQLite databases; this one is PostgreSQL ({}). \
+             Back it up with pg_dump: pg_dump -Fc -f noroshi.dump \"$DATABASE_URL\" \
+             (restore with pg_restore; see docs/deployment.md)",
+            crate::server::redact_url(url)
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    // Created here, empty, 0600 and only if absent (VACUUM INTO accepts an empty file):
+    // the copy holds subscribers' addresses, and an existing file is never replaced.
+    let file = {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options.open(&a.to).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => {
+                anyhow::anyhow!("{} exists; give a new file name", a.to.display())
+            }
+            _ => anyhow::anyhow!("cannot create {}: {e}", a.to.display()),
+        })?
+    };
+    let copied = async {
+        let options = std::str::FromStr::from_str(url)
+            .map(|o: sqlx::sqlite::SqliteConnectOptions| o.create_if_missing(false))?;
+        let mut conn = options.connect().await?;
+        let target = a.to.to_string_lossy().into_owned();
+        sqlx::query("VACUUM INTO $1")
+            .bind(&target)
+            .execute(&mut conn)
+            .await?;
+        conn.close().await?;
+        // The copy is a database of its own: check it and say what it holds.
+        let mut copy = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&a.to)
+            .read_only(true)
+            .connect()
+            .await?;
+        let check: String = sqlx::query_scalar("PRAGMA quick_check")
+            .fetch_one(&mut copy)
+            .await?;
+        let announcements: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM announcements")
+            .fetch_one(&mut copy)
+            .await?;
+        copy.close().await?;
+        anyhow::ensure!(
+            check == "ok",
+            "the copy fails SQLite's quick_check: {check}"
+        );
+        // VACUUM INTO does not sync what it wrote.
+        file.sync_all()?;
+        if let Some(dir) = a.to.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        anyhow::Ok(announcements)
+    }
+    .await;
+    match copied {
+        Ok(announcements) => {
+            println!(
+                "Backed up {} to {} ({announcements} announcements).",
+                url,
+                a.to.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&a.to);
+            Err(e.context(format!("backup to {} failed", a.to.display())))
+        }
+    }
 }
 
 struct Client {

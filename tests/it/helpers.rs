@@ -49,6 +49,15 @@ macro_rules! on_both {
     };
 }
 
+/// A loopback port free a moment ago (for a process that must be told its port).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A fresh database for one test: its URL.
 pub async fn fresh_database(backend: Backend, dir: &Path) -> String {
     match backend {

@@ -76,14 +76,6 @@ fn certificates(dir: &Path, openssl: &str) {
     ]));
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The shipped file with each of `swaps` replaced; every one must be found, so the test
 /// notices when the example changes under it.
 fn swapped(text: &str, swaps: &[(&str, String)]) -> String {
