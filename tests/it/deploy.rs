@@ -861,3 +861,51 @@ async fn sqlite_backup_restores_every_announcement(backend: Backend) {
 }
 
 on_both!(sqlite_backup_restores_every_announcement);
+
+// ---------------------------------------------------------------------------------------
+// Upgrades
+
+/// What docs/deployment.md says about a rollout: a binary refuses a database that a newer
+/// one migrated (it finds an applied migration it does not have) rather than run on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_binary_refuses_a_database_a_newer_one_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("noroshi.db");
+    let config = dir.path().join("noroshi.toml");
+    std::fs::write(
+        &config,
+        format!("[database]\nurl = \"sqlite://{}\"\n", db.display()),
+    )
+    .unwrap();
+    let migrate = || {
+        let mut cmd = noroshi(&["migrate", "--config"]);
+        cmd.arg(&config).current_dir(dir.path());
+        cmd.output().unwrap()
+    };
+    let out = migrate();
+    assert!(out.status.success(), "{}", text(&out));
+    // A migration from a later version, as its binary would have recorded it.
+    {
+        use sqlx::{ConnectOptions, Connection};
+        let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&db)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (9999, 'from a later version', TRUE, X'00', 1)",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+    }
+    let out = migrate();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("migration 9999 was previously applied but is missing"),
+        "{}",
+        text(&out)
+    );
+}
