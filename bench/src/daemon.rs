@@ -31,6 +31,11 @@ impl Daemon {
         self.child.as_ref().map(|c| c.id())
     }
 
+    /// The PostgreSQL database this daemon runs on, if any.
+    pub fn database(&self) -> Option<&str> {
+        self.postgres.as_ref().map(|(_, name)| name.as_str())
+    }
+
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }

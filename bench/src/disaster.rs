@@ -166,8 +166,8 @@ pub async fn run(args: &DisasterArgs, fakes: &Fakes, sink: &Sink) -> Result<Outc
     println!("daemon: {}", bin.display());
     println!("set by the bench: {}", pacing.describe());
     println!(
-        "machine: {} cores, load average {} (other processes share them)",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "machine: CPUs {} online, load average {} (other processes share them)",
+        crate::procfs::cpus_online(),
         load_average()
     );
 

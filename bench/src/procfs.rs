@@ -57,6 +57,32 @@ pub fn own_threads_cpu(prefix: &str) -> Duration {
         .sum()
 }
 
+/// CPU time of the PostgreSQL backends serving database `name` (their command line reads
+/// `postgres: … user name host(port) …`): the server's share of the work, which runs on
+/// whichever CPU is free, not pinned.
+pub fn postgres_backends_cpu(name: &str) -> Duration {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Duration::ZERO;
+    };
+    let needle = format!(" {name} ");
+    procs
+        .flatten()
+        .filter(|p| {
+            p.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter_map(|p| {
+            let dir = p.path().display().to_string();
+            let cmdline = std::fs::read(format!("{dir}/cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            (cmdline.starts_with("postgres: ") && cmdline.contains(&needle))
+                .then(|| cpu_time_at(&dir).ok())?
+        })
+        .sum()
+}
+
 /// (VmRSS, VmHWM) of process `pid`, in kB.
 pub fn memory_kb(pid: u32) -> Result<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -72,6 +98,12 @@ pub fn memory_kb(pid: u32) -> Result<(u64, u64)> {
             .parse()?)
     };
     Ok((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// The machine's online CPUs (`0-1`), whatever this process is pinned to.
+pub fn cpus_online() -> String {
+    std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .map_or_else(|_| "?".into(), |s| s.trim().to_string())
 }
 
 /// The CPUs a process may run on (`Cpus_allowed_list`), `self` for this one.

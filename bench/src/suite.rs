@@ -61,6 +61,10 @@ pub struct SuiteArgs {
     /// The large fan-out [default: 100000; --quick 10000].
     #[arg(long)]
     pub large: Option<usize>,
+    /// A fan-out that has not finished after this long is measured over the mails sent so
+    /// far (and the table says so).
+    #[arg(long, default_value_t = 150)]
+    pub fanout_limit_secs: u64,
     /// How often the small fan-out is repeated (the median is printed).
     #[arg(long, default_value_t = 5)]
     pub repeat: usize,
@@ -156,7 +160,26 @@ struct Backend {
 struct Fanout {
     rate: f64,
     cpu_us: f64,
+    /// PostgreSQL backends' CPU per delivery (PostgreSQL only).
+    pg_us: Option<f64>,
+    /// (mails received, seconds) when the fan-out did not finish within the limit.
+    partial: Option<(u64, u64)>,
     mean_bytes: f64,
+}
+
+impl Fanout {
+    /// `3,839/s`, or `≈ 412/s (61,800 of 100,000 in 150 s)` when it did not finish.
+    fn rate_cell(&self, n: usize) -> String {
+        match self.partial {
+            None => format!("{}/s", thousands(self.rate)),
+            Some((got, secs)) => format!(
+                "{}/s over the first {} of {} (stopped at {secs} s)",
+                thousands(self.rate),
+                thousands(got as f64),
+                thousands(n as f64)
+            ),
+        }
+    }
 }
 
 pub struct Suite<'a> {
@@ -223,9 +246,8 @@ impl<'a> Suite<'a> {
             self.bin.display()
         );
         println!(
-            "machine: {} CPUs online, load average {}; this process on CPUs {}, the daemon {}",
-            std::fs::read_to_string("/sys/devices/system/cpu/online")
-                .map_or_else(|_| "?".into(), |s| s.trim().to_string()),
+            "machine: CPUs {} online, load average {}; this process on CPUs {}, the daemon {}",
+            procfs::cpus_online(),
             disaster::load_average(),
             procfs::cpus_allowed("self"),
             match a.daemon_cpu {
@@ -353,25 +375,21 @@ impl<'a> Suite<'a> {
         let pid = d.pid().context("the daemon has no pid")?;
         let (count0, bytes0) = (self.sink.count(), self.sink.bytes());
         let cpu0 = procfs::cpu_time(pid)?;
+        let pg0 = d.database().map(procfs::postgres_backends_cpu);
         let id = self.submit(d, &["email"]).await?;
         let accepted = Instant::now();
-        let limit = Duration::from_secs(60 + n as u64 / 200);
-        if !self.sink.wait_for(count0 + n as u64, limit).await {
-            self.failed = true;
-            bail!(
-                "the sink received {} of {n} mails within {} s",
-                self.sink.count() - count0,
-                limit.as_secs()
-            );
+        let limit = Duration::from_secs(self.args.fanout_limit_secs);
+        let finished = self.sink.wait_for(count0 + n as u64, limit).await;
+        let secs = if finished {
+            self.sink.last_accepted()
+        } else {
+            Instant::now()
         }
-        let secs = self
-            .sink
-            .last_accepted()
-            .saturating_duration_since(accepted)
-            .as_secs_f64();
+        .saturating_duration_since(accepted)
+        .as_secs_f64();
         // The daemon's work ends when every outcome is recorded, a little after the last mail.
         let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
+        while finished {
             let status = self.announcement_status(d, &id).await?;
             if status == "sent" {
                 break;
@@ -382,22 +400,37 @@ impl<'a> Suite<'a> {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let cpu = procfs::cpu_time(pid)?.saturating_sub(cpu0);
         let got = self.sink.count() - count0;
-        if got != n as u64 {
+        let cpu = procfs::cpu_time(pid)?.saturating_sub(cpu0);
+        let pg = pg0.zip(d.database()).map(|(pg0, name)| {
+            let pg = procfs::postgres_backends_cpu(name).saturating_sub(pg0);
+            pg.as_secs_f64() * 1e6 / got.max(1) as f64
+        });
+        if finished && got != n as u64 {
             self.failed = true;
             println!("  FAILED: the sink received {got} mails for {n} recipients");
         }
+        let partial = (!finished).then(|| {
+            println!(
+                "  note: {got} of {n} mails in {} s (--fanout-limit-secs): the figures are over those",
+                limit.as_secs()
+            );
+            (got, limit.as_secs())
+        });
+        let n = if finished { n } else { got.max(1) as usize };
         let f = Fanout {
             rate: n as f64 / secs.max(1e-6),
             cpu_us: cpu.as_secs_f64() * 1e6 / n as f64,
+            pg_us: pg,
+            partial,
             mean_bytes: (self.sink.bytes() - bytes0) as f64 / got.max(1) as f64,
         };
         println!(
-            "  {n} emails in {secs:.3} s: {:.0}/s; daemon CPU {:.2} s, {:.0} µs per delivery; {:.0} bytes per message",
+            "  {n} emails in {secs:.3} s: {:.0}/s; daemon CPU {:.2} s, {:.0} µs per delivery{}; {:.0} bytes per message",
             f.rate,
             cpu.as_secs_f64(),
             f.cpu_us,
+            pg.map_or(String::new(), |us| format!(" (PostgreSQL backends {us:.0} µs)")),
             f.mean_bytes
         );
         Ok(f)
@@ -439,6 +472,15 @@ impl<'a> Suite<'a> {
         );
         self.table
             .set(&label, "≤ 110 µs", b.column, format!("{cpu:.0} µs"));
+        let pg: Vec<f64> = runs.iter().filter_map(|f| f.pg_us).collect();
+        if !pg.is_empty() {
+            let label = format!(
+                "  PostgreSQL backends' CPU per delivery, {} recipients (median of {repeat})",
+                thousands(small as f64)
+            );
+            self.table
+                .set(&label, "", b.column, format!("{:.0} µs", median(&pg)));
+        }
         if b.column == 1 {
             if let Some(sqlite) = self.small_rate[0] {
                 self.table.set(
@@ -456,18 +498,21 @@ impl<'a> Suite<'a> {
                 "email, {} recipients: deliveries/s",
                 thousands(large as f64)
             );
-            self.table.set(
-                &label,
-                "≥ 8,500/s",
-                b.column,
-                format!("{}/s", thousands(f.rate)),
-            );
+            self.table
+                .set(&label, "≥ 8,500/s", b.column, f.rate_cell(large));
             let label = format!(
                 "  daemon CPU per delivery, {} recipients",
                 thousands(large as f64)
             );
             self.table
                 .set(&label, "≤ 110 µs", b.column, format!("{:.0} µs", f.cpu_us));
+            if let Some(us) = f.pg_us {
+                let label = format!(
+                    "  PostgreSQL backends' CPU per delivery, {} recipients",
+                    thousands(large as f64)
+                );
+                self.table.set(&label, "", b.column, format!("{us:.0} µs"));
+            }
             self.table.set(
                 "  mean message size as the sink received it",
                 "",
