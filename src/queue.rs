@@ -131,7 +131,7 @@ async fn add_recipients(db: &Db, rows: &mut [Claimed]) -> Result<()> {
     if ids.is_empty() {
         return Ok(());
     }
-    let list = placeholders(1, ids.len());
+    let list = Params::new(db).list(ids.len());
     let sql = format!(
         "SELECT id, email, lang, token FROM subscribers WHERE status = 'active' AND id IN ({list})"
     );
@@ -153,12 +153,35 @@ async fn add_recipients(db: &Db, rows: &mut [Claimed]) -> Result<()> {
     Ok(())
 }
 
-/// `$from, $from+1, …`: `count` numbered placeholders.
-fn placeholders(from: usize, count: usize) -> String {
-    (from..from + count)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+/// Placeholders for a statement of many rows, numbered in order of appearance: `?` on
+/// SQLite, where a named `$n` costs a lookup by name per parameter (quadratic in a long
+/// statement), `$n` on PostgreSQL. Values are bound in the same order.
+struct Params {
+    postgres: bool,
+    n: usize,
+}
+
+impl Params {
+    fn new(db: &Db) -> Params {
+        Params {
+            postgres: db.is_postgres(),
+            n: 0,
+        }
+    }
+
+    fn next(&mut self) -> String {
+        self.n += 1;
+        if self.postgres {
+            format!("${}", self.n)
+        } else {
+            "?".to_string()
+        }
+    }
+
+    /// `count` placeholders separated by commas.
+    fn list(&mut self, count: usize) -> String {
+        (0..count).map(|_| self.next()).collect::<Vec<_>>().join(", ")
+    }
 }
 
 /// A `queued` or `scheduled` announcement becomes `sending` when its first delivery is
@@ -300,19 +323,22 @@ pub async fn finish_batch(db: &Db, owner: &str, items: &[Finished]) -> Result<Ve
             .filter(|&i| matches!(items[i].outcome, Outcome::Sent { .. }))
             .collect();
         for chunk in sent.chunks(FINISH_ROWS) {
+            let mut p = Params::new(db);
+            let set = format!("sent_at = {}, updated_at = {}", p.next(), p.next());
             let values = (0..chunk.len())
-                .map(|k| format!("(${}, ${}, ${})", 3 + 3 * k, 4 + 3 * k, 5 + 3 * k))
+                .map(|_| format!("({})", p.list(3)))
                 .collect::<Vec<_>>()
                 .join(", ");
             let sql = format!(
-                "UPDATE deliveries SET status = 'sent', remote_id = v.column3, sent_at = $1, last_error = NULL, \
-                     uncertain = FALSE, lease_owner = NULL, lease_until = NULL, updated_at = $1 \
+                "UPDATE deliveries SET status = 'sent', remote_id = v.column3, {set}, last_error = NULL, \
+                     uncertain = FALSE, lease_owner = NULL, lease_until = NULL \
                  FROM (VALUES {values}) AS v \
                  WHERE deliveries.id = v.column1 AND deliveries.attempts = v.column2 \
-                   AND deliveries.lease_owner = $2 AND deliveries.status = 'in_flight' \
-                 RETURNING id"
+                   AND deliveries.lease_owner = {} AND deliveries.status = 'in_flight' \
+                 RETURNING id",
+                p.next()
             );
-            let mut q = sqlx::query_scalar::<_, i64>(&sql).bind(now).bind(owner);
+            let mut q = sqlx::query_scalar::<_, i64>(&sql).bind(now).bind(now);
             for &i in chunk {
                 let d = &items[i].delivery;
                 let remote_id = match &items[i].outcome {
@@ -321,6 +347,7 @@ pub async fn finish_batch(db: &Db, owner: &str, items: &[Finished]) -> Result<Ve
                 };
                 q = q.bind(d.id).bind(d.attempts).bind(remote_id);
             }
+            let q = q.bind(owner);
             let fenced: std::collections::HashSet<i64> =
                 q.fetch_all(&mut *tx).await?.into_iter().collect();
             for &i in chunk {
@@ -357,22 +384,16 @@ pub async fn finish_batch(db: &Db, owner: &str, items: &[Finished]) -> Result<Ve
         // Every fenced attempt into the delivery log, in one statement per chunk.
         let logged: Vec<usize> = order.iter().copied().filter(|&i| results[i]).collect();
         for chunk in logged.chunks(FINISH_ROWS) {
-            const COLUMNS: usize = 10;
+            let mut p = Params::new(db);
             let values = (0..chunk.len())
-                .map(|k| {
-                    let p = |c: usize| format!("${}", 3 + COLUMNS * k + c);
-                    format!(
-                        "({}, {}, {}, {}, {}, {}, {}, {}, {}, $1, {}, $2)",
-                        p(0), p(1), p(2), p(3), p(4), p(5), p(6), p(7), p(8), p(9)
-                    )
-                })
+                .map(|_| format!("({})", p.list(12)))
                 .collect::<Vec<_>>()
                 .join(", ");
             let sql = format!(
                 "INSERT INTO delivery_attempts (delivery_id, announcement_id, channel, attempt, outcome, \
                      status_code, error, note, remote_id, worker, started_at, finished_at) VALUES {values}"
             );
-            let mut q = sqlx::query(&sql).bind(owner).bind(now);
+            let mut q = sqlx::query(&sql);
             for &i in chunk {
                 let item = &items[i];
                 let d = &item.delivery;
@@ -380,7 +401,7 @@ pub async fn finish_batch(db: &Db, owner: &str, items: &[Finished]) -> Result<Ve
                 q = q
                     .bind(d.id).bind(&d.announcement_id).bind(&d.channel).bind(d.attempts)
                     .bind(outcome).bind(status_code).bind(error).bind(note).bind(remote_id)
-                    .bind(item.started_at);
+                    .bind(owner).bind(item.started_at).bind(now);
             }
             q.execute(&mut *tx).await?;
         }

@@ -5,6 +5,21 @@ use super::outcome::{self, Attempt, Effect, Phase};
 use super::*;
 use crate::status::ChannelState;
 
+/// Most deliveries one claim takes.
+const CLAIM_MAX: usize = 64;
+/// How long a normal claim may wait for more free workers (see `run_loop`).
+const GATHER: Duration = Duration::from_millis(5);
+
+/// Adds every free permit of `pool`, up to [`CLAIM_MAX`] in all.
+fn take_free(pool: &Arc<tokio::sync::Semaphore>, permits: &mut Vec<OwnedSemaphorePermit>) {
+    while permits.len() < CLAIM_MAX {
+        match pool.clone().try_acquire_owned() {
+            Ok(p) => permits.push(p),
+            Err(_) => break,
+        }
+    }
+}
+
 impl Dispatcher {
     pub(super) async fn acquire(
         &self,
@@ -62,10 +77,20 @@ impl Dispatcher {
             };
             let mut permits = vec![first];
             let pool = if disaster { &c.reserved } else { &c.general };
-            while permits.len() < 64 {
-                match pool.clone().try_acquire_owned() {
-                    Ok(p) => permits.push(p),
-                    Err(_) => break,
+            take_free(pool, &mut permits);
+            if !disaster {
+                // A claim of one or two costs nearly what a claim of many does (a statement;
+                // on SQLite a write turn, and its outcomes a commit). Under load, when few
+                // workers are free, wait a moment for more: normal work only, and at most
+                // `GATHER`. The disaster loop never waits.
+                let want = (c.concurrency / 2).clamp(1, CLAIM_MAX);
+                let deadline = tokio::time::Instant::now() + GATHER;
+                while permits.len() < want {
+                    match tokio::time::timeout_at(deadline, pool.clone().acquire_owned()).await {
+                        Ok(Ok(p)) => permits.push(p),
+                        _ => break,
+                    }
+                    take_free(pool, &mut permits);
                 }
             }
             // The reserved disaster workers take live alerts only; drills queue in the

@@ -12,7 +12,7 @@
 //! after a clean transaction (or a refusal followed by a successful `RSET`).
 
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
@@ -21,7 +21,7 @@ use lettre::message::header::{ContentTransferEncoding, ContentType, HeaderName, 
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
-use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::{Address, Message};
 use noroshi_channel_core::{
@@ -58,6 +58,9 @@ pub struct EmailChannel {
     exercise_target: Option<String>,
     /// Where the adapter reads the time (the `Date:` header).
     clock: Clock,
+    /// Parsed payloads by announcement (see `parsed`).
+    #[allow(clippy::type_complexity)]
+    parsed: Mutex<Vec<(String, serde_json::Value, Arc<EmailPayload>)>>,
 }
 
 impl fmt::Debug for EmailChannel {
@@ -85,8 +88,16 @@ struct ConnectParams {
 }
 
 struct Parked {
-    conn: AsyncSmtpConnection,
+    conn: Conn,
     since: Instant,
+}
+
+/// A connection and what its server said it can do.
+struct Conn {
+    smtp: AsyncSmtpConnection,
+    /// The server advertised `PIPELINING` (RFC 2920): MAIL, RCPT and DATA go out in one
+    /// write and their replies are read together.
+    pipelining: bool,
 }
 
 struct Pool {
@@ -175,7 +186,35 @@ impl EmailChannel {
             },
             exercise_target: config.exercise_target.clone(),
             clock: system_clock(),
+            parsed: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The payload read once per announcement, not once per subscriber: the last few are
+    /// kept, each with the stored JSON it came from (compared, so a changed payload is
+    /// read again).
+    fn parsed(
+        &self,
+        announcement_id: &str,
+        raw: &serde_json::Value,
+    ) -> Result<Arc<EmailPayload>, DeliveryError> {
+        const KEPT: usize = 8;
+        let mut cache = self.parsed.lock().unwrap();
+        if let Some((_, _, p)) = cache
+            .iter()
+            .find(|(id, json, _)| id == announcement_id && json == raw)
+        {
+            return Ok(p.clone());
+        }
+        let payload: EmailPayload = serde_json::from_value(raw.clone()).map_err(|e| {
+            DeliveryError::permanent(format!("the stored email payload is unreadable: {e}"))
+        })?;
+        let payload = Arc::new(payload);
+        if cache.len() >= KEPT {
+            cache.remove(0);
+        }
+        cache.push((announcement_id.to_string(), raw.clone(), payload.clone()));
+        Ok(payload)
     }
 
     /// Replaces the clock (the daemon's own, or a test's).
@@ -331,7 +370,7 @@ pub(crate) fn dot_stuffed(message: &[u8]) -> String {
 }
 
 impl Pool {
-    async fn connect(&self) -> Result<AsyncSmtpConnection, DeliveryError> {
+    async fn connect(&self) -> Result<Conn, DeliveryError> {
         let p = &self.params;
         let steps = async {
             let wrapper = match p.tls {
@@ -351,11 +390,20 @@ impl Pool {
                 // STARTTLS: never fall back to sending the password in clear.
                 conn.starttls(params.clone(), &p.hello).await?;
             }
+            // lettre keeps only the extensions it uses; ask again for the rest (EHLO may
+            // be repeated at any time before a transaction, RFC 5321 §4.1.4).
+            let ehlo = conn.command(Ehlo::new(p.hello.clone())).await?;
+            let pipelining = ehlo
+                .message()
+                .any(|line| line.trim().eq_ignore_ascii_case("PIPELINING"));
             if let Some(credentials) = &p.credentials {
                 conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials)
                     .await?;
             }
-            Ok::<_, lettre::transport::smtp::Error>(conn)
+            Ok::<_, lettre::transport::smtp::Error>(Conn {
+                smtp: conn,
+                pipelining,
+            })
         };
         match timeout(p.step_timeout, steps).await {
             Ok(Ok(conn)) => Ok(conn),
@@ -365,18 +413,18 @@ impl Pool {
     }
 
     /// A parked connection that still answers, or a new one.
-    async fn checkout(&self) -> Result<AsyncSmtpConnection, DeliveryError> {
+    async fn checkout(&self) -> Result<Conn, DeliveryError> {
         loop {
             let parked = self.idle.lock().unwrap().pop();
             let Some(Parked { mut conn, since }) = parked else {
                 return self.connect().await;
             };
             let idle_for = since.elapsed();
-            if idle_for > MAX_IDLE || conn.has_broken() {
+            if idle_for > MAX_IDLE || conn.smtp.has_broken() {
                 continue;
             }
             if idle_for > CHECK_AFTER_IDLE {
-                let alive = timeout(self.params.step_timeout, conn.test_connected()).await;
+                let alive = timeout(self.params.step_timeout, conn.smtp.test_connected()).await;
                 if !matches!(alive, Ok(true)) {
                     continue;
                 }
@@ -385,7 +433,7 @@ impl Pool {
         }
     }
 
-    fn park(&self, conn: AsyncSmtpConnection) {
+    fn park(&self, conn: Conn) {
         self.idle.lock().unwrap().push(Parked {
             conn,
             since: Instant::now(),
@@ -393,8 +441,8 @@ impl Pool {
     }
 
     /// After a refused command: `RSET` so the connection can carry the next message.
-    async fn reset(&self, mut conn: AsyncSmtpConnection) {
-        if let Ok(Ok(_)) = timeout(self.params.step_timeout, conn.command("RSET\r\n")).await {
+    async fn reset(&self, mut conn: Conn) {
+        if let Ok(Ok(_)) = timeout(self.params.step_timeout, conn.smtp.command("RSET\r\n")).await {
             self.park(conn);
         }
     }
@@ -423,7 +471,12 @@ impl Pool {
         let secs = self.params.step_timeout.as_secs();
 
         let mut mail_params = Vec::new();
-        if !message.is_ascii() && conn.server_info().supports_feature(Extension::EightBitMime) {
+        if !message.is_ascii()
+            && conn
+                .smtp
+                .server_info()
+                .supports_feature(Extension::EightBitMime)
+        {
             mail_params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
         }
         let steps: [(Step, String); 3] = [
@@ -431,24 +484,28 @@ impl Pool {
             (Step::Rcpt, Rcpt::new(rcpt, Vec::new()).to_string()),
             (Step::Data, Data.to_string()),
         ];
-        for (step, command) in steps {
-            match timeout(self.params.step_timeout, conn.command(command)).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
-                    let err = lettre_error(step, &e);
-                    // A refusal (not 421, which closes) leaves a usable connection.
-                    if e.status().is_some_and(|c| u16::from(c) != 421) {
-                        self.reset(conn).await;
+        if conn.pipelining {
+            conn = self.pipelined(conn, steps).await?;
+        } else {
+            for (step, command) in steps {
+                match timeout(self.params.step_timeout, conn.smtp.command(command)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        let err = lettre_error(step, &e);
+                        // A refusal (not 421, which closes) leaves a usable connection.
+                        if e.status().is_some_and(|c| u16::from(c) != 421) {
+                            self.reset(conn).await;
+                        }
+                        return Err(err);
                     }
-                    return Err(err);
+                    Err(_) => return Err(timeout_error(step, secs)),
                 }
-                Err(_) => return Err(timeout_error(step, secs)),
             }
         }
         // From here on the server may queue the message at any moment: a failure without
         // a reply is Uncertain.
         let data = dot_stuffed(message);
-        match timeout(self.params.step_timeout, conn.command(data)).await {
+        match timeout(self.params.step_timeout, conn.smtp.command(data)).await {
             Ok(Ok(response)) => {
                 let text = response.message().collect::<Vec<_>>().join(" ");
                 self.park(conn);
@@ -462,6 +519,49 @@ impl Pool {
                 Err(lettre_error(Step::EndOfData, &e))
             }
             Err(_) => Err(timeout_error(Step::EndOfData, secs)),
+        }
+    }
+
+    /// MAIL, RCPT and DATA in one write, then their three replies in order (RFC 2920).
+    /// On a refusal every reply owed is still read, so the connection stays in step; the
+    /// first refusal is the error, classed by its step, and the connection is reset and
+    /// parked (or dropped when it cannot be trusted).
+    async fn pipelined(
+        &self,
+        mut conn: Conn,
+        steps: [(Step, String); 3],
+    ) -> Result<Conn, DeliveryError> {
+        let secs = self.params.step_timeout.as_secs();
+        let batch: String = steps.iter().map(|(_, c)| c.as_str()).collect();
+        let mut refusal: Option<DeliveryError> = None;
+        let mut data_accepted = false;
+        for (i, (step, _)) in steps.iter().enumerate() {
+            let reply = if i == 0 {
+                timeout(self.params.step_timeout, conn.smtp.command(&batch)).await
+            } else {
+                timeout(self.params.step_timeout, conn.smtp.read_response()).await
+            };
+            match reply {
+                Ok(Ok(_)) => data_accepted = *step == Step::Data,
+                // Refused: keep reading the replies still owed.
+                Ok(Err(e)) if e.status().is_some_and(|c| u16::from(c) != 421) => {
+                    refusal.get_or_insert_with(|| lettre_error(*step, &e));
+                }
+                // 421, a broken connection or silence: the connection is done.
+                Ok(Err(e)) => return Err(refusal.unwrap_or_else(|| lettre_error(*step, &e))),
+                Err(_) => return Err(refusal.unwrap_or_else(|| timeout_error(*step, secs))),
+            }
+        }
+        match refusal {
+            None => Ok(conn),
+            Some(err) => {
+                // DATA accepted after a refusal would leave the server waiting for content:
+                // such a connection is dropped, never reused.
+                if !data_accepted {
+                    self.reset(conn).await;
+                }
+                Err(err)
+            }
         }
     }
 }
@@ -502,9 +602,8 @@ impl Channel for EmailChannel {
         unit: &DeliveryUnit,
         ctx: &DeliveryContext,
     ) -> Result<Receipt, DeliveryError> {
-        let payload: EmailPayload = serde_json::from_value(unit.payload.clone()).map_err(|e| {
-            DeliveryError::permanent(format!("the stored email payload is unreadable: {e}"))
-        })?;
+        let payload = self.parsed(&ctx.announcement_id, &unit.payload)?;
+        let payload = payload.as_ref();
         // A drill routed to the test address goes there and nowhere else, whatever
         // recipient the unit names: the address is in the payload.
         let drill_recipient = payload.exercise_to.as_ref().map(|to| Recipient {
@@ -546,8 +645,8 @@ impl Channel for EmailChannel {
     async fn healthcheck(&self) -> Result<(), DeliveryError> {
         // A fresh connection, not a pooled one: walks TLS and AUTH like the first send.
         let mut conn = self.pool.connect().await.map_err(|e| self.scrub(e))?;
-        let ok = timeout(self.pool.params.step_timeout, conn.test_connected()).await;
-        let _ = timeout(self.pool.params.step_timeout, conn.quit()).await;
+        let ok = timeout(self.pool.params.step_timeout, conn.smtp.test_connected()).await;
+        let _ = timeout(self.pool.params.step_timeout, conn.smtp.quit()).await;
         match ok {
             Ok(true) => Ok(()),
             _ => Err(DeliveryError::transient(

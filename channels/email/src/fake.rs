@@ -44,6 +44,10 @@ pub struct FakeSmtpOptions {
     pub count_only: bool,
     /// The host name in the greeting and `EHLO` reply.
     pub hostname: String,
+    /// Advertise `PIPELINING` (RFC 2920). Without it a command that arrives before the
+    /// reply to the previous one is refused, `503 5.5.0`, as Postfix's
+    /// `reject_unauth_pipelining` does.
+    pub pipelining: bool,
 }
 
 impl Default for FakeSmtpOptions {
@@ -53,6 +57,7 @@ impl Default for FakeSmtpOptions {
             max_size: 10 * 1024 * 1024,
             count_only: false,
             hostname: "smtp.fake.test".into(),
+            pipelining: true,
         }
     }
 }
@@ -86,6 +91,8 @@ struct Shared {
     accepted: AtomicUsize,
     connections: AtomicUsize,
     auth_failures: AtomicUsize,
+    /// Commands that arrived with the next one already behind them (pipelined).
+    pipelined: AtomicUsize,
     next_id: AtomicU64,
     reject_connections: AtomicBool,
     drop_after_data: AtomicBool,
@@ -171,6 +178,11 @@ impl FakeSmtp {
     }
 
     /// `AUTH` attempts refused with `535`.
+    /// Commands sent before the reply to the previous one (RFC 2920 pipelining).
+    pub fn pipelined_commands(&self) -> usize {
+        self.shared.pipelined.load(Ordering::SeqCst)
+    }
+
     pub fn auth_failures(&self) -> usize {
         self.shared.auth_failures.load(Ordering::SeqCst)
     }
@@ -287,15 +299,27 @@ impl Session {
                 Some((v, a)) => (v.to_ascii_uppercase(), a.trim().to_string()),
                 None => (text.to_ascii_uppercase(), String::new()),
             };
+            // More commands already waiting behind this one: the client pipelined.
+            if !read.buffer().is_empty() {
+                self.shared.pipelined.fetch_add(1, Ordering::SeqCst);
+                if !self.options.pipelining {
+                    write
+                        .write_all(b"503 5.5.0 Error: improper use of SMTP command pipelining\r\n")
+                        .await?;
+                    continue;
+                }
+            }
             let next = match verb.as_str() {
                 "EHLO" | "HELO" => {
                     self.greeted = true;
                     self.reset();
                     let reply = if verb == "EHLO" {
                         format!(
-                            "250-{}\r\n250-PIPELINING\r\n250-SIZE {}\r\n250-8BITMIME\r\n\
+                            "250-{}\r\n{}250-SIZE {}\r\n250-8BITMIME\r\n\
                              250-ENHANCEDSTATUSCODES\r\n250 AUTH PLAIN LOGIN\r\n",
-                            self.options.hostname, self.options.max_size
+                            self.options.hostname,
+                            if self.options.pipelining { "250-PIPELINING\r\n" } else { "" },
+                            self.options.max_size
                         )
                     } else {
                         format!("250 {}\r\n", self.options.hostname)

@@ -734,3 +734,56 @@ async fn a_disaster_copy_never_waits_for_the_normal_pool() {
         .unwrap();
     assert_eq!(smtp.message_count(), drill_started + 1);
 }
+
+#[tokio::test]
+async fn pipelining_is_used_only_when_the_server_offers_it() {
+    for offered in [true, false] {
+        let fake = FakeSmtp::start(FakeSmtpOptions {
+            pipelining: offered,
+            ..FakeSmtpOptions::default()
+        })
+        .await;
+        let ch = channel(&config(fake.port()));
+        for i in 0..3 {
+            send(&ch, &format!("r{i}@example.jp"), &format!("d-{i}"))
+                .await
+                .unwrap_or_else(|e| panic!("pipelining offered: {offered}: {e}"));
+        }
+        // A refusal in the middle of a pipelined transaction leaves the connection in step.
+        fake.set_rcpt_reply("gone@example.jp", "550 5.1.1 User unknown");
+        let e = send(&ch, "gone@example.jp", "d-9").await.unwrap_err();
+        assert_eq!(e.status, Some(550), "{e}");
+        send(&ch, "r3@example.jp", "d-3").await.expect("sent after a refusal");
+        assert_eq!(fake.message_count(), 4);
+        assert_eq!(fake.connections(), 1);
+        // MAIL and RCPT each arrive with the rest of the transaction behind them.
+        let expected = if offered { 2 * 5 } else { 0 };
+        assert_eq!(fake.pipelined_commands(), expected, "offered: {offered}");
+    }
+}
+
+#[tokio::test]
+async fn a_changed_payload_is_read_again() {
+    let fake = FakeSmtp::start(FakeSmtpOptions::default()).await;
+    let ch = channel(&config(fake.port()));
+    // The same announcement id (`ctx`), its stored payload changed between two copies.
+    for (i, title) in ["お知らせ", "お知らせ（訂正）"].iter().enumerate() {
+        let p = payload(&ch, title);
+        ch.deliver(&unit(&p, "taro@example.jp"), &ctx(&format!("d-{i}")))
+            .await
+            .expect("sent");
+    }
+    let subjects: Vec<String> = fake
+        .messages()
+        .iter()
+        .map(|m| {
+            let parsed = MessageParser::default()
+                .parse(m.raw.as_slice())
+                .expect("a message");
+            parsed.subject().unwrap_or_default().to_string()
+        })
+        .collect();
+    assert_eq!(subjects.len(), 2);
+    assert!(subjects[0].ends_with("お知らせ"), "{subjects:?}");
+    assert!(subjects[1].ends_with("お知らせ（訂正）"), "{subjects:?}");
+}
