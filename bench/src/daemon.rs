@@ -302,6 +302,9 @@ fn config(spec: &Spec, dir: &Path, db: &str, tokens: &Tokens) -> String {
 bind = "127.0.0.1:0"
 public_url = "https://noroshi.city.example.jp/"
 data_dir = "{data}"
+# The per-token request limit (default 1,200 a minute) would turn the acceptance run and
+# the bench's own polling into 429s; it guards against a runaway client, not durability.
+api_per_minute = 1000000
 
 [database]
 url = "{db}"
@@ -408,6 +411,16 @@ page_access_token_env = "BENCH_FB_TOKEN"
 
 /// Starts `noroshi serve` on a fresh database (pinned to `spec.cpu` when given) and waits
 /// until `/readyz` answers.
+/// The address in the daemon's "Noroshi is listening" line, logged as text
+/// (`… bind=127.0.0.1:PORT …`) or as JSON (`"bind":"127.0.0.1:PORT"`).
+fn listening_address(logs: &str) -> Option<&str> {
+    let line = logs.lines().find(|l| l.contains("Noroshi is listening"))?;
+    if let Some(rest) = line.split("\"bind\":\"").nth(1) {
+        return rest.split('"').next();
+    }
+    line.split("bind=").nth(1)?.split_whitespace().next()
+}
+
 pub async fn start_daemon(
     spec: &Spec<'_>,
     tokens: &Tokens,
@@ -471,11 +484,7 @@ pub async fn start_daemon(
             bail!("noroshi exited at start:\n{logs}");
         }
         let logs = d.logs();
-        if let Some(addr) = logs
-            .split("Noroshi is listening bind=")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-        {
+        if let Some(addr) = listening_address(&logs) {
             let base = format!("http://{addr}");
             if let Ok(r) = http.get(format!("{base}/readyz")).send().await {
                 if r.status().is_success() {
@@ -489,5 +498,18 @@ pub async fn start_daemon(
             bail!("noroshi did not become ready within 60 s:\n{logs}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_listening_address_from_text_or_json_logs() {
+        let text =
+            "2026-11-28T06:16:26Z  INFO Noroshi is listening bind=127.0.0.1:41703 channels=[]";
+        assert_eq!(super::listening_address(text), Some("127.0.0.1:41703"));
+        let json = "{\"level\":\"INFO\"}\n{\"bind\":\"127.0.0.1:41703\",\"channels\":\"[]\",\"message\":\"Noroshi is listening\"}";
+        assert_eq!(super::listening_address(json), Some("127.0.0.1:41703"));
+        assert_eq!(super::listening_address("Database ready"), None);
     }
 }
