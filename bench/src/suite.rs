@@ -369,6 +369,22 @@ impl<'a> Suite<'a> {
         Ok(v["status"].as_str().unwrap_or("?").to_string())
     }
 
+    /// Polls the announcement until it is `sent` (every outcome committed), for up to 60 s.
+    async fn wait_until_sent(&self, d: &Daemon, id: &str) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let status = self.announcement_status(d, id).await?;
+            if status == "sent" {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                println!("  note: the announcement is still {status} 60 s after the last mail");
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// One announcement to `n` email subscribers: from its `202` to the sink's `n`-th
     /// message; the daemon's CPU from before the request to every outcome recorded.
     async fn fanout(&mut self, d: &Daemon, n: usize) -> Result<Fanout> {
@@ -388,17 +404,8 @@ impl<'a> Suite<'a> {
         .saturating_duration_since(accepted)
         .as_secs_f64();
         // The daemon's work ends when every outcome is recorded, a little after the last mail.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while finished {
-            let status = self.announcement_status(d, &id).await?;
-            if status == "sent" {
-                break;
-            }
-            if Instant::now() > deadline {
-                println!("  note: the announcement is still {status} 60 s after the last mail");
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        if finished {
+            self.wait_until_sent(d, &id).await?;
         }
         let got = self.sink.count() - count0;
         let cpu = procfs::cpu_time(pid)?.saturating_sub(cpu0);
