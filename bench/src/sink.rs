@@ -225,3 +225,35 @@ impl Drop for Tarpit {
         self.task.abort();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn counts_pipelined_messages_and_the_blasters() {
+        let sink = Sink::start(0).await;
+        // Two whole transactions in one write, as a pipelining client may send them.
+        let mut s = TcpStream::connect(("127.0.0.1", sink.port()))
+            .await
+            .unwrap();
+        let one =
+            "MAIL FROM:<a@x.jp>\r\nRCPT TO:<b@x.jp>\r\nDATA\r\nSubject: t\r\n\r\nbody\r\n.\r\n";
+        s.write_all(format!("EHLO c\r\n{one}{one}QUIT\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut answers = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut s, &mut answers)
+            .await
+            .unwrap();
+        assert_eq!(sink.count(), 2, "{answers}");
+        assert!(answers.ends_with("221 2.0.0 Bye\r\n"), "{answers}");
+        assert_eq!(answers.matches("354 ").count(), 2, "{answers}");
+
+        let took = crate::blaster::blast(sink.port(), 4, 101, 500)
+            .await
+            .unwrap();
+        assert_eq!(sink.count(), 103);
+        assert!(sink.last_accepted().elapsed() <= took);
+    }
+}
