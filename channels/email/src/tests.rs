@@ -294,6 +294,10 @@ fn data_is_dot_stuffed_with_crlf_and_terminated() {
     );
     assert_eq!(dot_stuffed(b"a\nb"), "a\r\nb\r\n.\r\n");
     assert_eq!(dot_stuffed(b"."), "..\r\n.\r\n");
+    // Already CRLF, no dotted line: the same text, terminated.
+    assert_eq!(dot_stuffed(b"a\r\nb\r\n"), "a\r\nb\r\n.\r\n");
+    assert_eq!(dot_stuffed(b"a\r\nb\r\n.c\r\n"), "a\r\nb\r\n..c\r\n.\r\n");
+    assert_eq!(dot_stuffed(b"a\nb\r\n"), "a\r\nb\r\n.\r\n");
 }
 
 /// Each subscriber gets the announcement in their language (an `en-US` reader the `en`
