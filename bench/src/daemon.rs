@@ -183,7 +183,7 @@ impl Pacing {
             None => "facebook default".into(),
         };
         format!(
-            "line default; {x}; {fb}; email rate_per_second 100000, burst 10000, concurrency 16"
+            "line default; {x}; {fb}; email pool_size 32, rate_per_second 100000, burst 10000, concurrency (default) 128"
         )
     }
 }
@@ -335,13 +335,12 @@ smtp_port = {smtp_port}
 tls = "none"
 from = "須坂市 <info@city.example.jp>"
 list_id = "announce.city.example.jp"
-pool_size = 16
+pool_size = 32
 timeout_secs = {timeout}
 
 [channels.email.delivery]
 rate_per_second = 100000.0
 burst = 10000
-concurrency = 16
 "#,
         data = dir.join("data").display(),
         site = dir.join("site").display(),

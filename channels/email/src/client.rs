@@ -609,7 +609,10 @@ impl Channel for EmailChannel {
         Limits {
             rate_per_second: 20.0,
             burst: 20,
-            concurrency: self.pool.size,
+            // Workers, not connections: a worker keeps its slot until its outcome is
+            // committed, while its connection goes back to the pool as soon as the server
+            // answered. Four per connection keep the connections busy during a commit.
+            concurrency: self.pool.size * 4,
         }
     }
 
