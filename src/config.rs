@@ -548,6 +548,9 @@ fn apply_env_overrides(table: &mut toml::Table, env: &[(String, String)]) -> Res
     Ok(())
 }
 
+/// Settings whose names end in `_file` but which are paths, not secret references.
+const PATH_SETTINGS: &[&str] = &["holidays_file"];
+
 /// Replaces every `KEY_env = "VAR"` with `KEY = $VAR` and `KEY_file = "path"` with the
 /// file's content (one trailing newline removed). A named variable that is unset leaves
 /// `KEY` unset and is remembered, so validation can say which variable to set.
@@ -574,6 +577,9 @@ fn resolve_secrets(
                 }
             }
             _ => {}
+        }
+        if PATH_SETTINGS.contains(&key.as_str()) {
+            continue;
         }
         let (base, is_env) = if let Some(b) = key.strip_suffix("_env") {
             (b.to_string(), true)
@@ -974,6 +980,20 @@ mod tests {
         .unwrap_err();
         assert!(err.contains("channels.email.password"), "{err}");
         assert!(!err.contains("31415926"), "{err}");
+    }
+
+    /// A setting that is a path and happens to end in `_file` is not a secret reference.
+    #[test]
+    fn holidays_file_is_a_path_not_a_secret() {
+        let loaded = load_str(
+            "[schedules]\nholidays_file = \"/etc/noroshi/syukujitsu.csv\"\n",
+            &[],
+        )
+        .expect("holidays_file is a setting");
+        assert_eq!(
+            loaded.config.schedules.holidays_file.as_deref(),
+            Some(std::path::Path::new("/etc/noroshi/syukujitsu.csv"))
+        );
     }
 
     #[test]
