@@ -364,7 +364,9 @@ pub struct KpiConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
-    /// `human` or `json`.
+    /// `auto` (human text when standard output is a terminal, JSON otherwise), `human` or
+    /// `json` (one object per line, every field at the top level, the API request id as
+    /// `request_id` on each line about that announcement's deliveries).
     pub format: String,
     /// A tracing filter, e.g. `info` or `noroshi=debug,info`.
     pub level: String,
@@ -373,7 +375,7 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
-            format: "human".into(),
+            format: "auto".into(),
             level: "info".into(),
         }
     }
@@ -821,10 +823,10 @@ pub fn validate(loaded: &Loaded) -> Vec<Problem> {
             );
         }
     }
-    if !["human", "json"].contains(&c.log.format.as_str()) {
+    if !["auto", "human", "json"].contains(&c.log.format.as_str()) {
         push(
             "log.format",
-            format!("`{}` is not one of human, json", c.log.format),
+            format!("`{}` is not one of auto, human, json", c.log.format),
         );
     }
     let ch = &c.channels;

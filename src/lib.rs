@@ -22,6 +22,8 @@ pub mod config;
 pub mod console;
 pub mod desk;
 pub mod dispatch;
+pub mod logging;
+pub mod metrics;
 pub mod queue;
 pub mod reach;
 pub mod registry;

@@ -23,21 +23,7 @@ pub fn install_crypto_provider() {
 }
 
 pub fn init_tracing(config: &Config) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("NOROSHI_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(&config.log.level));
-    // Colours only for a person at a terminal; files and journald get plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout())
-        && std::env::var_os("NO_COLOR").is_none();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(ansi);
-    let _ = if config.log.format == "json" {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
+    crate::logging::init(&config.log);
 }
 
 pub async fn open_database(config: &Config) -> anyhow::Result<Db> {

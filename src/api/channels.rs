@@ -40,6 +40,27 @@ pub struct ChannelView {
     pub queue: serde_json::Value,
 }
 
+/// The state a channel is shown in (here and in `/metrics`): the stored one, or `degraded`
+/// while an otherwise working channel's adapter warns (`warning`: its first warning) or its
+/// last reach collection failed.
+pub fn shown_state(
+    stored: Option<&store::channels::ChannelRow>,
+    warning: Option<&str>,
+    reach_error: Option<&str>,
+) -> (String, Option<String>) {
+    let state = stored.map_or(ChannelState::Ok.as_str(), |s| s.state.as_str());
+    let reason = stored.and_then(|s| s.reason.clone());
+    if state != ChannelState::Ok.as_str() {
+        return (state.to_string(), reason);
+    }
+    let degraded = ChannelState::Degraded.as_str().to_string();
+    match (warning, reach_error) {
+        (Some(w), _) => (degraded, Some(w.to_string())),
+        (None, Some(e)) => (degraded, Some(format!("reach collection failed: {e}"))),
+        (None, None) => (state.to_string(), reason),
+    }
+}
+
 /// Every channel: enabled, state, last error, rate-limit budget.
 ///
 /// Role: viewer.
@@ -102,23 +123,8 @@ pub async fn list(
                 "error": error,
             });
         }
-        let reach_error = run.and_then(|(_, _, _, e)| e.clone());
-        let warnings_present = platform
-            .get("warnings")
-            .and_then(|w| w.as_array())
-            .map(|w| !w.is_empty())
-            .unwrap_or(false);
-        let mut state_name = st.map(|s| s.state.clone()).unwrap_or_else(|| "ok".into());
-        let mut reason = st.and_then(|s| s.reason.clone());
-        if state_name == "ok" && warnings_present {
-            state_name = ChannelState::Degraded.as_str().into();
-            reason = platform["warnings"][0].as_str().map(str::to_string);
-        } else if state_name == "ok" {
-            if let Some(e) = reach_error {
-                state_name = ChannelState::Degraded.as_str().into();
-                reason = Some(format!("reach collection failed: {e}"));
-            }
-        }
+        let reach_error = run.and_then(|(_, _, _, e)| e.as_deref());
+        let (state_name, reason) = shown_state(st, platform["warnings"][0].as_str(), reach_error);
         out.push(ChannelView {
             name: name.clone(),
             enabled: runtime.is_some(),

@@ -277,10 +277,9 @@ fn admin_routes(state: &SharedState) -> Router<SharedState> {
         .fallback(|| async { Problem::not_found("API route") });
     Router::new()
         .nest("/api/v1", api)
-        .route(
-            "/metrics",
-            get(|| async { Problem::not_implemented("/metrics (Prometheus)") }),
-        )
+        // No token, as the contract says: Prometheus scrapes it where the operator binds
+        // it (`server.admin_bind`, an internal address). Nothing in it is secret.
+        .route("/metrics", get(metrics))
         // The console: for staff, on the API's address.
         .merge(crate::console::routes())
 }
@@ -344,9 +343,27 @@ fn harden(app: Router<SharedState>, state: SharedState) -> Router {
             security_headers,
         ))
         .layer(axum::middleware::from_fn(refuse_control_characters))
+        .layer(axum::middleware::from_fn(in_request_span))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
+}
+
+/// Runs the request in a span carrying its request id (the caller's `X-Request-Id`, or the
+/// one made for it): every line logged while handling it, such as an accepted
+/// announcement's, carries the same `request_id` as its deliveries' lines later.
+async fn in_request_span(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use tracing::Instrument;
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let span = tracing::info_span!("request", request_id = %id);
+    next.run(request).instrument(span).await
 }
 
 /// Reads the whole request body within the request timeout (`408` otherwise, before any
@@ -573,6 +590,15 @@ async fn problem_for_plain_errors(response: Response) -> Response {
         return response;
     }
     Problem::new(status, detail).into_response()
+}
+
+/// Prometheus text format: what the daemon did and what waits (`docs/observability.md`).
+async fn metrics(State(state): State<SharedState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        crate::metrics::page(&state).await,
+    )
+        .into_response()
 }
 
 /// Liveness: the process answers.

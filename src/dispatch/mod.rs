@@ -163,6 +163,8 @@ impl Drop for LiveGuard {
 struct AnnouncementInfo {
     exercise: bool,
     request_id: Option<String>,
+    /// When it was accepted, or its scheduled time if later (ms): latency counts from here.
+    due_at: i64,
     /// Whether this process already moved the announcement to `sending`.
     marked_sending: AtomicBool,
 }

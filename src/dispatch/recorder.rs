@@ -31,6 +31,12 @@ impl Dispatcher {
             .map_err(|_| "the recorder stopped".to_string())?
     }
 
+    /// Counts a committed batch for `/metrics` (atomics, no statement).
+    fn count_recorded(&self, items: &[queue::Finished], results: &[bool]) {
+        let announcements = self.announcements.lock().unwrap();
+        crate::metrics::recorded(items, results, |id| announcements.get(id).map(|a| a.due_at));
+    }
+
     /// Commits outcomes in batches: whatever has arrived while the previous batch was being
     /// written goes into the next transaction. Under load this turns a commit (an fsync on
     /// SQLite) per delivery into one per batch; when idle a batch is a single outcome and
@@ -75,6 +81,7 @@ impl Dispatcher {
             match recorded {
                 Ok(results) => {
                     self.log_recorded(&items, &results);
+                    self.count_recorded(&items, &results);
                     for (reply, ok) in replies.into_iter().zip(results) {
                         let _ = reply.send(Ok(ok));
                     }

@@ -253,6 +253,7 @@ impl Dispatcher {
         let info = Arc::new(AnnouncementInfo {
             exercise: row.exercise,
             request_id: row.request_id,
+            due_at: row.scheduled_at.unwrap_or(0).max(row.created_at),
             marked_sending: AtomicBool::new(false),
         });
         self.announcements

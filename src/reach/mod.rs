@@ -64,6 +64,7 @@ pub async fn collect(state: &SharedState) -> Vec<(String, usize, Option<String>)
             Err(e) => (Vec::new(), Some(e.to_string())),
         };
         let n = samples.len();
+        crate::metrics::reach_collected(&name, error.is_none());
         if let Err(e) = store::insert(&state.db, &samples).await {
             tracing::warn!(channel = %name, error = %e, "Could not store reach samples");
         }

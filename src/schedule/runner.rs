@@ -102,6 +102,7 @@ async fn fire(
         )
         .await
         .map_err(|e| e.to_string())?;
+        crate::metrics::schedule_fired(crate::metrics::Firing::Skipped);
         return Ok(());
     }
     let fire_time = Utc.timestamp_millis_opt(fire_at).single().unwrap_or(now);
@@ -128,6 +129,7 @@ async fn fire(
     match crate::api::announcements::accept_scheduled(state, &caller, &submission, &firing).await {
         Ok(Some(id)) => {
             tracing::info!(schedule = %row.id, announcement = %id, "Schedule fired");
+            crate::metrics::schedule_fired(crate::metrics::Firing::Posted);
             state.dispatcher.wake_all();
         }
         Ok(None) => {} // edited, paused, deleted or fired elsewhere since it was read
@@ -139,6 +141,7 @@ async fn fire(
             schedules::skip(&state.db, &firing, &note)
                 .await
                 .map_err(|e| e.to_string())?;
+            crate::metrics::schedule_fired(crate::metrics::Firing::Refused);
         }
     }
     Ok(())

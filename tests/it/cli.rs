@@ -213,6 +213,7 @@ async fn first_start_creates_an_admin_token_once() {
             .arg("serve")
             .current_dir(dir.path())
             .env("NOROSHI__SERVER__BIND", "127.0.0.1:0")
+            .env("NOROSHI__LOG__FORMAT", "human")
             .env("NO_COLOR", "1")
             .stdout(std::process::Stdio::from(out))
             .stderr(std::process::Stdio::null())

@@ -176,6 +176,7 @@ poll_interval_ms = 100
 max_attempts = 4
 
 [log]
+format = "human"
 level = "info,noroshi=debug"
 
 {extra}
@@ -240,11 +241,7 @@ impl Daemon {
     /// The admin listener's base URL (`server.admin_bind`), from the start-up log line.
     pub fn admin_base(&self) -> String {
         let logs = self.logs();
-        let addr = logs
-            .rsplit("Admin API is listening admin_bind=")
-            .next()
-            .filter(|_| logs.contains("Admin API is listening"))
-            .and_then(|rest| rest.split_whitespace().next())
+        let addr = logged_address(&logs, "Admin API is listening", "admin_bind")
             .unwrap_or_else(|| panic!("no admin listener in the log:\n{logs}"));
         format!("http://{addr}")
     }
@@ -281,11 +278,7 @@ impl Daemon {
             }
             let logs = self.logs();
             let this_run = logs.get(log_offset..).unwrap_or("");
-            let Some(addr) = this_run
-                .split("Noroshi is listening bind=")
-                .nth(1)
-                .and_then(|rest| rest.split_whitespace().next())
-            else {
+            let Some(addr) = logged_address(this_run, "Noroshi is listening", "bind") else {
                 assert!(
                     Instant::now() < deadline,
                     "noroshi did not start listening:\n{logs}"
@@ -456,6 +449,21 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// The address the last start-up line `message` names in `field`: `MESSAGE FIELD=ADDR` in
+/// human text, `{"message":"MESSAGE","FIELD":"ADDR",…}` in JSON (`[log] format`).
+pub fn logged_address(logs: &str, message: &str, field: &str) -> Option<String> {
+    logs.lines().rev().find_map(|line| {
+        if let Ok(v) = serde_json::from_str::<Value>(line) {
+            return v[field]
+                .as_str()
+                .filter(|_| v["message"] == message)
+                .map(str::to_string);
+        }
+        let rest = line.split(&format!("{message} {field}=")).nth(1)?;
+        rest.split_whitespace().next().map(str::to_string)
+    })
 }
 
 /// The channel summary for `channel` in a GET announcement answer.

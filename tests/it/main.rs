@@ -11,6 +11,7 @@ mod desk;
 mod fetch;
 mod hardening;
 mod input;
+mod observe;
 mod openapi;
 mod proxy;
 mod public;
