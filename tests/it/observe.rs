@@ -52,13 +52,14 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     })
 }
 
-/// `promtool check metrics` on `text`: `Some(report)` when it refuses it, or `None` when it
-/// accepts it. Without promtool: SKIPPED, unless `NOROSHI_TEST_PROMTOOL=required` (CI).
-fn promtool_refuses(text: &str) -> Option<String> {
+/// `promtool check …` (`args`, with `input` on its standard input): `Some(report)` when it
+/// refuses, `None` when it accepts. Without promtool: SKIPPED, unless
+/// `NOROSHI_TEST_PROMTOOL=required` (CI).
+fn promtool_refuses(args: &[&str], input: &str) -> Option<String> {
     use std::io::Write;
     let promtool = std::env::var("NOROSHI_TEST_PROMTOOL_BIN").unwrap_or("promtool".into());
     let child = std::process::Command::new(&promtool)
-        .args(["check", "metrics"])
+        .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -71,7 +72,7 @@ fn promtool_refuses(text: &str) -> Option<String> {
                 Ok("required"),
                 "promtool is required (NOROSHI_TEST_PROMTOOL=required) but {promtool} does not run: {e}"
             );
-            eprintln!("SKIPPED: promtool check metrics (install Debian's `prometheus`)");
+            eprintln!("SKIPPED: promtool {args:?} (install Debian's `prometheus`)");
             return None;
         }
     };
@@ -79,7 +80,7 @@ fn promtool_refuses(text: &str) -> Option<String> {
         .stdin
         .take()
         .unwrap()
-        .write_all(text.as_bytes())
+        .write_all(input.as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
     (!out.status.success()).then(|| {
@@ -204,7 +205,7 @@ async fn metrics_count_what_happened(backend: Backend) {
     for secret in secrets() {
         assert!(!text.contains(secret), "{secret} is in /metrics:\n{text}");
     }
-    if let Some(report) = promtool_refuses(&text) {
+    if let Some(report) = promtool_refuses(&["check", "metrics"], &text) {
         panic!("promtool check metrics refused /metrics:\n{report}\n{text}");
     }
 }
@@ -284,3 +285,28 @@ async fn json_logs_carry_the_request_id(backend: Backend) {
     }
 }
 on_both!(json_logs_carry_the_request_id);
+
+/// The shipped alert rules pass `promtool check rules`, and every metric they use is one
+/// the daemon exposes (named in `docs/observability.md`'s table).
+#[test]
+fn the_shipped_alert_rules_pass_promtool() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let rules = root.join("deploy/prometheus/noroshi-alerts.yml");
+    let text = std::fs::read_to_string(&rules).unwrap();
+    let doc = std::fs::read_to_string(root.join("docs/observability.md")).unwrap();
+    for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if word.starts_with("noroshi_") {
+            let family = word.trim_end_matches("_total");
+            assert!(
+                doc.contains(&format!("`{family}")),
+                "{word} (in the rules) is not in docs/observability.md"
+            );
+        }
+    }
+    if let Some(report) = promtool_refuses(&["check", "rules", rules.to_str().unwrap()], "") {
+        panic!(
+            "promtool check rules refused {}:\n{report}",
+            rules.display()
+        );
+    }
+}
