@@ -105,8 +105,8 @@ fn latency() -> Histogram {
 fn metrics() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
     METRICS.get_or_init(|| {
-        let mut r = Registry::with_prefix("noroshi");
-        let m = Metrics {
+        let mut m = Metrics {
+            registry: Registry::with_prefix("noroshi"),
             deliveries: Family::default(),
             attempts: Family::default(),
             retries: Family::default(),
@@ -120,8 +120,8 @@ fn metrics() -> &'static Metrics {
             channel_state: Family::default(),
             disaster_mode: Family::default(),
             alert_active: Gauge::default(),
-            registry: Registry::default(),
         };
+        let r = &mut m.registry;
         r.register(
             "deliveries",
             "Deliveries finished, by channel, lane and outcome (sent, failed, skipped)",
@@ -196,7 +196,7 @@ fn metrics() -> &'static Metrics {
             })
             .set(1);
         r.register("build_info", "The running version (always 1)", build);
-        Metrics { registry: r, ..m }
+        m
     })
 }
 
