@@ -320,6 +320,8 @@ role = "disaster"
 token_sha256 = "{disaster}"
 
 [log]
+# Human text: the start-up line is read for the bound address.
+format = "human"
 level = "{log_level}"
 
 [cap]
