@@ -180,7 +180,10 @@ impl Params {
 
     /// `count` placeholders separated by commas.
     fn list(&mut self, count: usize) -> String {
-        (0..count).map(|_| self.next()).collect::<Vec<_>>().join(", ")
+        (0..count)
+            .map(|_| self.next())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -227,9 +230,22 @@ impl Outcome {
     #[allow(clippy::type_complexity)]
     pub fn log_fields(&self) -> (&str, Option<&str>, Option<&str>, Option<i32>, Option<&str>) {
         match self {
-            Outcome::Sent { remote_id, how, note } => (how, None, note.as_deref(), None, remote_id.as_deref()),
-            Outcome::Retry { class, error, status_code, .. } => (class, Some(error.as_str()), None, *status_code, None),
-            Outcome::Failed { class, error, status_code } => (class, Some(error.as_str()), None, *status_code, None),
+            Outcome::Sent {
+                remote_id,
+                how,
+                note,
+            } => (how, None, note.as_deref(), None, remote_id.as_deref()),
+            Outcome::Retry {
+                class,
+                error,
+                status_code,
+                ..
+            } => (class, Some(error.as_str()), None, *status_code, None),
+            Outcome::Failed {
+                class,
+                error,
+                status_code,
+            } => (class, Some(error.as_str()), None, *status_code, None),
             Outcome::Cancelled { reason } => ("cancelled", Some(reason.as_str()), None, None, None),
         }
     }

@@ -638,7 +638,7 @@ impl Channel for EmailChannel {
                 DeliveryError::permanent("an email delivery needs a recipient (subscriber)")
             })?;
         let (sender, rcpt, message) =
-            self.compose(&payload, recipient, &ctx.announcement_id, &ctx.delivery_id)?;
+            self.compose(payload, recipient, &ctx.announcement_id, &ctx.delivery_id)?;
         let queue_id = self
             .pool
             .send(

@@ -318,7 +318,11 @@ impl Session {
                             "250-{}\r\n{}250-SIZE {}\r\n250-8BITMIME\r\n\
                              250-ENHANCEDSTATUSCODES\r\n250 AUTH PLAIN LOGIN\r\n",
                             self.options.hostname,
-                            if self.options.pipelining { "250-PIPELINING\r\n" } else { "" },
+                            if self.options.pipelining {
+                                "250-PIPELINING\r\n"
+                            } else {
+                                ""
+                            },
                             self.options.max_size
                         )
                     } else {

@@ -753,7 +753,9 @@ async fn pipelining_is_used_only_when_the_server_offers_it() {
         fake.set_rcpt_reply("gone@example.jp", "550 5.1.1 User unknown");
         let e = send(&ch, "gone@example.jp", "d-9").await.unwrap_err();
         assert_eq!(e.status, Some(550), "{e}");
-        send(&ch, "r3@example.jp", "d-3").await.expect("sent after a refusal");
+        send(&ch, "r3@example.jp", "d-3")
+            .await
+            .expect("sent after a refusal");
         assert_eq!(fake.message_count(), 4);
         assert_eq!(fake.connections(), 1);
         // MAIL and RCPT each arrive with the rest of the transaction behind them.
