@@ -15,7 +15,7 @@
 //!   million subscribers is expanded into rows `expand_batch` at a time by an `expand`
 //!   delivery that moves its cursor in the same transaction as the rows it inserts.
 
-use crate::store::{now_ms, with_pool, write_pool, write_tx, Db, Result};
+use crate::store::{now_ms, with_pool, write_pool, write_tx, Db, Params, Result};
 use sqlx::Row;
 
 pub const KIND_EXPAND: &str = "expand";
@@ -151,40 +151,6 @@ async fn add_recipients(db: &Db, rows: &mut [Claimed]) -> Result<()> {
         d.recipient = found.get(&d.subscriber_id).cloned();
     }
     Ok(())
-}
-
-/// Placeholders for a statement of many rows, numbered in order of appearance: `?` on
-/// SQLite, where a named `$n` costs a lookup by name per parameter (quadratic in a long
-/// statement), `$n` on PostgreSQL. Values are bound in the same order.
-struct Params {
-    postgres: bool,
-    n: usize,
-}
-
-impl Params {
-    fn new(db: &Db) -> Params {
-        Params {
-            postgres: db.is_postgres(),
-            n: 0,
-        }
-    }
-
-    fn next(&mut self) -> String {
-        self.n += 1;
-        if self.postgres {
-            format!("${}", self.n)
-        } else {
-            "?".to_string()
-        }
-    }
-
-    /// `count` placeholders separated by commas.
-    fn list(&mut self, count: usize) -> String {
-        (0..count)
-            .map(|_| self.next())
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
 }
 
 /// A `queued` or `scheduled` announcement becomes `sending` when its first delivery is

@@ -203,11 +203,8 @@ pub struct ListFilter {
 /// Newest first, keyset-paged.
 pub async fn list(db: &Db, f: &ListFilter) -> Result<Vec<AnnouncementRow>> {
     let mut sql = format!("SELECT {ANNOUNCEMENT_COLUMNS} FROM announcements a WHERE 1 = 1");
-    let mut n = 0;
-    let mut next = || {
-        n += 1;
-        format!("${n}")
-    };
+    let mut p = super::Params::new(db);
+    let mut next = || p.next();
     if f.status.is_some() {
         sql += &format!(" AND status = {}", next());
     }
@@ -468,11 +465,8 @@ pub async fn attempts(db: &Db, f: &AttemptFilter) -> Result<Vec<AttemptRow>> {
              t.error, t.note, t.remote_id, t.worker, t.started_at, t.finished_at, a.exercise \
          FROM delivery_attempts t JOIN announcements a ON a.id = t.announcement_id WHERE 1 = 1",
     );
-    let mut n = 0;
-    let mut next = || {
-        n += 1;
-        format!("${n}")
-    };
+    let mut p = super::Params::new(db);
+    let mut next = || p.next();
     if f.announcement_id.is_some() {
         sql += &format!(" AND t.announcement_id = {}", next());
     }

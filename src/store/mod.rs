@@ -655,6 +655,40 @@ pub mod reach;
 pub mod schedules;
 pub mod subscribers;
 
+/// Placeholders for a statement built at run time, numbered in order of appearance: `?` on
+/// SQLite, where a named `$n` costs a lookup by name per parameter (quadratic in a long
+/// statement), `$n` on PostgreSQL. Values are bound in the same order.
+pub(crate) struct Params {
+    postgres: bool,
+    n: usize,
+}
+
+impl Params {
+    pub(crate) fn new(db: &Db) -> Params {
+        Params {
+            postgres: db.is_postgres(),
+            n: 0,
+        }
+    }
+
+    pub(crate) fn next(&mut self) -> String {
+        self.n += 1;
+        if self.postgres {
+            format!("${}", self.n)
+        } else {
+            "?".to_string()
+        }
+    }
+
+    /// `count` placeholders separated by commas.
+    pub(crate) fn list(&mut self, count: usize) -> String {
+        (0..count)
+            .map(|_| self.next())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
