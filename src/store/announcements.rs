@@ -412,7 +412,8 @@ pub async fn cancel(db: &Db, id: &str) -> Result<Cancelled> {
             Some("cancelled") => Cancelled::Already,
             Some(_) => {
                 let n = sqlx::query(
-                    "UPDATE deliveries SET status = 'cancelled', last_error = 'cancelled by staff', updated_at = $2 \
+                    "UPDATE deliveries SET status = 'cancelled', last_error = 'cancelled by staff', updated_at = $2, \
+                         lease_owner = NULL, lease_until = NULL \
                      WHERE announcement_id = $1 AND (status IN ('pending', 'retrying') \
                          OR (kind = 'expand' AND status = 'in_flight'))")
                     .bind(id).bind(now).execute(&mut *tx).await?.rows_affected();

@@ -269,16 +269,23 @@ concurrency = 4
     )
 }
 
-/// A.9: a platform's rate-limit answer holds the whole channel until its `Retry-After`;
-/// the hold shows in the channel view, and disaster work goes first when it lifts.
-async fn a_rate_limit_answer_holds_the_whole_channel(backend: Backend) {
-    use noroshi_channel_core::fake::ScriptedResponse;
+/// A daemon with the `webhook.cms` channel on a fake receiver, its start-up healthcheck
+/// done.
+async fn webhook_daemon(backend: Backend) -> (noroshi_webhook::fake::FakeReceiver, Daemon) {
     let hook = noroshi_webhook::fake::start(None).await;
     let d = Daemon::builder(backend)
         .config(&webhook_section(&hook.url(), 100.0, 10))
         .start()
         .await;
     healthchecked(hook.state(), "HEAD").await;
+    (hook, d)
+}
+
+/// A.9: a platform's rate-limit answer holds the whole channel until its `Retry-After`;
+/// the hold shows in the channel view, and disaster work goes first when it lifts.
+async fn a_rate_limit_answer_holds_the_whole_channel(backend: Backend) {
+    use noroshi_channel_core::fake::ScriptedResponse;
+    let (hook, d) = webhook_daemon(backend).await;
     hook.script(ScriptedResponse {
         status: 429,
         headers: vec![("retry-after".into(), "2".into())],
@@ -669,6 +676,62 @@ async fn execute(d: &Daemon, backend: Backend, sql: &str) {
     }
 }
 
+/// Submits an announcement to `webhook.cms` whose send the fake answers `200` only after
+/// `delay_ms`, and returns once the send has reached the fake.
+async fn slow_send(
+    d: &Daemon,
+    hook: &noroshi_webhook::fake::FakeReceiver,
+    delay_ms: u64,
+) -> String {
+    hook.script(noroshi_channel_core::fake::ScriptedResponse {
+        status: 200,
+        body: "{}".into(),
+        delay_ms,
+        ..Default::default()
+    });
+    let id = d
+        .submit(json!({"title": "お知らせ", "body": "本文", "channels": ["webhook.cms"]}))
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !hook.state().requests().iter().any(|r| r.method == "POST") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no send reached the fake"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    id
+}
+
+/// The fence on a recorded outcome: a worker whose lease passed to another owner while it
+/// was sending records nothing, neither the delivery's state nor an attempt (on PostgreSQL
+/// the sent copies of a batch are recorded in one statement fenced on owner and attempt).
+async fn an_outcome_after_the_lease_passed_on_is_not_recorded(backend: Backend) {
+    let (hook, d) = webhook_daemon(backend).await;
+    let id = slow_send(&d, &hook, 1_500).await;
+    // While the platform takes its time, another instance takes the delivery over (as after
+    // a reclaim), with a lease that lasts.
+    execute(
+        &d,
+        backend,
+        "UPDATE deliveries SET lease_owner = 'another-instance', lease_until = 4102444800000, \
+             attempts = attempts + 1 WHERE status = 'in_flight'",
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !d.logs().contains("Lease was lost") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the late outcome was not fenced off:\n{}",
+            d.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(attempt_log(&d, &id).await, Vec::<Value>::new());
+    assert_ne!(d.announcement(&id).await["status"], "sent");
+}
+on_both!(an_outcome_after_the_lease_passed_on_is_not_recorded);
+
 const LINE_TOKEN: &str = "it-line-channel-token-5e6f";
 
 async fn line_daemon(backend: Backend) -> (noroshi_line::fake::FakeLine, Daemon) {
@@ -802,7 +865,6 @@ on_both!(an_expired_line_retry_key_is_never_reused);
 /// A.13: on PostgreSQL, leases and `run_after` follow the database's clock, so a host whose
 /// clock runs two minutes ahead cannot take over another host's live lease and send again.
 async fn a_host_with_a_wrong_clock_cannot_steal_a_live_lease() {
-    use noroshi_channel_core::fake::ScriptedResponse;
     if postgres_url().is_none() {
         eprintln!("SKIPPED: PostgreSQL suite (set NOROSHI_TEST_POSTGRES_URL to run it)");
         return;
@@ -818,25 +880,7 @@ async fn a_host_with_a_wrong_clock_cannot_steal_a_live_lease() {
         .await;
     healthchecked(hook.state(), "HEAD").await;
     // The send takes 3 s: its 5 s lease is live all along.
-    hook.script(ScriptedResponse {
-        status: 200,
-        body: "{}".into(),
-        delay_ms: 3_000,
-        ..Default::default()
-    });
-    let id = a
-        .submit(json!({"title": "お知らせ", "body": "本文", "channels": ["webhook.cms"]}))
-        .await;
-    while hook
-        .state()
-        .requests()
-        .iter()
-        .filter(|r| r.method == "POST")
-        .count()
-        < 1
-    {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let id = slow_send(&a, &hook, 3_000).await;
     let b = Daemon::builder(Backend::Postgres)
         .database(&url)
         .config(&section)
