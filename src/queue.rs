@@ -612,7 +612,8 @@ pub async fn extend_leases(db: &Db, owner: &str, ids: &[i64], lease_ms: i64) -> 
         .join(",");
     // On PostgreSQL, rows the recorder is finishing right now are locked: skip them rather
     // than wait (two transactions locking the same rows in different orders deadlock), and
-    // they need no renewal anyway.
+    // they need no renewal anyway. An owner means in flight; the rows are found by key (see
+    // `finish_sent_postgres` on why `status` is left out).
     let skip = if db.is_postgres() {
         " FOR UPDATE SKIP LOCKED"
     } else {
@@ -620,7 +621,7 @@ pub async fn extend_leases(db: &Db, owner: &str, ids: &[i64], lease_ms: i64) -> 
     };
     let sql = format!(
         "UPDATE deliveries SET lease_until = $2 WHERE id IN (SELECT id FROM deliveries \
-         WHERE lease_owner = $1 AND status = 'in_flight' AND id IN ({list}){skip})"
+         WHERE lease_owner = $1 AND id IN ({list}){skip})"
     );
     let now = now_ms();
     Ok(

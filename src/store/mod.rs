@@ -193,6 +193,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "people",
         include_str!("../../migrations/sqlite/0008_people.sql"),
     ),
+    (
+        9,
+        "queue_indexes",
+        include_str!("../../migrations/sqlite/0009_queue_indexes.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -234,6 +239,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         8,
         "people",
         include_str!("../../migrations/postgres/0008_people.sql"),
+    ),
+    (
+        9,
+        "queue_indexes",
+        include_str!("../../migrations/postgres/0009_queue_indexes.sql"),
     ),
 ];
 
