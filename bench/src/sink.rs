@@ -65,6 +65,13 @@ impl Sink {
         self.port
     }
 
+    /// Starts counting messages and collecting unsubscribe tokens afresh, for a measure that
+    /// runs after others on the same sink (its figures and tokens are its daemon's alone).
+    pub fn reset(&self) {
+        self.shared.count.store(0, Ordering::SeqCst);
+        self.shared.tokens.lock().unwrap().clear();
+    }
+
     /// Messages accepted so far.
     pub fn count(&self) -> u64 {
         self.shared.count.load(Ordering::SeqCst)
@@ -255,5 +262,10 @@ mod tests {
             .unwrap();
         assert_eq!(sink.count(), 103);
         assert!(sink.last_accepted().elapsed() <= took);
+
+        // A later measure counts its own messages only.
+        sink.reset();
+        crate::blaster::blast(sink.port(), 2, 5, 500).await.unwrap();
+        assert_eq!(sink.count(), 5);
     }
 }

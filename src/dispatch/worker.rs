@@ -9,6 +9,9 @@ use crate::status::ChannelState;
 const CLAIM_MAX: usize = 64;
 /// How long a normal claim may wait for more free workers (see `run_loop`).
 const GATHER: Duration = Duration::from_millis(5);
+/// How long a normal claim waits at most for live-alert work to finish (see
+/// `store::behind_urgent`).
+const YIELD_MAX: Duration = Duration::from_millis(50);
 
 /// Adds every free permit of `pool`, up to [`CLAIM_MAX`] in all.
 fn take_free(pool: &Arc<tokio::sync::Semaphore>, permits: &mut Vec<OwnedSemaphorePermit>) {
@@ -111,10 +114,12 @@ impl Dispatcher {
                 &self.owner,
                 self.settings.lease_ms,
             );
-            // The disaster loop's claims take the next write turn.
+            // The disaster loop's claims take the next write turn; normal claims wait while
+            // a live alert is being accepted, claimed or sent, up to `YIELD_MAX`.
             let claimed = if disaster {
                 store::urgent(claim).await
             } else {
+                store::behind_urgent(YIELD_MAX).await;
                 claim.await
             };
             let claimed = match claimed {

@@ -484,10 +484,47 @@ tokio::task_local! {
     static URGENT: bool;
 }
 
+/// Live-alert work running in this process (inside [`urgent`]), and a signal when none is.
+static URGENT_ACTIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static URGENT_IDLE: std::sync::LazyLock<tokio::sync::Notify> =
+    std::sync::LazyLock::new(tokio::sync::Notify::new);
+
 /// Runs `f` with its database writes ahead of every normal writer waiting (SQLite's one
-/// write turn). For the disaster lane: accepting an alert, claiming it, recording it.
+/// write turn), and normal claims held back meanwhile (see [`behind_urgent`]). For the
+/// disaster lane: accepting a live alert, claiming it, sending and recording it.
 pub async fn urgent<F: std::future::Future>(f: F) -> F::Output {
+    struct Active;
+    impl Drop for Active {
+        fn drop(&mut self) {
+            if URGENT_ACTIVE.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+                URGENT_IDLE.notify_waiters();
+            }
+        }
+    }
+    URGENT_ACTIVE.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let _active = Active;
     URGENT.scope(true, f).await
+}
+
+/// Waits until no live-alert work runs in this process, for at most `max`. Normal claims
+/// call it first: an alert's statements then do not queue behind the backlog's on the
+/// database server, whose CPU every statement shares (on PostgreSQL the write turns of
+/// SQLite do not exist). `max` keeps the backlog moving, slowly, while an alert waits for
+/// a platform that does not answer.
+pub async fn behind_urgent(max: Duration) {
+    let deadline = tokio::time::Instant::now() + max;
+    loop {
+        let idle = URGENT_IDLE.notified();
+        tokio::pin!(idle);
+        // Registered before the check, so a notification in between is not missed.
+        idle.as_mut().enable();
+        if URGENT_ACTIVE.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            return;
+        }
+        if tokio::time::timeout_at(deadline, idle).await.is_err() {
+            return;
+        }
+    }
 }
 
 fn is_urgent() -> bool {
@@ -724,6 +761,46 @@ mod tests {
             128,
             "capped"
         );
+    }
+
+    #[tokio::test]
+    async fn normal_claims_wait_behind_live_alert_work_for_a_bounded_time() {
+        use std::time::Instant;
+        // Alert work that ends after 30 ms: the wait ends with it.
+        let (done, finished) = tokio::sync::oneshot::channel::<()>();
+        let alert = tokio::spawn(urgent(async move {
+            let _ = finished.await;
+        }));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let started = Instant::now();
+        let ender = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            let _ = done.send(());
+        });
+        behind_urgent(Duration::from_secs(5)).await;
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(20),
+            "did not wait: {waited:?}"
+        );
+        assert!(
+            waited < Duration::from_secs(2),
+            "waited past the alert: {waited:?}"
+        );
+        ender.await.unwrap();
+        alert.await.unwrap();
+        // Alert work that never ends: the wait ends at its bound.
+        let (_never, pending) = tokio::sync::oneshot::channel::<()>();
+        let stuck = tokio::spawn(urgent(async move {
+            let _ = pending.await;
+        }));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let started = Instant::now();
+        behind_urgent(Duration::from_millis(100)).await;
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(100), "{waited:?}");
+        assert!(waited < Duration::from_secs(2), "{waited:?}");
+        stuck.abort();
     }
 
     #[tokio::test]
