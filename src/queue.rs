@@ -549,26 +549,49 @@ pub async fn expand_batch(db: &Db, d: &Claimed, owner: &str, batch: i64) -> Resu
             }
             Some((cursor, _)) => {
                 let started = std::time::Instant::now();
-                // One statement gives the batch's end and size, so a subscriber leaving
-                // between two reads cannot make a full batch look like the last one.
-                let batch_row = sqlx::query(
-                    "SELECT MAX(id) AS last, COUNT(*) AS n FROM (SELECT id FROM subscribers \
-                     WHERE status = 'active' AND id > $1 ORDER BY id LIMIT $2) AS batch")
-                    .bind(cursor).bind(batch).fetch_one(&mut *tx).await?;
-                let last: Option<i64> = batch_row.try_get("last")?;
-                let n: i64 = batch_row.try_get("n")?;
-                let inserted = match last {
-                    None => 0,
-                    Some(last) => sqlx::query(
-                        "INSERT INTO deliveries (announcement_id, channel, kind, unit_index, subscriber_id, lane, \
-                             status, attempts, run_after, idempotency_key, created_at, updated_at) \
-                         SELECT $1, $2, 'send', $3, s.id, $4, 'pending', 0, $5, \
-                             $1 || ':' || $2 || ':' || CAST($3 AS TEXT) || ':' || CAST(s.id AS TEXT), $5, $5 \
-                         FROM subscribers s WHERE s.status = 'active' AND s.id > $6 AND s.id <= $7 \
-                         ON CONFLICT DO NOTHING")
+                let (last, n, inserted) = if db.is_postgres() {
+                    // The batch read once: its bounds and its copies in one statement.
+                    let row = sqlx::query(
+                        "WITH batch AS (SELECT id FROM subscribers \
+                             WHERE status = 'active' AND id > $6 ORDER BY id LIMIT $7), \
+                         ins AS (INSERT INTO deliveries (announcement_id, channel, kind, unit_index, \
+                                 subscriber_id, lane, status, attempts, run_after, idempotency_key, \
+                                 created_at, updated_at) \
+                             SELECT $1, $2, 'send', $3, b.id, $4, 'pending', 0, $5, \
+                                 $1 || ':' || $2 || ':' || CAST($3 AS TEXT) || ':' || CAST(b.id AS TEXT), $5, $5 \
+                             FROM batch b ON CONFLICT DO NOTHING RETURNING 1) \
+                         SELECT (SELECT MAX(id) FROM batch) AS last, (SELECT COUNT(*) FROM batch) AS n, \
+                             (SELECT COUNT(*) FROM ins) AS inserted")
                         .bind(&d.announcement_id).bind(&d.channel).bind(d.unit_index).bind(d.lane)
-                        .bind(now).bind(cursor).bind(last)
-                        .execute(&mut *tx).await?.rows_affected(),
+                        .bind(now).bind(cursor).bind(batch)
+                        .fetch_one(&mut *tx).await?;
+                    let last: Option<i64> = row.try_get("last")?;
+                    let n: i64 = row.try_get("n")?;
+                    let inserted: i64 = row.try_get("inserted")?;
+                    (last, n, inserted as u64)
+                } else {
+                    // One statement gives the batch's end and size, so a subscriber leaving
+                    // between two reads cannot make a full batch look like the last one.
+                    let batch_row = sqlx::query(
+                        "SELECT MAX(id) AS last, COUNT(*) AS n FROM (SELECT id FROM subscribers \
+                         WHERE status = 'active' AND id > $1 ORDER BY id LIMIT $2) AS batch")
+                        .bind(cursor).bind(batch).fetch_one(&mut *tx).await?;
+                    let last: Option<i64> = batch_row.try_get("last")?;
+                    let n: i64 = batch_row.try_get("n")?;
+                    let inserted = match last {
+                        None => 0,
+                        Some(last) => sqlx::query(
+                            "INSERT INTO deliveries (announcement_id, channel, kind, unit_index, subscriber_id, lane, \
+                                 status, attempts, run_after, idempotency_key, created_at, updated_at) \
+                             SELECT $1, $2, 'send', $3, s.id, $4, 'pending', 0, $5, \
+                                 $1 || ':' || $2 || ':' || CAST($3 AS TEXT) || ':' || CAST(s.id AS TEXT), $5, $5 \
+                             FROM subscribers s WHERE s.status = 'active' AND s.id > $6 AND s.id <= $7 \
+                             ON CONFLICT DO NOTHING")
+                            .bind(&d.announcement_id).bind(&d.channel).bind(d.unit_index).bind(d.lane)
+                            .bind(now).bind(cursor).bind(last)
+                            .execute(&mut *tx).await?.rows_affected(),
+                    };
+                    (last, n, inserted)
                 };
                 let finished = n < batch;
                 let new_cursor = last.unwrap_or(cursor);
