@@ -332,7 +332,8 @@ pub async fn finish_batch(db: &Db, owner: &str, items: &[Finished]) -> Result<Ve
     let results = write_tx!(db, tx => {
         let started = std::time::Instant::now();
         let mut results = vec![false; items.len()];
-        // The common case, a copy sent: one fenced UPDATE for all of them.
+        // The common case, a copy sent: one fenced UPDATE for all of them, its rows found by
+        // key (the fence is owner and attempt; see `finish_sent_postgres`).
         let sent: Vec<usize> = order
             .iter()
             .copied()
@@ -350,7 +351,7 @@ pub async fn finish_batch(db: &Db, owner: &str, items: &[Finished]) -> Result<Ve
                      uncertain = FALSE, lease_owner = NULL, lease_until = NULL \
                  FROM (VALUES {values}) AS v \
                  WHERE deliveries.id = v.column1 AND deliveries.attempts = v.column2 \
-                   AND deliveries.lease_owner = {} AND deliveries.status = 'in_flight' \
+                   AND deliveries.lease_owner = {} \
                  RETURNING id",
                 p.next()
             );
