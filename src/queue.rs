@@ -161,7 +161,10 @@ async fn add_recipients(db: &Db, rows: &mut [Claimed]) -> Result<()> {
     let sql = format!(
         "SELECT id, email, lang, token FROM subscribers WHERE status = 'active' AND id IN ({list})"
     );
-    let found: std::collections::HashMap<i64, Subscriber> = with_pool!(db, p => {
+    // Read through the writer's connection (SQLite is the only caller), in a turn of its
+    // own: its page cache holds the subscribers the claim's fan-out just wrote, where a
+    // pooled reader's cache was dropped by the last write (see `Db::sqlite_writer`).
+    let found: std::collections::HashMap<i64, Subscriber> = write_pool!(db, p => {
         let mut q = sqlx::query(&sql);
         for id in &ids {
             q = q.bind(id);
@@ -649,7 +652,9 @@ pub async fn extend_leases(db: &Db, owner: &str, ids: &[i64], lease_ms: i64) -> 
     );
     let now = now_ms();
     Ok(
-        write_pool!(db, p => sqlx::query(&sql).bind(owner).bind(now + lease_ms).execute(p).await?.rows_affected()),
+        // A text of its own each time (the ids are in it): not kept among the prepared
+        // statements, where it would push out the batch statements.
+        write_pool!(db, p => sqlx::query(&sql).persistent(false).bind(owner).bind(now + lease_ms).execute(p).await?.rows_affected()),
     )
 }
 
@@ -671,6 +676,8 @@ pub enum Reclaim<'a> {
 /// the platform allows.
 pub async fn reclaim(db: &Db, which: Reclaim<'_>) -> Result<u64> {
     let now = now_ms();
+    // A list of ids makes the text new each time: then it is not kept prepared.
+    let persistent = !matches!(which, Reclaim::Expired { live, .. } if !live.is_empty());
     let (filter, owner) = match which {
         Reclaim::Expired { owner, live } if !live.is_empty() => {
             let list = live
@@ -694,7 +701,7 @@ pub async fn reclaim(db: &Db, which: Reclaim<'_>) -> Result<u64> {
          WHERE status = 'in_flight' AND {filter}"
     );
     Ok(write_pool!(db, p => {
-        let q = sqlx::query(&sql).bind(now);
+        let q = sqlx::query(&sql).persistent(persistent).bind(now);
         let q = match owner { Some(o) => q.bind(o), None => q };
         q.execute(p).await?.rows_affected()
     }))

@@ -17,8 +17,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use lettre::address::Envelope;
-use lettre::message::header::{ContentTransferEncoding, ContentType, HeaderName, HeaderValue};
-use lettre::message::{Mailbox, MultiPart, SinglePart};
+use lettre::message::header::{
+    ContentTransferEncoding, ContentType, Header, HeaderName, HeaderValue, MessageId,
+};
+use lettre::message::{Body, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
 use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt};
@@ -35,7 +37,8 @@ use tokio::time::timeout;
 use crate::address::{id_token, parse_mailbox, plus_able_local_part, smtp_address};
 use crate::config::{Config, TlsMode};
 use crate::error::{lettre_error, queue_id, timeout_error, Step};
-use crate::render::{personal_html, personal_text, EmailPayload};
+use crate::render::EmailPayload;
+use crate::template::{Marks, Prepared, Template};
 
 /// A parked connection idle longer than this gets a `NOOP` before reuse.
 const CHECK_AFTER_IDLE: Duration = Duration::from_secs(2);
@@ -60,7 +63,7 @@ pub struct EmailChannel {
     clock: Clock,
     /// Parsed payloads by announcement (see `parsed`).
     #[allow(clippy::type_complexity)]
-    parsed: Mutex<Vec<(String, serde_json::Value, Arc<EmailPayload>)>>,
+    parsed: Mutex<Vec<(String, serde_json::Value, Arc<Prepared>)>>,
 }
 
 impl fmt::Debug for EmailChannel {
@@ -190,14 +193,14 @@ impl EmailChannel {
         })
     }
 
-    /// The payload read once per announcement, not once per subscriber: the last few are
-    /// kept, each with the stored JSON it came from (compared, so a changed payload is
-    /// read again).
+    /// The payload read once per announcement, not once per subscriber, with its message
+    /// templates: the last few are kept, each with the stored JSON it came from (compared,
+    /// so a changed payload is read again).
     fn parsed(
         &self,
         announcement_id: &str,
         raw: &serde_json::Value,
-    ) -> Result<Arc<EmailPayload>, DeliveryError> {
+    ) -> Result<Arc<Prepared>, DeliveryError> {
         const KEPT: usize = 8;
         let mut cache = self.parsed.lock().unwrap();
         if let Some((_, _, p)) = cache
@@ -209,12 +212,12 @@ impl EmailChannel {
         let payload: EmailPayload = serde_json::from_value(raw.clone()).map_err(|e| {
             DeliveryError::permanent(format!("the stored email payload is unreadable: {e}"))
         })?;
-        let payload = Arc::new(payload);
+        let prepared = Arc::new(Prepared::new(payload));
         if cache.len() >= KEPT {
             cache.remove(0);
         }
-        cache.push((announcement_id.to_string(), raw.clone(), payload.clone()));
-        Ok(payload)
+        cache.push((announcement_id.to_string(), raw.clone(), prepared.clone()));
+        Ok(prepared)
     }
 
     /// Replaces the clock (the daemon's own, or a test's).
@@ -223,26 +226,80 @@ impl EmailChannel {
         self
     }
 
-    /// The complete message for one recipient, and its envelope.
-    pub(crate) fn compose(
+    /// The message as lettre builds it: the announcement's fixed headers, then
+    /// `copy_headers`, then the two parts under `boundary`. The template is this with marks
+    /// for the copy's headers and bodies (see `template.rs`).
+    pub(crate) fn lettre_message(
         &self,
         payload: &EmailPayload,
-        recipient: &Recipient,
-        announcement_id: &str,
-        delivery_id: &str,
-    ) -> Result<(Address, Address, Vec<u8>), DeliveryError> {
-        let rcpt = smtp_address(&recipient.address)
-            .map_err(|e| DeliveryError::permanent(format!("recipient address refused: {e}")))?;
-        // The subscriber's language when the announcement has it; the footer in the same
-        // language as the message.
-        let payload = payload.for_lang(&recipient.lang);
-        let lang = payload.lang.as_str();
-        let unsubscribe_url = header_uri(&recipient.unsubscribe_url).ok_or_else(|| {
-            DeliveryError::permanent("the recipient's unsubscribe URL is not a valid URL")
-        })?;
-        let text = personal_text(payload, &unsubscribe_url, lang);
-        let html = personal_html(payload, &unsubscribe_url, lang);
+        copy_headers: Vec<HeaderValue>,
+        text: Body,
+        html: Body,
+        boundary: &str,
+    ) -> Result<Message, DeliveryError> {
+        // The envelope is given, not derived from `To:`: lettre re-parses header mailboxes
+        // with its strict parser, which refuses the quoted carrier form. (Each copy's own
+        // envelope goes to the SMTP server, not into the message.)
+        let envelope = Envelope::new(Some(self.bounce.clone()), vec![self.bounce.clone()])
+            .map_err(|e| DeliveryError::permanent(format!("invalid envelope: {e}")))?;
+        let mut builder = Message::builder()
+            .envelope(envelope)
+            .from(self.from.clone())
+            .subject(payload.subject.clone())
+            .raw_header(header("List-Id", self.list_id.clone()))
+            .raw_header(header("Auto-Submitted", "auto-generated".into()));
+        if let Some(reply_to) = &self.reply_to {
+            builder = builder.reply_to(reply_to.clone());
+        }
+        for h in copy_headers {
+            builder = builder.raw_header(h);
+        }
+        let part = |content_type: ContentType, body: Body| {
+            SinglePart::builder().header(content_type).body(body)
+        };
+        builder
+            .multipart(
+                MultiPart::alternative()
+                    .boundary(boundary)
+                    .singlepart(part(ContentType::TEXT_PLAIN, text))
+                    .singlepart(part(ContentType::TEXT_HTML, html)),
+            )
+            .map_err(|e| DeliveryError::permanent(format!("could not build the message: {e}")))
+    }
 
+    /// The template of one announcement's message in one language (`template.rs`).
+    fn template(&self, payload: &EmailPayload) -> Result<Template, String> {
+        let marks = Marks::new();
+        let boundary = uuid::Uuid::new_v4().simple().to_string();
+        let pre_encoded =
+            |mark: &str| Body::dangerous_pre_encoded(mark.into(), ContentTransferEncoding::Base64);
+        let mut skeleton = self
+            .lettre_message(
+                payload,
+                vec![header_named(&marks.header_name, "x".into())],
+                pre_encoded(&marks.text),
+                pre_encoded(&marks.html),
+                &boundary,
+            )
+            .map_err(|e| e.message)?;
+        // lettre adds a `Date:` when none is given; each copy has its own.
+        skeleton.headers_mut().remove_raw("Date");
+        let skeleton = String::from_utf8(skeleton.formatted())
+            .map_err(|_| "the message template is not text".to_string())?;
+        Template::new(payload, &skeleton, &marks, boundary)
+            .ok_or_else(|| "the message template could not be cut at its marks".to_string())
+    }
+
+    /// The header lines of one copy: `To`, `Message-ID`, `Date`, `List-Unsubscribe` and,
+    /// for an HTTPS link, `List-Unsubscribe-Post`.
+    pub(crate) fn copy_headers(
+        &self,
+        rcpt: &Address,
+        recipient: &Recipient,
+        unsubscribe_url: &str,
+        announcement_id: &str,
+        id: &str,
+    ) -> Vec<HeaderValue> {
         let mut list_unsubscribe = format!("<{unsubscribe_url}>");
         let token = &recipient.unsubscribe_token;
         if let Some(domain) = &self.unsubscribe_mailto_domain {
@@ -254,6 +311,51 @@ impl EmailChannel {
                 list_unsubscribe.push_str(&format!(", <mailto:unsubscribe+{token}@{domain}>"));
             }
         }
+        let mut headers = vec![
+            // `<addr>` as in CHANNELS.md §4.2: some parsers misread a bare quoted local part.
+            header("To", format!("<{rcpt}>")),
+            // The announcement's UUID makes it unique beyond this database: delivery ids
+            // start again after a reinstall or on a second database with the same domain.
+            MessageId::from(format!(
+                "<{}.{id}@{}>",
+                id_token(announcement_id),
+                self.message_id_domain
+            ))
+            .display(),
+            lettre::message::header::Date::new(SystemTime::from((self.clock)())).display(),
+            header("List-Unsubscribe", list_unsubscribe),
+        ];
+        // RFC 8058 one-click needs an HTTPS URI; a plain-HTTP one (a dev setup) still gets
+        // the List-Unsubscribe link but must not claim one-click.
+        if unsubscribe_url.starts_with("https://") {
+            headers.push(header(
+                "List-Unsubscribe-Post",
+                "List-Unsubscribe=One-Click".into(),
+            ));
+        }
+        headers
+    }
+
+    /// One recipient's copy: its envelope and its `DATA` text, from the announcement's
+    /// template in the recipient's language.
+    pub(crate) fn compose(
+        &self,
+        prepared: &Prepared,
+        recipient: &Recipient,
+        announcement_id: &str,
+        delivery_id: &str,
+    ) -> Result<Composed, DeliveryError> {
+        let rcpt = smtp_address(&recipient.address)
+            .map_err(|e| DeliveryError::permanent(format!("recipient address refused: {e}")))?;
+        // The subscriber's language when the announcement has it; the footer in the same
+        // language as the message.
+        let (_, template) = prepared.for_lang(&recipient.lang, |p| self.template(p));
+        let template = template
+            .as_ref()
+            .map_err(|e| DeliveryError::permanent(format!("could not build the message: {e}")))?;
+        let unsubscribe_url = header_uri(&recipient.unsubscribe_url).ok_or_else(|| {
+            DeliveryError::permanent("the recipient's unsubscribe URL is not a valid URL")
+        })?;
         let id = id_token(delivery_id);
         let sender = if self.verp && self.bounce.user().len() + 1 + id.len() <= 64 {
             Address::new(format!("{}+{id}", self.bounce.user()), self.bounce.domain())
@@ -261,53 +363,9 @@ impl EmailChannel {
         } else {
             self.bounce.clone()
         };
-        // The envelope is given, not derived from `To:`: lettre re-parses header mailboxes
-        // with its strict parser, which refuses the quoted carrier form.
-        let envelope = Envelope::new(Some(sender.clone()), vec![rcpt.clone()])
-            .map_err(|e| DeliveryError::permanent(format!("invalid envelope: {e}")))?;
-        let mut builder = Message::builder()
-            .envelope(envelope)
-            .from(self.from.clone())
-            // `<addr>` as in CHANNELS.md §4.2: some parsers misread a bare quoted local part.
-            .raw_header(header("To", format!("<{rcpt}>")))
-            .subject(payload.subject.clone())
-            // The announcement's UUID makes it unique beyond this database: delivery ids
-            // start again after a reinstall or on a second database with the same domain.
-            .message_id(Some(format!(
-                "<{}.{id}@{}>",
-                id_token(announcement_id),
-                self.message_id_domain
-            )))
-            .date(SystemTime::from((self.clock)()))
-            .raw_header(header("List-Id", self.list_id.clone()))
-            .raw_header(header("List-Unsubscribe", list_unsubscribe));
-        // RFC 8058 one-click needs an HTTPS URI; a plain-HTTP one (a dev setup) still gets
-        // the List-Unsubscribe link but must not claim one-click.
-        if unsubscribe_url.starts_with("https://") {
-            builder = builder.raw_header(header(
-                "List-Unsubscribe-Post",
-                "List-Unsubscribe=One-Click".into(),
-            ));
-        }
-        builder = builder.raw_header(header("Auto-Submitted", "auto-generated".into()));
-        if let Some(reply_to) = &self.reply_to {
-            builder = builder.reply_to(reply_to.clone());
-        }
-        let part = |content_type: ContentType, body: String| {
-            SinglePart::builder()
-                .header(content_type)
-                .header(ContentTransferEncoding::Base64)
-                .body(body)
-        };
-        let message = builder
-            .multipart(
-                MultiPart::alternative()
-                    .singlepart(part(ContentType::TEXT_PLAIN, text))
-                    .singlepart(part(ContentType::TEXT_HTML, html)),
-            )
-            .map_err(|e| DeliveryError::permanent(format!("could not build the message: {e}")))?;
-
-        Ok((sender, rcpt, message.formatted()))
+        let headers = self.copy_headers(&rcpt, recipient, &unsubscribe_url, announcement_id, &id);
+        let data = template.data(headers, &unsubscribe_url);
+        Ok(Composed { sender, rcpt, data })
     }
 
     fn scrub(&self, mut err: DeliveryError) -> DeliveryError {
@@ -322,6 +380,29 @@ impl EmailChannel {
 
 fn header(name: &'static str, value: String) -> HeaderValue {
     HeaderValue::new(HeaderName::new_from_ascii_str(name), value)
+}
+
+fn header_named(name: &str, value: String) -> HeaderValue {
+    let name = HeaderName::new_from_ascii(name.to_string()).expect("an ASCII header name");
+    HeaderValue::new(name, value)
+}
+
+/// One copy ready for the SMTP server.
+#[derive(Debug)]
+pub(crate) struct Composed {
+    pub(crate) sender: Address,
+    pub(crate) rcpt: Address,
+    /// The message as `DATA` text: dot-stuffed, terminated by `CRLF . CRLF`.
+    pub(crate) data: String,
+}
+
+impl Composed {
+    /// The message itself (the `DATA` text without its terminator and dot-stuffing).
+    #[cfg(test)]
+    pub(crate) fn message(&self) -> Vec<u8> {
+        let body = self.data.strip_suffix(".\r\n").expect("terminated");
+        body.replace("\r\n..", "\r\n.").into_bytes()
+    }
 }
 
 /// A display name for `List-Id`: non-ASCII words become encoded-words (lettre), ASCII
@@ -469,7 +550,7 @@ impl Pool {
         &self,
         sender: Address,
         rcpt: Address,
-        message: &[u8],
+        data: &str,
         disaster: bool,
     ) -> Result<String, DeliveryError> {
         // A disaster copy takes one of its own permits or a normal one, whichever is free
@@ -487,7 +568,7 @@ impl Pool {
         let secs = self.params.step_timeout.as_secs();
 
         let mut mail_params = Vec::new();
-        if !message.is_ascii()
+        if !data.is_ascii()
             && conn
                 .smtp
                 .server_info()
@@ -520,7 +601,6 @@ impl Pool {
         }
         // From here on the server may queue the message at any moment: a failure without
         // a reply is Uncertain.
-        let data = dot_stuffed(message);
         match timeout(self.params.step_timeout, conn.smtp.command(data)).await {
             Ok(Ok(response)) => {
                 let text = response.message().collect::<Vec<_>>().join(" ");
@@ -621,8 +701,8 @@ impl Channel for EmailChannel {
         unit: &DeliveryUnit,
         ctx: &DeliveryContext,
     ) -> Result<Receipt, DeliveryError> {
-        let payload = self.parsed(&ctx.announcement_id, &unit.payload)?;
-        let payload = payload.as_ref();
+        let prepared = self.parsed(&ctx.announcement_id, &unit.payload)?;
+        let payload = &prepared.payload;
         // A drill routed to the test address goes there and nowhere else, whatever
         // recipient the unit names: the address is in the payload.
         let drill_recipient = payload.exercise_to.as_ref().map(|to| Recipient {
@@ -637,14 +717,13 @@ impl Channel for EmailChannel {
             .ok_or_else(|| {
                 DeliveryError::permanent("an email delivery needs a recipient (subscriber)")
             })?;
-        let (sender, rcpt, message) =
-            self.compose(payload, recipient, &ctx.announcement_id, &ctx.delivery_id)?;
+        let copy = self.compose(&prepared, recipient, &ctx.announcement_id, &ctx.delivery_id)?;
         let queue_id = self
             .pool
             .send(
-                sender,
-                rcpt,
-                &message,
+                copy.sender,
+                copy.rcpt,
+                &copy.data,
                 ctx.priority == Priority::Disaster && !ctx.exercise,
             )
             .await

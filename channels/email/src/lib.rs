@@ -12,6 +12,7 @@ mod config;
 mod error;
 mod reach;
 mod render;
+mod template;
 
 #[cfg(feature = "fake")]
 pub mod fake;

@@ -227,34 +227,53 @@ fn html_link(url: &str, subject: &str, l: &Labels) -> String {
 
 /// The plain part for one recipient: everything important, then the unsubscribe link.
 pub(crate) fn personal_text(payload: &EmailPayload, unsubscribe_url: &str, lang: &str) -> String {
-    let l = labels(lang);
-    format!(
-        "{}\n-- \n{}\n{}: {}\n",
-        payload.text.trim_end_matches('\n').to_string() + "\n",
-        l.footer_why,
-        l.footer_unsubscribe,
-        unsubscribe_url
-    )
+    let (before, after) = text_parts(payload, lang);
+    format!("{before}{unsubscribe_url}{after}")
 }
 
-/// The HTML part for one recipient.
-pub(crate) fn personal_html(payload: &EmailPayload, unsubscribe_url: &str, lang: &str) -> String {
+/// The plain part around the recipient's unsubscribe URL: what comes before it and after.
+pub(crate) fn text_parts(payload: &EmailPayload, lang: &str) -> (String, String) {
     let l = labels(lang);
-    let footer = format!(
-        "<hr>\n<footer>\n<p>{}</p>\n<p><a href=\"{}\">{}</a></p>\n</footer>",
-        escape_html(l.footer_why),
-        escape_html(unsubscribe_url),
+    let before = format!(
+        "{}\n\n-- \n{}\n{}: ",
+        payload.text.trim_end_matches('\n'),
+        l.footer_why,
+        l.footer_unsubscribe,
+    );
+    (before, "\n".into())
+}
+
+/// The HTML part for one recipient (deliveries splice it from `html_parts`).
+#[cfg(test)]
+pub(crate) fn personal_html(payload: &EmailPayload, unsubscribe_url: &str, lang: &str) -> String {
+    let (before, after) = html_parts(payload, lang);
+    format!("{before}{}{after}", escape_html(unsubscribe_url))
+}
+
+/// The HTML part around the recipient's unsubscribe URL (HTML-escaped when it goes in):
+/// the footer at the mark, else before `</body>`, else at the end.
+pub(crate) fn html_parts(payload: &EmailPayload, lang: &str) -> (String, String) {
+    let l = labels(lang);
+    let footer_before = format!(
+        "<hr>\n<footer>\n<p>{}</p>\n<p><a href=\"",
+        escape_html(l.footer_why)
+    );
+    let footer_after = format!(
+        "\">{}</a></p>\n</footer>",
         escape_html(l.footer_unsubscribe)
     );
-    if payload.html.contains(UNSUBSCRIBE_MARK) {
-        payload.html.replacen(UNSUBSCRIBE_MARK, &footer, 1)
-    } else if let Some(at) = payload.html.rfind("</body>") {
-        let mut html = payload.html.clone();
-        html.insert_str(at, &footer);
-        html
+    let html = payload.html.as_str();
+    let (head, tail) = if let Some(at) = html.find(UNSUBSCRIBE_MARK) {
+        (&html[..at], &html[at + UNSUBSCRIBE_MARK.len()..])
+    } else if let Some(at) = html.rfind("</body>") {
+        (&html[..at], &html[at..])
     } else {
-        format!("{}{footer}", payload.html)
-    }
+        (html, "")
+    };
+    (
+        format!("{head}{footer_before}"),
+        format!("{footer_after}{tail}"),
+    )
 }
 
 fn one_line(s: &str) -> String {

@@ -4,10 +4,11 @@ use chrono::Utc;
 use noroshi_channel_core::{Announcement, ErrorClass, Priority, Recipient, SecretString};
 
 use crate::address::{smtp_address, validate_address};
-use crate::client::EmailChannel;
+use crate::client::{dot_stuffed, EmailChannel};
 use crate::config::{Config, TlsMode};
 use crate::error::{enhanced_code, queue_id, reply_error, timeout_error, Step};
 use crate::render::{personal_html, personal_text, render_payload};
+use crate::template::Prepared;
 
 fn announcement() -> Announcement {
     Announcement {
@@ -248,18 +249,21 @@ fn compose_builds_headers_and_verp_sender() {
         unsubscribe_url: "https://city.example.jp/unsubscribe?t=TOKEN1".into(),
         unsubscribe_token: "TOKEN1".into(),
     };
-    let (sender, rcpt, raw) = channel
+    let prepared = Prepared::new(payload);
+    let copy = channel
         .compose(
-            &payload,
+            &prepared,
             &recipient,
             "01935f7e-8a2b-7c3d-9e4f-a1b2c3d4e5f6",
             "0193-abc",
         )
         .unwrap();
-    assert_eq!(sender.to_string(), "bounce+0193-abc@example.jp");
-    assert_eq!(rcpt.to_string(), "\"taro..yamada.\"@docomo.ne.jp");
+    assert_eq!(copy.sender.to_string(), "bounce+0193-abc@example.jp");
+    assert_eq!(copy.rcpt.to_string(), "\"taro..yamada.\"@docomo.ne.jp");
     // Unfold (RFC 5322 §2.2.3) before matching whole header values.
-    let raw = String::from_utf8(raw).unwrap().replace("\r\n ", " ");
+    let raw = String::from_utf8(copy.message())
+        .unwrap()
+        .replace("\r\n ", " ");
     assert!(
         // Globally unique: the announcement's UUID with the delivery id, so a reinstall or a
         // second database with the same domain never repeats one (receivers drop repeats).
@@ -280,7 +284,7 @@ fn compose_builds_headers_and_verp_sender() {
         address: "taro yamada@example.jp".into(),
         ..recipient
     };
-    let err = channel.compose(&payload, &bad, "a", "x").unwrap_err();
+    let err = channel.compose(&prepared, &bad, "a", "x").unwrap_err();
     assert_eq!(err.class, ErrorClass::Permanent);
     assert!(err.message.contains("recipient address refused"));
 }
@@ -322,7 +326,7 @@ fn each_subscriber_gets_their_language() {
             body: "しやくしょに にげて ください。".into(),
         },
     ];
-    let payload = render_payload(&a).unwrap();
+    let prepared = Prepared::new(render_payload(&a).unwrap());
     let message = |lang: &str| {
         let recipient = Recipient {
             address: "hanako@example.jp".into(),
@@ -330,7 +334,10 @@ fn each_subscriber_gets_their_language() {
             unsubscribe_url: "https://city.example.jp/unsubscribe?t=T".into(),
             unsubscribe_token: "T".into(),
         };
-        let (_, _, raw) = channel.compose(&payload, &recipient, "a", "1").unwrap();
+        let raw = channel
+            .compose(&prepared, &recipient, "a", "1")
+            .unwrap()
+            .message();
         let parsed = mail_parser::MessageParser::default().parse(&raw).unwrap();
         (
             parsed.subject().unwrap_or_default().to_string(),
@@ -351,4 +358,85 @@ fn each_subscriber_gets_their_language() {
         assert_eq!(subject, a.title, "{other}");
         assert!(text.contains("配信停止"), "{other}: {text}");
     }
+}
+
+/// Every copy is spliced from its announcement's template (`template.rs`); it must be the
+/// very bytes lettre writes when it builds the whole personalised message, dot-stuffed and
+/// terminated. Checked for bodies of every length around a base64 line, both footer
+/// places, two languages, HTTPS and HTTP links (with and without `List-Unsubscribe-Post`),
+/// a link with `&` (escaped in the HTML part), and body lines that start with a dot.
+#[test]
+fn a_spliced_copy_is_what_lettre_builds() {
+    use lettre::message::header::ContentTransferEncoding;
+    use lettre::message::Body;
+
+    let config = Config {
+        bounce_address: Some("bounce@example.jp".into()),
+        reply_to: Some("kouhou@city.example.jp".into()),
+        list_name: Some("須坂市からのお知らせ".into()),
+        unsubscribe_mailto_domain: Some("example.jp".into()),
+        tls: TlsMode::None,
+        ..Config::default()
+    };
+    let at = chrono::DateTime::parse_from_rfc3339("2026-11-28T09:00:00+09:00")
+        .unwrap()
+        .with_timezone(&Utc);
+    let channel = EmailChannel::new("email", &config)
+        .unwrap()
+        .with_clock(std::sync::Arc::new(move || at));
+    let mut checked = 0;
+    for extra in 0..60 {
+        let mut a = announcement();
+        a.body = format!("{}\n.dotted line\n{}", a.body, "x".repeat(extra));
+        a.variants = vec![noroshi_channel_core::LangText {
+            lang: "en".into(),
+            title: "Shelter opened".into(),
+            body: format!("Suzaka City Hall is open.\n.{}", "y".repeat(extra)),
+        }];
+        let mut payload = render_payload(&a).unwrap();
+        if extra % 2 == 1 {
+            // The other footer place: no mark, before `</body>`.
+            payload.html = payload.html.replace("<!--noroshi:unsubscribe-->", "");
+        }
+        let prepared = Prepared::new(payload);
+        for (lang, url) in [
+            ("ja", "https://city.example.jp/unsubscribe?t=TOKEN1&x=1"),
+            ("en", "http://localhost:8080/unsubscribe?t=T2"),
+        ] {
+            let recipient = Recipient {
+                address: "hanako@example.jp".into(),
+                lang: lang.into(),
+                unsubscribe_url: url.into(),
+                unsubscribe_token: "TOKEN1".into(),
+            };
+            let copy = channel
+                .compose(&prepared, &recipient, &a.id, "0193-abc")
+                .unwrap();
+
+            let (payload, template) = prepared.for_lang(lang, |_| unreachable!("built"));
+            let template = template.as_ref().unwrap();
+            let url = url::Url::parse(url).unwrap().to_string();
+            let headers = channel.copy_headers(&copy.rcpt, &recipient, &url, &a.id, "0193-abc");
+            let body = |text: String| {
+                Body::new_with_encoding(text, ContentTransferEncoding::Base64).unwrap()
+            };
+            let whole = channel
+                .lettre_message(
+                    payload,
+                    headers,
+                    body(personal_text(payload, &url, &payload.lang)),
+                    body(personal_html(payload, &url, &payload.lang)),
+                    &template.boundary,
+                )
+                .unwrap()
+                .formatted();
+            assert_eq!(
+                copy.data,
+                dot_stuffed(&whole),
+                "{extra} extra bytes, {lang}"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 120);
 }
