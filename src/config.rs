@@ -160,7 +160,8 @@ impl ServerConfig {
 pub struct DatabaseConfig {
     /// `sqlite://path/to/file.db` (embedded, the default) or `postgres://user@host/db`.
     pub url: String,
-    /// Connections in the pool.
+    /// Connections in the pool. On SQLite, writes go through one more connection of their
+    /// own (its page cache and prepared statements stay warm; `store::Db`).
     pub max_connections: u32,
     /// SQLite only: the largest the database may grow, in pages (4 KiB each); unset = no
     /// limit. Reaching it behaves like a full disk: writes are refused with `503`
