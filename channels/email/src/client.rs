@@ -429,24 +429,9 @@ fn header_uri(raw: &str) -> Option<String> {
 /// The message as DATA content, ending in `CRLF.CRLF`, as one string so it goes out in one
 /// write. lettre's `message()` writes the terminator separately; with Nagle's algorithm
 /// that small second write waits for the server's delayed ACK (~40 ms on Linux) on every
-/// message, which capped a 4-connection pool at about 90 messages a second.
+/// message, which capped a 4-connection pool at about 90 messages a second. (Copies spliced
+/// from a template need no stuffing and are terminated there; this is the general rule.)
 pub(crate) fn dot_stuffed(message: &[u8]) -> String {
-    // The usual case, a message as lettre writes it (CRLF lines, none starting with a
-    // dot): copied as it is, without rebuilding it line by line.
-    if let Ok(text) = std::str::from_utf8(message) {
-        let b = text.as_bytes();
-        let clean = b.ends_with(b"\r\n")
-            && b[0] != b'.'
-            && b.iter().enumerate().all(|(i, &c)| {
-                c != b'\n' || (i > 0 && b[i - 1] == b'\r' && b.get(i + 1) != Some(&b'.'))
-            });
-        if clean {
-            let mut out = String::with_capacity(text.len() + 3);
-            out.push_str(text);
-            out.push_str(".\r\n");
-            return out;
-        }
-    }
     let text = String::from_utf8_lossy(message);
     let mut out = String::with_capacity(text.len() + text.len() / 64 + 8);
     let mut lines = text.split('\n').peekable();
