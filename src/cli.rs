@@ -155,10 +155,30 @@ struct StatusArgs {
     json: bool,
 }
 
+/// The runtime's threads are scheduled as `SCHED_BATCH` (Linux; any user may choose it, and
+/// it changes no priority): a runtime thread that is woken does not preempt the thread
+/// running on its core, it runs when that one blocks or its time slice ends. sqlx runs each
+/// SQLite connection on a thread of its own and hands every statement and every result
+/// across a channel whose lock is held while it wakes the other side; on a busy core the
+/// woken runtime thread preempted the SQLite thread inside that lock, found it locked,
+/// slept, and was woken again: two to four context switches per hand-off, a fifth of the
+/// daemon's CPU on one core (docs/PERFORMANCE.md). Other threads (SQLite's, other
+/// processes') keep the default policy.
+fn batch_scheduling() {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: a plain system call about the calling thread (0), with a valid parameter
+        // that outlives it. A refusal (a seccomp filter, say) leaves the default policy.
+        let _ = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
+    }
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_start(batch_scheduling)
         .build()
     {
         Ok(r) => r,

@@ -41,6 +41,29 @@ pub fn cpu_time(pid: u32) -> Result<Duration> {
     cpu_time_at(&format!("/proc/{pid}"))
 }
 
+/// Context switches so far (voluntary and not) summed over the threads of process `pid`
+/// (`/proc/<pid>/task/*/status`): each hand-off between the runtime and a database thread
+/// shows here. Threads that already ended are not counted.
+pub fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| {
+                    l.starts_with("voluntary_ctxt_switches:")
+                        || l.starts_with("nonvoluntary_ctxt_switches:")
+                })
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
 /// CPU time of this process's threads whose name starts with `prefix` (e.g. the sink's
 /// runtime, `bench-smtp`).
 pub fn own_threads_cpu(prefix: &str) -> Duration {
@@ -116,4 +139,21 @@ pub fn cpus_allowed(pid: &str) -> String {
                 .map(|v| v.trim().to_string())
         })
         .unwrap_or_else(|| "?".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_switches_count_this_threads_sleeps() {
+        let pid = std::process::id();
+        let before = context_switches(pid);
+        // Each sleep gives the CPU up: one voluntary switch of this thread at least.
+        for _ in 0..5 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let after = context_switches(pid);
+        assert!(after >= before + 5, "{before} → {after}");
+    }
 }

@@ -391,6 +391,7 @@ impl<'a> Suite<'a> {
         let pid = d.pid().context("the daemon has no pid")?;
         let (count0, bytes0) = (self.sink.count(), self.sink.bytes());
         let cpu0 = procfs::cpu_time(pid)?;
+        let switches0 = procfs::context_switches(pid);
         let pg0 = d.database().map(procfs::postgres_backends_cpu);
         let id = self.submit(d, &["email"]).await?;
         let accepted = Instant::now();
@@ -409,6 +410,7 @@ impl<'a> Suite<'a> {
         }
         let got = self.sink.count() - count0;
         let cpu = procfs::cpu_time(pid)?.saturating_sub(cpu0);
+        let switches = procfs::context_switches(pid).saturating_sub(switches0);
         let pg = pg0.zip(d.database()).map(|(pg0, name)| {
             let pg = procfs::postgres_backends_cpu(name).saturating_sub(pg0);
             pg.as_secs_f64() * 1e6 / got.max(1) as f64
@@ -433,10 +435,11 @@ impl<'a> Suite<'a> {
             mean_bytes: (self.sink.bytes() - bytes0) as f64 / got.max(1) as f64,
         };
         println!(
-            "  {n} emails in {secs:.3} s: {:.0}/s; daemon CPU {:.2} s, {:.0} µs per delivery{}; {:.0} bytes per message",
+            "  {n} emails in {secs:.3} s: {:.0}/s; daemon CPU {:.2} s, {:.0} µs per delivery{}; {:.1} context switches per delivery; {:.0} bytes per message",
             f.rate,
             cpu.as_secs_f64(),
             f.cpu_us,
+            switches as f64 / n as f64,
             pg.map_or(String::new(), |us| format!(" (PostgreSQL backends {us:.0} µs)")),
             f.mean_bytes
         );

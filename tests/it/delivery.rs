@@ -298,6 +298,61 @@ async fn retries_then_per_recipient_failure(backend: Backend) {
 }
 on_both!(retries_then_per_recipient_failure);
 
+/// A copy whose subscriber leaves while it waits for its retry is skipped, never sent: each
+/// claim reads the copy's recipient again, and only an active one.
+async fn a_copy_whose_subscriber_left_is_skipped(backend: Backend) {
+    let smtp = FakeSmtp::start(FakeSmtpOptions::default()).await;
+    let d = Daemon::builder(backend)
+        .config(&email_config(smtp.port()))
+        .start()
+        .await;
+    let csv = "email,lang,topics\nstays@example.jp,ja,\ntempfail-leaves@example.jp,en,\n";
+    let (s, v) = d.import("text/csv", csv).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let id = d
+        .submit(json!({"title": "お知らせ", "body": "本文", "channels": ["email"]}))
+        .await;
+    // Its first attempt is refused (451): the copy waits for a retry.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, log) = d
+            .get(&format!(
+                "/api/v1/deliveries?announcement_id={id}&outcome=transient"
+            ))
+            .await;
+        if !log["items"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no refused attempt: {log}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let leaver = d.subscriber_id("tempfail-leaves@example.jp").await;
+    assert_eq!(d.delete_subscriber(leaver).await, StatusCode::NO_CONTENT);
+    let v = d.wait_status(&id, &["sent"], Duration::from_secs(60)).await;
+    let mail = channel(&v, "email");
+    assert_eq!(mail["total"], 2, "{mail}");
+    assert_eq!(mail["sent"], 1, "{mail}");
+    let (_, log) = d
+        .get(&format!(
+            "/api/v1/deliveries?announcement_id={id}&outcome=cancelled"
+        ))
+        .await;
+    let skipped = log["items"].as_array().unwrap();
+    assert_eq!(skipped.len(), 1, "{log}");
+    assert_eq!(
+        skipped[0]["error"], "the subscriber unsubscribed or was removed",
+        "{log}"
+    );
+    // The one who stayed got the message, at the address the claim read with it.
+    let received = smtp.messages();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].rcpt_to, vec!["stays@example.jp".to_string()]);
+}
+on_both!(a_copy_whose_subscriber_left_is_skipped);
+
 async fn auth_failure_pauses_the_channel_until_resumed(backend: Backend) {
     let smtp = FakeSmtp::start(FakeSmtpOptions {
         credentials: Some(("noroshi".into(), "right-password-3f9a".into())),

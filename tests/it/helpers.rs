@@ -443,6 +443,31 @@ impl Daemon {
         let (status, v) = self.import("text/csv", &csv).await;
         assert_eq!(status, StatusCode::OK, "{v}");
     }
+
+    /// The id of the subscriber with this address (from `GET /api/v1/subscribers`).
+    pub async fn subscriber_id(&self, email: &str) -> i64 {
+        let (_, list) = self.get("/api/v1/subscribers").await;
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["email"] == email)
+            .unwrap_or_else(|| panic!("no subscriber {email}: {list}"))["id"]
+            .as_i64()
+            .unwrap()
+    }
+
+    /// What `DELETE /api/v1/subscribers/{id}` answers, as an admin.
+    pub async fn delete_subscriber(&self, id: i64) -> StatusCode {
+        self.request(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/subscribers/{id}"),
+            Some(ADMIN),
+            None,
+        )
+        .await
+        .0
+    }
 }
 
 impl Drop for Daemon {

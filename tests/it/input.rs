@@ -333,33 +333,9 @@ async fn subscriber_refusals_store_nothing(backend: Backend) {
     let (s, _) = d.import("application/json", "[]").await;
     assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     // Delete.
-    let (_, list) = d.get("/api/v1/subscribers").await;
-    let id = list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["email"] == "hanako@example.jp")
-        .unwrap()["id"]
-        .as_i64()
-        .unwrap();
-    let (s, _) = d
-        .request(
-            reqwest::Method::DELETE,
-            &format!("/api/v1/subscribers/{id}"),
-            Some(ADMIN),
-            None,
-        )
-        .await;
-    assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, _) = d
-        .request(
-            reqwest::Method::DELETE,
-            &format!("/api/v1/subscribers/{id}"),
-            Some(ADMIN),
-            None,
-        )
-        .await;
-    assert_eq!(s, StatusCode::NOT_FOUND);
+    let id = d.subscriber_id("hanako@example.jp").await;
+    assert_eq!(d.delete_subscriber(id).await, StatusCode::NO_CONTENT);
+    assert_eq!(d.delete_subscriber(id).await, StatusCode::NOT_FOUND);
     let (_, list) = d.get("/api/v1/subscribers").await;
     assert_eq!(list["active"], 1);
 }
