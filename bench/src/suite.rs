@@ -439,8 +439,8 @@ impl<'a> Suite<'a> {
             f.rate,
             cpu.as_secs_f64(),
             f.cpu_us,
-            switches as f64 / n as f64,
             pg.map_or(String::new(), |us| format!(" (PostgreSQL backends {us:.0} µs)")),
+            switches as f64 / n as f64,
             f.mean_bytes
         );
         Ok(f)

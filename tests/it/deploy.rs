@@ -692,6 +692,47 @@ async fn container_and_kubernetes_files_hold_together() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Scheduling
+
+/// The scheduling policy of each thread of `pid`, by thread name (`/proc/<pid>/task/*/stat`,
+/// field 41; 0 is SCHED_OTHER, 3 SCHED_BATCH).
+fn thread_policies(pid: u32) -> Vec<(String, u32)> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .filter_map(|t| {
+            let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
+            let (name, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
+            // `rest` starts at field 3: field 41 is its 39th.
+            let policy = rest.split_whitespace().nth(38)?.parse().ok()?;
+            Some((name.to_string(), policy))
+        })
+        .collect()
+}
+
+/// The runtime's threads run as SCHED_BATCH (src/cli.rs says why: a woken runtime thread
+/// no longer preempts a SQLite thread inside sqlx's channel lock); SQLite's threads and the
+/// main thread keep the default policy.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_threads_are_scheduled_as_batch() {
+    let d = Daemon::builder(Backend::Sqlite).start().await;
+    let threads = thread_policies(d.pid());
+    let runtime: Vec<_> = threads
+        .iter()
+        .filter(|(name, _)| name.starts_with("tokio-runtime") || name.starts_with("tokio-rt"))
+        .collect();
+    assert!(!runtime.is_empty(), "no runtime thread among {threads:?}");
+    assert!(runtime.iter().all(|(_, p)| *p == 3), "{threads:?}");
+    let sqlite: Vec<_> = threads
+        .iter()
+        .filter(|(name, _)| name.starts_with("sqlx-sqlite"))
+        .collect();
+    assert!(!sqlite.is_empty(), "no SQLite thread among {threads:?}");
+    assert!(sqlite.iter().all(|(_, p)| *p == 0), "{threads:?}");
+}
+
+// ---------------------------------------------------------------------------------------
 // noroshi healthcheck
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
