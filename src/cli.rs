@@ -161,8 +161,8 @@ struct StatusArgs {
 /// SQLite connection on a thread of its own and hands every statement and every result
 /// across a channel whose lock is held while it wakes the other side; on a busy core the
 /// woken runtime thread preempted the SQLite thread inside that lock, found it locked,
-/// slept, and was woken again: two to four context switches per hand-off, a fifth of the
-/// daemon's CPU on one core (docs/PERFORMANCE.md). Other threads (SQLite's, other
+/// slept, and was woken again: with the daemon on one core, context switches took about a
+/// third of its CPU before and about a seventh after (docs/PERFORMANCE.md). Other threads (SQLite's, other
 /// processes') keep the default policy.
 fn batch_scheduling() {
     #[cfg(target_os = "linux")]

@@ -90,8 +90,7 @@ pub async fn claim(
     // and autovacuum off).
     let sql = format!(
         "WITH claimed AS (\
-             UPDATE deliveries SET status = 'in_flight', lease_owner = $1, lease_until = $2, \
-                 attempts = attempts + 1, first_attempt_at = COALESCE(first_attempt_at, $3), updated_at = $3 \
+             UPDATE deliveries SET {LEASE} \
              WHERE id IN (SELECT id FROM deliveries WHERE {DUE} \
                  ORDER BY lane DESC, run_after, id LIMIT $6 FOR UPDATE SKIP LOCKED) \
              RETURNING id, announcement_id, channel, kind, unit_index, subscriber_id, lane, attempts, \
@@ -162,6 +161,11 @@ const DUE: &str = "channel = $4 AND status IN ('pending', 'retrying') AND run_af
          WHERE a.id = deliveries.announcement_id \
            AND (a.status IN ('cancelled', 'awaiting_confirmation', 'awaiting_approval') OR ($7 AND a.exercise)))";
 
+/// What a claim sets on each row it takes: `$1` the owner, `$2` the lease's end, `$3` now.
+const LEASE: &str =
+    "status = 'in_flight', lease_owner = $1, lease_until = $2, attempts = attempts + 1, \
+     first_attempt_at = COALESCE(first_attempt_at, $3), updated_at = $3";
+
 /// One claimed row as the SQLite claim reads it (see [`claim_sqlite`]).
 type ClaimedRow = (
     i64,            // id
@@ -183,9 +187,9 @@ type ClaimedRow = (
 
 /// The claim on SQLite: in one write transaction, the due rows with their recipients read
 /// as one JSON array (one row), then those rows leased by id. sqlx hands every result row
-/// from its SQLite thread to the runtime one at a time, and on a busy core each hand-off is
-/// a context switch or two; an `UPDATE … RETURNING` of 64 rows plus a read of their 64
-/// recipients cost about 130 of them, this claim about 8. (SQLite has no UPDATE inside
+/// from its SQLite thread to the runtime one at a time, and on a busy core each hand-off may
+/// cost context switches; an `UPDATE … RETURNING` of 64 rows plus a read of their 64
+/// recipients handed over about 130 rows, this claim hands over one. (SQLite has no UPDATE inside
 /// WITH, which is how PostgreSQL does it in one statement.) `BEGIN IMMEDIATE` holds the
 /// write lock from the read to the update, so the rows read are the rows leased.
 async fn claim_sqlite(db: &Db, c: &ClaimArgs<'_>) -> Result<Vec<Claimed>> {
@@ -206,10 +210,8 @@ async fn claim_sqlite(db: &Db, c: &ClaimArgs<'_>) -> Result<Vec<Claimed>> {
         if !found.is_empty() {
             let ids = serde_json::to_string(&found.iter().map(|r| r.0).collect::<Vec<_>>())
                 .expect("a list of integers serialises");
-            let leased = sqlx::query(
-                "UPDATE deliveries SET status = 'in_flight', lease_owner = $1, lease_until = $2, \
-                     attempts = attempts + 1, first_attempt_at = COALESCE(first_attempt_at, $3), updated_at = $3 \
-                 WHERE id IN (SELECT value FROM json_each($4))")
+            let lease = format!("UPDATE deliveries SET {LEASE} WHERE id IN (SELECT value FROM json_each($4))");
+            let leased = sqlx::query(&lease)
                 .bind(c.owner)
                 .bind(c.lease_until)
                 .bind(c.now)
