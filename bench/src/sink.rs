@@ -1,6 +1,7 @@
 //! A counting SMTP sink on 127.0.0.1: one task per connection, any number of connections at
 //! once, tolerant of pipelining (every complete command in the buffer is answered, the
-//! answers go out in one write when the client waits). It counts completed DATA transfers
+//! answers go out in one write when the client waits), with `CHUNKING` (RFC 3030: `BDAT`)
+//! as Postfix has offered since 3.4. It counts completed DATA and `BDAT … LAST` transfers
 //! and keeps the unsubscribe tokens of the first few (from `List-Unsubscribe:
 //! <…/unsubscribe?t=TOKEN>`), so the disaster bench can POST real one-click unsubscribes.
 //! Nothing else of a message is kept, so a million mails cost no memory.
@@ -13,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -124,6 +125,7 @@ async fn session(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
     let mut out: Vec<u8> = Vec::with_capacity(1024);
     out.extend_from_slice(b"220 sink.bench.test ESMTP\r\n");
     let mut line = Vec::with_capacity(1024);
+    let mut chunk = Vec::with_capacity(16 * 1024);
     let (mut in_data, mut in_headers) = (false, false);
     loop {
         if read.buffer().is_empty() && !out.is_empty() {
@@ -138,10 +140,7 @@ async fn session(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
             shared.bytes.fetch_add(line.len() as u64, Ordering::Relaxed);
             if line == b".\r\n" || line == b".\n" {
                 in_data = false;
-                let n = shared.count.fetch_add(1, Ordering::SeqCst) + 1;
-                let at = shared.epoch.elapsed().as_nanos() as u64;
-                shared.last_ns.fetch_max(at, Ordering::SeqCst);
-                let _ = write!(Bytes(&mut out), "250 2.0.0 Ok: queued as B{n:010}\r\n");
+                accepted(shared, &mut out);
             } else if in_headers {
                 if line == b"\r\n" || line == b"\n" {
                     in_headers = false;
@@ -157,7 +156,41 @@ async fn session(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
             .map(|b| b.to_ascii_uppercase())
             .collect();
         let reply: &[u8] = match verb.as_slice() {
-            b"EHLO" => b"250-sink.bench.test\r\n250-PIPELINING\r\n250-SIZE 10485760\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n",
+            b"EHLO" => b"250-sink.bench.test\r\n250-PIPELINING\r\n250-CHUNKING\r\n250-SIZE 10485760\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n",
+            b"MAIL" => {
+                in_headers = true;
+                b"250 2.0.0 Ok\r\n"
+            }
+            b"BDAT" => {
+                // `BDAT <size> [LAST]`, then exactly `size` octets of the message.
+                let text = String::from_utf8_lossy(&line);
+                let mut words = text.split_whitespace().skip(1);
+                let Some(size) = words.next().and_then(|s| s.parse::<u64>().ok()) else {
+                    out.extend_from_slice(b"501 5.5.4 Syntax: BDAT count [LAST]\r\n");
+                    write.write_all(&out).await?;
+                    return Ok(());
+                };
+                let last = words.next().is_some_and(|w| w.eq_ignore_ascii_case("LAST"));
+                chunk.clear();
+                (&mut read).take(size).read_to_end(&mut chunk).await?;
+                shared.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                for line in chunk.split_inclusive(|&b| b == b'\n') {
+                    if !in_headers || shared.want_tokens == 0 {
+                        break;
+                    }
+                    if line == b"\r\n" || line == b"\n" {
+                        in_headers = false;
+                    } else {
+                        capture_token(line, shared);
+                    }
+                }
+                if last {
+                    accepted(shared, &mut out);
+                } else {
+                    out.extend_from_slice(b"250 2.0.0 Ok\r\n");
+                }
+                continue;
+            }
             b"HELO" => b"250 sink.bench.test\r\n",
             b"DATA" => {
                 in_data = true;
@@ -173,6 +206,14 @@ async fn session(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
         };
         out.extend_from_slice(reply);
     }
+}
+
+/// One more message counted, and its reply.
+fn accepted(shared: &Shared, out: &mut Vec<u8>) {
+    let n = shared.count.fetch_add(1, Ordering::SeqCst) + 1;
+    let at = shared.epoch.elapsed().as_nanos() as u64;
+    shared.last_ns.fetch_max(at, Ordering::SeqCst);
+    let _ = write!(Bytes(out), "250 2.0.0 Ok: queued as B{n:010}\r\n");
 }
 
 /// `write!` into a byte buffer.
@@ -256,6 +297,32 @@ mod tests {
         assert_eq!(sink.count(), 2, "{answers}");
         assert!(answers.ends_with("221 2.0.0 Bye\r\n"), "{answers}");
         assert_eq!(answers.matches("354 ").count(), 2, "{answers}");
+
+        // `BDAT`: a chunk, then the last one, with a line that would end a DATA transfer.
+        let chunks = Sink::start(1).await;
+        let mut s = TcpStream::connect(("127.0.0.1", chunks.port()))
+            .await
+            .unwrap();
+        let head = "List-Unsubscribe: <https://x.jp/unsubscribe?t=tok-1>\r\n\r\n";
+        let tail = ".\r\nbody\r\n";
+        let chunked = format!(
+            "EHLO c\r\nMAIL FROM:<a@x.jp>\r\nRCPT TO:<b@x.jp>\r\nBDAT {} \r\n{head}BDAT {} LAST\r\n{tail}QUIT\r\n",
+            head.len(),
+            tail.len()
+        );
+        s.write_all(chunked.as_bytes()).await.unwrap();
+        let mut answers = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut s, &mut answers)
+            .await
+            .unwrap();
+        assert!(answers.contains("250-CHUNKING\r\n"), "{answers}");
+        assert_eq!(chunks.count(), 1, "{answers}");
+        assert_eq!(chunks.bytes(), (head.len() + tail.len()) as u64);
+        assert_eq!(chunks.tokens(), vec!["tok-1".to_string()]);
+        assert!(
+            answers.ends_with("queued as B0000000001\r\n221 2.0.0 Bye\r\n"),
+            "{answers}"
+        );
 
         let took = crate::blaster::blast(sink.port(), 4, 101, 500)
             .await

@@ -14,6 +14,9 @@ pub(crate) enum Step {
     Data,
     /// The message was sent and `CRLF.CRLF` written; waiting for the final reply.
     EndOfData,
+    /// MAIL, RCPT, `BDAT <size> LAST` and the message went out in one write (RFC 3030):
+    /// a failure without a reply is uncertain from the first reply on.
+    Chunk,
 }
 
 impl Step {
@@ -24,7 +27,13 @@ impl Step {
             Step::Rcpt => "RCPT TO",
             Step::Data => "DATA",
             Step::EndOfData => "end of DATA",
+            Step::Chunk => "BDAT",
         }
+    }
+
+    /// The whole message may already be with the server.
+    fn message_sent(self) -> bool {
+        matches!(self, Step::EndOfData | Step::Chunk)
     }
 }
 
@@ -134,8 +143,9 @@ pub(crate) fn reply_error(step: Step, code: u16, text: &str) -> DeliveryError {
 /// A step that got no reply in time.
 pub(crate) fn timeout_error(step: Step, secs: u64) -> DeliveryError {
     match step {
-        Step::EndOfData => DeliveryError::uncertain(format!(
-            "no reply within {secs} s after the end of the message: the server may have queued it"
+        _ if step.message_sent() => DeliveryError::uncertain(format!(
+            "{}: no reply within {secs} s after the message was sent: the server may have queued it",
+            step.as_str()
         )),
         _ => DeliveryError::transient(format!("{}: no reply within {secs} s", step.as_str())),
     }
@@ -145,7 +155,8 @@ pub(crate) fn timeout_error(step: Step, secs: u64) -> DeliveryError {
 ///
 /// lettre's `Error` says *what* failed (`is_timeout`, `is_tls`, `status()`, …) but not
 /// *when*; the step we were in says that. A reply code always wins: the server answered,
-/// so nothing is ambiguous. Without one, only [`Step::EndOfData`] is uncertain.
+/// so nothing is ambiguous. Without one, only the steps after the whole message went out
+/// ([`Step::EndOfData`], [`Step::Chunk`]) are uncertain.
 pub(crate) fn lettre_error(step: Step, err: &lettre::transport::smtp::Error) -> DeliveryError {
     if let Some(code) = err.status() {
         let text = std::error::Error::source(err)
@@ -165,7 +176,7 @@ pub(crate) fn lettre_error(step: Step, err: &lettre::transport::smtp::Error) -> 
         "network error"
     };
     let message = format!("{}: {what}: {}", step.as_str(), clean(&err.to_string()));
-    if step == Step::EndOfData {
+    if step.message_sent() {
         return DeliveryError::uncertain(format!(
             "{message} (after the whole message was sent: the server may have queued it)"
         ));

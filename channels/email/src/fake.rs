@@ -1,8 +1,9 @@
 //! A real ESMTP submission server on 127.0.0.1 for tests (CHANNELS.md §4.6).
 //!
-//! It speaks `EHLO`/`HELO` (advertising `PIPELINING`, `SIZE`, `8BITMIME`,
+//! It speaks `EHLO`/`HELO` (advertising `PIPELINING`, `CHUNKING`, `SIZE`, `8BITMIME`,
 //! `ENHANCEDSTATUSCODES`, `AUTH PLAIN LOGIN`), `AUTH PLAIN` and `AUTH LOGIN`, `MAIL`, `RCPT`,
-//! `DATA` (un-dot-stuffing), `RSET`, `NOOP`, `VRFY` and `QUIT` with Postfix-like replies,
+//! `DATA` (un-dot-stuffing), `BDAT` (RFC 3030, chunks taken verbatim), `RSET`, `NOOP`,
+//! `VRFY` and `QUIT` with Postfix-like replies,
 //! and keeps every accepted message raw with its envelope. `STARTTLS` is not offered, so
 //! point the adapter at it with `tls = "none"`.
 //!
@@ -10,11 +11,13 @@
 //! - `bounce-*` → `550 5.1.1` at `RCPT` (unknown user);
 //! - `tempfail-*` → `451 4.3.0` at `RCPT`;
 //! - `full-*` → `552 5.2.2` at `RCPT` (mailbox full);
-//! - `spam-*` → accepted at `RCPT`, `554 5.7.1` after `DATA` (policy rejection);
+//! - `spam-*` → accepted at `RCPT`, `554 5.7.1` after `DATA` or `BDAT … LAST` (policy
+//!   rejection);
 //! - anything set with [`FakeSmtp::set_rcpt_reply`].
 //!
 //! Knobs (changeable while it runs): `421` on connect, drop the connection after the end
-//! of `DATA` (the message is kept: "queued, but the client never heard"), a delay before
+//! of `DATA` or the last `BDAT` chunk (the message is kept: "queued, but the client never
+//! heard"), a delay before
 //! the greeting or before the final reply, and counting messages without keeping them
 //! (for throughput runs). No knob sleeps unless a test sets a delay.
 
@@ -48,6 +51,8 @@ pub struct FakeSmtpOptions {
     /// reply to the previous one is refused, `503 5.5.0`, as Postfix's
     /// `reject_unauth_pipelining` does.
     pub pipelining: bool,
+    /// Advertise `CHUNKING` (RFC 3030) and accept `BDAT`, as Postfix does since 3.4.
+    pub chunking: bool,
 }
 
 impl Default for FakeSmtpOptions {
@@ -58,6 +63,7 @@ impl Default for FakeSmtpOptions {
             count_only: false,
             hostname: "smtp.fake.test".into(),
             pipelining: true,
+            chunking: true,
         }
     }
 }
@@ -93,6 +99,8 @@ struct Shared {
     auth_failures: AtomicUsize,
     /// Commands that arrived with the next one already behind them (pipelined).
     pipelined: AtomicUsize,
+    /// Messages that arrived by `BDAT` rather than `DATA`.
+    chunked: AtomicUsize,
     next_id: AtomicU64,
     reject_connections: AtomicBool,
     drop_after_data: AtomicBool,
@@ -177,12 +185,19 @@ impl FakeSmtp {
         self.shared.connections.load(Ordering::SeqCst)
     }
 
-    /// `AUTH` attempts refused with `535`.
-    /// Commands sent before the reply to the previous one (RFC 2920 pipelining).
+    /// Commands sent before the reply to the previous one (RFC 2920 pipelining); `BDAT`
+    /// is not counted, its chunk always follows it.
     pub fn pipelined_commands(&self) -> usize {
         self.shared.pipelined.load(Ordering::SeqCst)
     }
 
+    /// Messages accepted or refused at the end of a `BDAT … LAST` (RFC 3030) rather than
+    /// of `DATA`.
+    pub fn chunked_messages(&self) -> usize {
+        self.shared.chunked.load(Ordering::SeqCst)
+    }
+
+    /// `AUTH` attempts refused with `535`.
     pub fn auth_failures(&self) -> usize {
         self.shared.auth_failures.load(Ordering::SeqCst)
     }
@@ -244,6 +259,8 @@ struct Session {
     authenticated: bool,
     mail_from: Option<String>,
     rcpt_to: Vec<String>,
+    /// `BDAT` chunks of the message in progress.
+    chunks: Vec<u8>,
 }
 
 enum Next {
@@ -262,6 +279,7 @@ impl Session {
             authenticated: false,
             mail_from: None,
             rcpt_to: Vec::new(),
+            chunks: Vec::new(),
         }
     }
 
@@ -299,8 +317,10 @@ impl Session {
                 Some((v, a)) => (v.to_ascii_uppercase(), a.trim().to_string()),
                 None => (text.to_ascii_uppercase(), String::new()),
             };
-            // More commands already waiting behind this one: the client pipelined.
-            if !read.buffer().is_empty() {
+            // More commands already waiting behind this one: the client pipelined. (A
+            // `BDAT` chunk behind its command is the command's own data.)
+            let chunk_command = verb == "BDAT" && self.options.chunking;
+            if !read.buffer().is_empty() && !chunk_command {
                 self.shared.pipelined.fetch_add(1, Ordering::SeqCst);
                 if !self.options.pipelining {
                     write
@@ -315,11 +335,16 @@ impl Session {
                     self.reset();
                     let reply = if verb == "EHLO" {
                         format!(
-                            "250-{}\r\n{}250-SIZE {}\r\n250-8BITMIME\r\n\
+                            "250-{}\r\n{}{}250-SIZE {}\r\n250-8BITMIME\r\n\
                              250-ENHANCEDSTATUSCODES\r\n250 AUTH PLAIN LOGIN\r\n",
                             self.options.hostname,
                             if self.options.pipelining {
                                 "250-PIPELINING\r\n"
+                            } else {
+                                ""
+                            },
+                            if self.options.chunking {
+                                "250-CHUNKING\r\n"
                             } else {
                                 ""
                             },
@@ -346,6 +371,7 @@ impl Session {
                     Next::Continue
                 }
                 "DATA" => self.data(&mut read, &mut write).await?,
+                "BDAT" if chunk_command => self.bdat(&arg, &mut read, &mut write).await?,
                 "RSET" => {
                     self.reset();
                     write.write_all(b"250 2.0.0 Ok\r\n").await?;
@@ -381,6 +407,7 @@ impl Session {
     fn reset(&mut self) {
         self.mail_from = None;
         self.rcpt_to.clear();
+        self.chunks.clear();
     }
 
     async fn auth<R, W>(&mut self, arg: &str, read: &mut R, write: &mut W) -> std::io::Result<()>
@@ -600,6 +627,65 @@ impl Session {
                 raw.extend_from_slice(content);
             }
         }
+        self.finish(raw, write).await
+    }
+
+    /// `BDAT <size> [LAST]` (RFC 3030): exactly `size` octets follow the command line and
+    /// are taken as they are (no dot-stuffing); the reply to the `LAST` chunk is the
+    /// message's, as after `DATA`. A chunk without a transaction is read and refused, so
+    /// the session stays in step.
+    async fn bdat<R, W>(&mut self, arg: &str, read: &mut R, write: &mut W) -> std::io::Result<Next>
+    where
+        R: tokio::io::AsyncBufRead + Unpin,
+        W: tokio::io::AsyncWrite + Unpin,
+    {
+        let mut words = arg.split_whitespace();
+        let size = words.next().and_then(|s| s.parse::<u64>().ok());
+        let last = words.next().map(|w| w.eq_ignore_ascii_case("LAST"));
+        let (Some(size), Some(true) | None, None) = (size, last, words.next()) else {
+            // The chunk's length is unknown: the session cannot stay in step.
+            write
+                .write_all(b"501 5.5.4 Syntax: BDAT count [LAST]\r\n")
+                .await?;
+            return Ok(Next::Close);
+        };
+        let mut chunk = Vec::new();
+        (&mut *read).take(size).read_to_end(&mut chunk).await?;
+        if (chunk.len() as u64) < size {
+            // The client went away mid-chunk: nothing is queued.
+            return Ok(Next::Close);
+        }
+        let refusal: &[u8] = if self.mail_from.is_none() {
+            b"503 5.5.1 Error: need MAIL command\r\n"
+        } else if self.rcpt_to.is_empty() {
+            b"554 5.5.1 Error: no valid recipients\r\n"
+        } else {
+            b""
+        };
+        if !refusal.is_empty() {
+            self.chunks.clear();
+            write.write_all(refusal).await?;
+            return Ok(Next::Continue);
+        }
+        if self.chunks.len() <= self.options.max_size {
+            self.chunks.extend_from_slice(&chunk);
+        }
+        if last.is_none() {
+            let reply = format!("250 2.0.0 Ok: {size} octets received\r\n");
+            write.write_all(reply.as_bytes()).await?;
+            return Ok(Next::Continue);
+        }
+        self.shared.chunked.fetch_add(1, Ordering::SeqCst);
+        let raw = std::mem::take(&mut self.chunks);
+        self.finish(raw, write).await
+    }
+
+    /// The end of a message (`.` after `DATA`, or the last `BDAT` chunk): size and policy
+    /// checks, then kept and answered.
+    async fn finish<W>(&mut self, raw: Vec<u8>, write: &mut W) -> std::io::Result<Next>
+    where
+        W: tokio::io::AsyncWrite + Unpin,
+    {
         let mail_from = self.mail_from.take().unwrap_or_default();
         let rcpt_to = std::mem::take(&mut self.rcpt_to);
         if raw.len() > self.options.max_size {
@@ -646,7 +732,6 @@ impl Session {
     }
 }
 
-/// One line including its `\n`, bounded so a client cannot exhaust memory.
 /// A `334` challenge and the client's answer; `None` when it cancels with `*`.
 async fn ask<R, W>(prompt: &str, read: &mut R, write: &mut W) -> std::io::Result<Option<String>>
 where
@@ -664,6 +749,7 @@ where
     Ok((answer != "*").then_some(answer))
 }
 
+/// One line including its `\n`, bounded so a client cannot exhaust memory.
 async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
     read: &mut R,
     line: &mut Vec<u8>,

@@ -222,6 +222,12 @@ fn replies_are_classified_per_channels_4_5() {
         timeout_error(Step::EndOfData, 30).class,
         ErrorClass::Uncertain
     );
+    // `BDAT … LAST` went out with MAIL and RCPT: silence is uncertain, a reply is classed.
+    assert_eq!(timeout_error(Step::Chunk, 30).class, ErrorClass::Uncertain);
+    assert_eq!(
+        reply_error(Step::Chunk, 554, "5.7.1 rejected as spam").class,
+        ErrorClass::Permanent
+    );
 
     assert_eq!(enhanced_code("5.2.2 Mailbox full"), Some("5.2.2"));
     assert_eq!(enhanced_code("Mailbox full"), None);
@@ -302,6 +308,29 @@ fn data_is_dot_stuffed_with_crlf_and_terminated() {
     assert_eq!(dot_stuffed(b"a\r\nb\r\n"), "a\r\nb\r\n.\r\n");
     assert_eq!(dot_stuffed(b"a\r\nb\r\n.c\r\n"), "a\r\nb\r\n..c\r\n.\r\n");
     assert_eq!(dot_stuffed(b"a\nb\r\n"), "a\r\nb\r\n.\r\n");
+}
+
+#[test]
+fn a_chunk_is_the_message_without_stuffing_or_terminator() {
+    use crate::client::{dot_stuffed, Composed};
+    let copy = |message: &[u8]| Composed {
+        sender: "a@example.jp".parse().unwrap(),
+        rcpt: "b@example.jp".parse().unwrap(),
+        data: dot_stuffed(message),
+    };
+    for message in [
+        &b"a\r\nb\r\n"[..],
+        b".a\r\n..b\r\nc.\r\n.\r\n",
+        b"a\r\n.\r\n..\r\nb\r\n",
+    ] {
+        let chunk = copy(message);
+        assert_eq!(chunk.content().as_bytes(), message);
+    }
+    // A copy with no dotted line is lent, not copied.
+    assert!(matches!(
+        copy(b"a\r\nb\r\n").content(),
+        std::borrow::Cow::Borrowed(_)
+    ));
 }
 
 /// Each subscriber gets the announcement in their language (an `en-US` reader the `en`

@@ -341,7 +341,18 @@ fn rfc2047_vectors_decode_and_our_encoding_round_trips() {
 
 #[tokio::test]
 async fn per_recipient_refusals_are_classified_and_do_not_break_the_connection() {
-    let fake = FakeSmtp::start(FakeSmtpOptions::default()).await;
+    // The same classes whether the message follows `DATA` or `BDAT … LAST` (RFC 3030).
+    for chunking in [true, false] {
+        refusals_are_classified(chunking).await;
+    }
+}
+
+async fn refusals_are_classified(chunking: bool) {
+    let fake = FakeSmtp::start(FakeSmtpOptions {
+        chunking,
+        ..FakeSmtpOptions::default()
+    })
+    .await;
     let ch = channel(&config(fake.port()));
 
     let e = send(&ch, "bounce-1@example.jp", "d-1").await.unwrap_err();
@@ -385,6 +396,8 @@ async fn per_recipient_refusals_are_classified_and_do_not_break_the_connection()
     assert_eq!(msgs.len(), 1);
     assert_eq!(msgs[0].rcpt_to, vec!["hanako@example.jp".to_string()]);
     assert_eq!(fake.connections(), 1);
+    // The message refused after its content (spam-1) and the one accepted.
+    assert_eq!(fake.chunked_messages(), if chunking { 2 } else { 0 });
 }
 
 #[tokio::test]
@@ -469,7 +482,17 @@ async fn connection_failures_before_the_end_of_data_are_transient() {
 
 #[tokio::test]
 async fn no_reply_after_the_final_dot_is_uncertain() {
-    let fake = FakeSmtp::start(FakeSmtpOptions::default()).await;
+    for chunking in [true, false] {
+        no_reply_after_the_message_is_uncertain(chunking).await;
+    }
+}
+
+async fn no_reply_after_the_message_is_uncertain(chunking: bool) {
+    let fake = FakeSmtp::start(FakeSmtpOptions {
+        chunking,
+        ..FakeSmtpOptions::default()
+    })
+    .await;
     let ch = channel(&config(fake.port()));
 
     // The server keeps the message but answers after our 1 s timeout.
@@ -490,6 +513,7 @@ async fn no_reply_after_the_final_dot_is_uncertain() {
     let r = send(&ch, "taro@example.jp", "d-3").await.unwrap();
     let msgs = fake.messages();
     assert_eq!(r.remote_id.as_deref(), Some(msgs[2].queue_id.as_str()));
+    assert_eq!(fake.chunked_messages(), if chunking { 3 } else { 0 });
 }
 
 #[tokio::test]
@@ -626,7 +650,7 @@ async fn fake_speaks_pipelined_smtp_and_undoes_dot_stuffing() {
     .await
     .unwrap();
     let mut replies = Vec::new();
-    while replies.len() < 10 {
+    while replies.len() < 12 {
         line.clear();
         r.read_line(&mut line).await.unwrap();
         replies.push(line.trim_end().to_string());
@@ -664,6 +688,45 @@ async fn fake_speaks_pipelined_smtp_and_undoes_dot_stuffing() {
     let msg = fake.messages().remove(0);
     assert_eq!(msg.raw, b"Subject: x\r\n\r\n.leading dot\r\n");
     assert_eq!(msg.rcpt_to, vec!["b@example.jp".to_string()]);
+}
+
+#[tokio::test]
+async fn fake_takes_bdat_chunks_verbatim_and_stays_in_step_after_a_refusal() {
+    let fake = FakeSmtp::start(FakeSmtpOptions::default()).await;
+    let stream = tokio::net::TcpStream::connect(fake.addr).await.unwrap();
+    let (r, mut w) = stream.into_split();
+    let mut r = BufReader::new(r);
+    let first = "Subject: x\r\n\r\n";
+    let last = "..kept as sent\r\n.\r\n";
+    // A chunk before any recipient is read and refused; then a message in two chunks.
+    let script = format!(
+        "EHLO client.test\r\nBDAT 3 LAST\r\nabcRSET\r\nMAIL FROM:<a@example.jp>\r\n\
+         RCPT TO:<b@example.jp>\r\nBDAT {} \r\n{first}BDAT {} LAST\r\n{last}QUIT\r\n",
+        first.len(),
+        last.len()
+    );
+    w.write_all(script.as_bytes()).await.unwrap();
+    let mut replies = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut r, &mut replies)
+        .await
+        .unwrap();
+    assert!(replies.contains("250-CHUNKING\r\n"), "{replies}");
+    let tail: Vec<&str> = replies
+        .lines()
+        .skip_while(|l| *l != "250 AUTH PLAIN LOGIN")
+        .skip(1)
+        .collect();
+    assert_eq!(tail[0], "503 5.5.1 Error: need MAIL command", "{replies}");
+    assert_eq!(
+        &tail[1..4],
+        ["250 2.0.0 Ok", "250 2.1.0 Ok", "250 2.1.5 Ok"]
+    );
+    assert!(tail[4].starts_with("250 2.0.0 Ok: "), "{replies}");
+    assert!(tail[5].starts_with("250 2.0.0 Ok: queued as "), "{replies}");
+    assert_eq!(tail[6], "221 2.0.0 Bye");
+    let msg = fake.messages().remove(0);
+    assert_eq!(msg.text(), format!("{first}{last}"));
+    assert_eq!(fake.chunked_messages(), 1);
 }
 
 #[tokio::test]
@@ -735,11 +798,37 @@ async fn a_disaster_copy_never_waits_for_the_normal_pool() {
     assert_eq!(smtp.message_count(), drill_started + 1);
 }
 
+/// `raw` with the MIME boundary and the `Date:` line (both differ from build to build)
+/// replaced by fixed text.
+fn comparable(raw: &str) -> String {
+    let boundary = raw
+        .split("boundary=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a multipart boundary");
+    raw.replace(boundary, "BOUNDARY")
+        .split("\r\n")
+        .map(|line| {
+            if line.starts_with("Date: ") {
+                "Date: -"
+            } else {
+                line
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\r\n")
+}
+
+/// `PIPELINING` (RFC 2920) and `CHUNKING` (RFC 3030) are used only when the server offers
+/// them (`BDAT` only with both), and the message arrives the same either way.
 #[tokio::test]
-async fn pipelining_is_used_only_when_the_server_offers_it() {
-    for offered in [true, false] {
+async fn pipelining_and_chunking_are_used_only_when_the_server_offers_them() {
+    let mut received = Vec::new();
+    for (pipelining, chunking) in [(true, true), (true, false), (false, true)] {
+        let offered = format!("PIPELINING {pipelining}, CHUNKING {chunking}");
         let fake = FakeSmtp::start(FakeSmtpOptions {
-            pipelining: offered,
+            pipelining,
+            chunking,
             ..FakeSmtpOptions::default()
         })
         .await;
@@ -747,21 +836,43 @@ async fn pipelining_is_used_only_when_the_server_offers_it() {
         for i in 0..3 {
             send(&ch, &format!("r{i}@example.jp"), &format!("d-{i}"))
                 .await
-                .unwrap_or_else(|e| panic!("pipelining offered: {offered}: {e}"));
+                .unwrap_or_else(|e| panic!("{offered}: {e}"));
         }
-        // A refusal in the middle of a pipelined transaction leaves the connection in step.
+        // A refusal at RCPT in the middle of a pipelined transaction (with BDAT the server
+        // still reads the chunk and refuses it too) leaves the connection in step.
         fake.set_rcpt_reply("gone@example.jp", "550 5.1.1 User unknown");
         let e = send(&ch, "gone@example.jp", "d-9").await.unwrap_err();
-        assert_eq!(e.status, Some(550), "{e}");
+        assert_eq!(
+            (e.class.clone(), e.status),
+            (ErrorClass::Permanent, Some(550)),
+            "{e}"
+        );
+        assert!(e.message.starts_with("RCPT TO: "), "{e}");
         send(&ch, "r3@example.jp", "d-3")
             .await
             .expect("sent after a refusal");
         assert_eq!(fake.message_count(), 4);
         assert_eq!(fake.connections(), 1);
+        let chunked = if pipelining && chunking { 4 } else { 0 };
+        assert_eq!(fake.chunked_messages(), chunked, "{offered}");
         // MAIL and RCPT each arrive with the rest of the transaction behind them.
-        let expected = if offered { 2 * 5 } else { 0 };
-        assert_eq!(fake.pipelined_commands(), expected, "offered: {offered}");
+        let expected = if pipelining { 2 * 5 } else { 0 };
+        assert_eq!(fake.pipelined_commands(), expected, "{offered}");
+        let msg = fake.messages().remove(0);
+        assert_eq!(msg.rcpt_to, vec!["r0@example.jp".to_string()]);
+        received.push(msg.text());
     }
+    // The same message either way: nothing of DATA's terminator or stuffing in a chunk.
+    assert!(received[0].ends_with("--\r\n"), "{}", received[0]);
+    assert_eq!(comparable(&received[0]), comparable(&received[1]));
+    assert_eq!(comparable(&received[0]), comparable(&received[2]));
+    let parsed = MessageParser::default()
+        .parse(received[0].as_bytes())
+        .expect("a parseable message");
+    assert_eq!(parsed.subject(), Some("お知らせ"));
+    assert!(parsed
+        .body_text(0)
+        .is_some_and(|t| t.contains("\n.先頭がドットの行")));
 }
 
 #[tokio::test]
