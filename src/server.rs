@@ -213,6 +213,15 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         .then(|| config.channels.website.output_dir.clone());
     if let Some(dir) = &site_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        // The site's stable addresses (index, feeds) answer from the first request on: the
+        // website's healthcheck lays them out now, not when the health loop gets to it after
+        // the other channels (an SMTP server that never greets holds that loop for its
+        // timeout). Local disk only; the loop checks again every five minutes.
+        if let Some(c) = dispatcher.channels.iter().find(|c| c.name == "website") {
+            if let Err(e) = c.channel.healthcheck().await {
+                tracing::warn!(error = %e, "Could not lay out the website at start");
+            }
+        }
     }
     let templates = load_templates(&config, &channels)?;
     let state: SharedState = Arc::new(AppState {

@@ -179,6 +179,13 @@ max_attempts = 4
 format = "human"
 level = "info,noroshi=debug"
 
+# Not the default hourly collection (minute 0): a test running across the hour saw it fire
+# with a refused LINE token and show the channel `degraded` (CI, 18:00 UTC). Tests that
+# need reach collect through `POST /api/v1/reach/collect`; this fires only at 00:00 JST on
+# January 1st.
+[reach]
+schedule = "0 0 1 1 *"
+
 {extra}
 "#,
             data = data.display(),

@@ -108,6 +108,26 @@ async fn html_pages_are_locked_down_and_site_files_revalidate(backend: Backend) 
 }
 on_both!(html_pages_are_locked_down_and_site_files_revalidate);
 
+/// The site's stable addresses (its index and feeds) answer as soon as the daemon is ready,
+/// before the first announcement, even while another channel's healthcheck hangs (an SMTP
+/// server that accepts connections and never greets): the site is laid out at start, not
+/// when the periodic healthcheck reaches the website channel.
+async fn the_site_answers_as_soon_as_the_daemon_is_ready(backend: Backend) {
+    // Connections complete in the kernel's backlog; nobody ever says a word.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let d = Daemon::builder(backend)
+        .config(&email_config(port))
+        .start()
+        .await;
+    for path in ["/site/index.html", "/site/feed.atom", "/site/feed.rss"] {
+        let r = reqwest::get(format!("{}{path}", d.base)).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+    }
+    drop(silent);
+}
+on_both!(the_site_answers_as_soon_as_the_daemon_is_ready);
+
 /// Connection hygiene: a client that opens a connection and sends half a request is dropped
 /// after the header-read timeout, and so is a kept-alive connection that sends no next
 /// request (the idle timeout); beyond `server.max_connections` new connections are closed

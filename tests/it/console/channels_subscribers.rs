@@ -110,7 +110,8 @@ channel_secret = "it-line-secret"
     assert_eq!(location.as_deref(), Some("/channels"));
     let v = d.wait_status(&id, &["sent"], Duration::from_secs(30)).await;
     assert_eq!(channel(&v, "line")["status"], "sent", "{v}");
-    assert_eq!(line_state(&d).await["state"], "ok");
+    let state = line_state(&d).await;
+    assert_eq!(state["state"], "ok", "{state}\n{}", d.logs());
     let (_, html) = get_page(&d, &admin, "/channels").await;
     assert!(html.contains("正常") && !html.contains("停止中"), "{html}");
     assert!(!html.contains("action=\"/channels/line/resume\""), "{html}");
