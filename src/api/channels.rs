@@ -177,6 +177,10 @@ pub struct ResumeResult {
 
 /// Resume a paused channel after its credentials were fixed (admin).
 ///
+/// When the channel's last reach collection failed, it is collected again right away, in
+/// the background, so the old credentials' failure does not keep the channel shown
+/// `degraded` until the next scheduled collection.
+///
 /// Role: admin.
 #[utoipa::path(post, path = "/api/v1/channels/{name}/resume", operation_id = "resumeChannel", tag = "channels", params(("name" = String, Path, description = "line, x, facebook, email, website, or a webhook channel's name", example = "line")),
     responses((status = 200, description = "Resumed", body = ResumeResult), (status = 404, description = "No such enabled channel", body = Problem)),
@@ -193,6 +197,9 @@ pub async fn resume(
     store::channels::set_state(&state.db, &name, ChannelState::Ok, None).await?;
     state.dispatcher.set_paused(&name, false);
     tracing::info!(channel = %name, by = %caller.name, "Channel resumed");
+    // A reach collection that failed with the old credentials is tried again at once.
+    let (collecting, channel) = (state.clone(), name.clone());
+    tokio::spawn(async move { crate::reach::recollect_if_failed(&collecting, &channel).await });
     Ok(Json(ResumeResult {
         name,
         state: ChannelState::Ok.as_str(),

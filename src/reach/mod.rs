@@ -40,39 +40,7 @@ pub async fn collect(state: &SharedState) -> Vec<(String, usize, Option<String>)
     let started = crate::clock::now_ms();
     let mut out = Vec::new();
     for c in &state.channels {
-        let name = c.name().to_string();
-        let result = c.fetch_reach().await;
-        let (samples, error) = match result {
-            Ok(samples) => (
-                samples
-                    .into_iter()
-                    .map(|s| Sample {
-                        channel: name.clone(),
-                        period: period_of(&s.metric).into(),
-                        api_version: s.api_version.or_else(|| default_version(&name)),
-                        metric: s.metric,
-                        value: s.value as f64,
-                        subject: s.subject,
-                        collected_at: s.collected_at.timestamp_millis(),
-                        source: "api".into(),
-                        note: None,
-                        entered_by: None,
-                    })
-                    .collect::<Vec<_>>(),
-                None,
-            ),
-            Err(e) => (Vec::new(), Some(e.to_string())),
-        };
-        let n = samples.len();
-        crate::metrics::reach_collected(&name, error.is_none());
-        if let Err(e) = store::insert(&state.db, &samples).await {
-            tracing::warn!(channel = %name, error = %e, "Could not store reach samples");
-        }
-        if let Some(err) = &error {
-            tracing::warn!(channel = %name, error = %err, "Reach collection failed");
-        }
-        let _ = store::record_run(&state.db, &name, started, n as i64, error.as_deref()).await;
-        out.push((name, n, error));
+        out.push(collect_channel(state, c.as_ref(), started).await);
     }
     // Counted by the daemon: email subscribers and LINE friends from the webhook.
     let mut own = Vec::new();
@@ -99,6 +67,61 @@ pub async fn collect(state: &SharedState) -> Vec<(String, usize, Option<String>)
         .collect();
     let _ = store::insert(&state.db, &own).await;
     out
+}
+
+/// One channel's collection, stored with its run: (channel, samples, error).
+async fn collect_channel(
+    state: &SharedState,
+    c: &dyn noroshi_channel_core::Channel,
+    started: i64,
+) -> (String, usize, Option<String>) {
+    let name = c.name().to_string();
+    let (samples, error) = match c.fetch_reach().await {
+        Ok(samples) => (
+            samples
+                .into_iter()
+                .map(|s| Sample {
+                    channel: name.clone(),
+                    period: period_of(&s.metric).into(),
+                    api_version: s.api_version.or_else(|| default_version(&name)),
+                    metric: s.metric,
+                    value: s.value as f64,
+                    subject: s.subject,
+                    collected_at: s.collected_at.timestamp_millis(),
+                    source: "api".into(),
+                    note: None,
+                    entered_by: None,
+                })
+                .collect::<Vec<_>>(),
+            None,
+        ),
+        Err(e) => (Vec::new(), Some(e.to_string())),
+    };
+    let n = samples.len();
+    crate::metrics::reach_collected(&name, error.is_none());
+    if let Err(e) = store::insert(&state.db, &samples).await {
+        tracing::warn!(channel = %name, error = %e, "Could not store reach samples");
+    }
+    if let Some(err) = &error {
+        tracing::warn!(channel = %name, error = %err, "Reach collection failed");
+    }
+    let _ = store::record_run(&state.db, &name, started, n as i64, error.as_deref()).await;
+    (name, n, error)
+}
+
+/// After a channel is resumed (its credentials put right): when its last collection
+/// failed, collects it again now, so the channel is not shown `degraded` by a failure of
+/// the old credentials until the next scheduled collection.
+pub async fn recollect_if_failed(state: &SharedState, channel: &str) {
+    let failed = store::latest_runs(&state.db).await.is_ok_and(|runs| {
+        runs.iter()
+            .any(|(c, _, _, error)| c == channel && error.is_some())
+    });
+    if let Some(c) = state.channels.iter().find(|c| c.name() == channel) {
+        if failed {
+            collect_channel(state, c.as_ref(), crate::clock::now_ms()).await;
+        }
+    }
 }
 
 /// The collection loop: at every firing of `[reach] schedule` (crontab, Asia/Tokyo).

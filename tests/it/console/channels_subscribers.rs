@@ -26,7 +26,8 @@ async fn line_state(d: &Daemon) -> Value {
 
 /// LINE refuses the token: the page shows LINE as paused (in words), why, and what to do;
 /// staff cannot resume; an admin resumes it (with the CSRF token) once the token is right
-/// again, and the API then reports the channel working and the waiting post sent.
+/// again, and the API then reports the channel working (its failed reach collection done
+/// again) and the waiting post sent.
 async fn a_paused_channel_shows_its_cause_and_an_admin_resumes_it(backend: Backend) {
     let line = noroshi_line::fake::start(noroshi_line::fake::FakeOptions {
         access_token: "a-token-the-city-has-not-got".into(),
@@ -66,6 +67,10 @@ channel_secret = "it-line-secret"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // A reach collection meanwhile fails with the refused token.
+    let (status, collected) = d.post("/api/v1/reach/collect", ADMIN, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{collected}");
+    assert!(line_state(&d).await["platform"]["reach"]["error"].is_string());
     let http = client();
     // A viewer sees the state in words, the cause and what to do, but no resume button.
     let (viewer, _) = signed_in(&d, &http, "taro", PASSWORD).await;
@@ -110,8 +115,22 @@ channel_secret = "it-line-secret"
     assert_eq!(location.as_deref(), Some("/channels"));
     let v = d.wait_status(&id, &["sent"], Duration::from_secs(30)).await;
     assert_eq!(channel(&v, "line")["status"], "sent", "{v}");
-    let state = line_state(&d).await;
-    assert_eq!(state["state"], "ok", "{state}\n{}", d.logs());
+    // The resume collects LINE's reach again (the failed collection was the old token's),
+    // so the channel shows as working, not `degraded` until the next scheduled collection.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let state = line_state(&d).await;
+        if state["state"] == "ok" {
+            assert!(state["platform"]["reach"]["error"].is_null(), "{state}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{state}\n{}",
+            d.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let (_, html) = get_page(&d, &admin, "/channels").await;
     assert!(html.contains("正常") && !html.contains("停止中"), "{html}");
     assert!(!html.contains("action=\"/channels/line/resume\""), "{html}");
