@@ -353,6 +353,46 @@ async fn a_copy_whose_subscriber_left_is_skipped(backend: Backend) {
 }
 on_both!(a_copy_whose_subscriber_left_is_skipped);
 
+/// After an import, a fan-out reads its subscribers batch by batch along the index, in id
+/// order: never every active subscriber after the cursor and a sort, for each batch (what
+/// PostgreSQL plans for a table it has no statistics of; seen at 17 ms for a batch of 500
+/// with 38,000 subscribers, so a fan-out cost grew with the square of its size).
+async fn a_fan_out_reads_subscribers_along_the_index_after_an_import(backend: Backend) {
+    let d = Daemon::builder(backend).start().await;
+    d.add_subscribers(3_000, "resident").await;
+    let read = noroshi::queue::expand_batch_read("0", "500");
+    let plan: Vec<String> = {
+        use sqlx::Connection;
+        let url = d.database_url();
+        if backend == Backend::Sqlite {
+            use sqlx::Row;
+            let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::query(&format!("EXPLAIN QUERY PLAN {read}"))
+                .fetch_all(&mut c)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<String, _>("detail"))
+                .collect()
+        } else {
+            let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+            sqlx::query_scalar::<_, String>(&format!("EXPLAIN {read}"))
+                .fetch_all(&mut c)
+                .await
+                .unwrap()
+        }
+    };
+    let plan = plan.join("\n");
+    assert!(plan.contains("subscribers"), "{plan}");
+    for walk_all in ["Sort", "Bitmap", "TEMP B-TREE", "SCAN subscribers"] {
+        assert!(
+            !plan.contains(walk_all),
+            "the batch read plans as {walk_all}:\n{plan}"
+        );
+    }
+}
+on_both!(a_fan_out_reads_subscribers_along_the_index_after_an_import);
+
 async fn auth_failure_pauses_the_channel_until_resumed(backend: Backend) {
     let smtp = FakeSmtp::start(FakeSmtpOptions {
         credentials: Some(("noroshi".into(), "right-password-3f9a".into())),
