@@ -341,6 +341,31 @@ async fn subscriber_refusals_store_nothing(backend: Backend) {
 }
 on_both!(subscriber_refusals_store_nothing);
 
+/// An import is written a turn of rows at a time; addresses already subscribed (in any
+/// case) are counted as existing in whichever turn they fall, and left as they are.
+async fn an_import_counts_existing_addresses_in_every_turn(backend: Backend) {
+    let d = Daemon::builder(backend).start().await;
+    d.add_subscribers(500, "resident").await;
+    let mut csv = String::from("email,lang,topics\n");
+    for i in 0..600 {
+        if i < 500 {
+            csv.push_str(&format!("Resident{i}@Example.JP,en,\n"));
+        } else {
+            csv.push_str(&format!("resident{i}@example.jp,ja,\n"));
+        }
+    }
+    let (s, v) = d.import("text/csv", &csv).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["created"].as_u64(), v["existing"].as_u64()),
+        (Some(100), Some(500)),
+        "{v}"
+    );
+    let (_, list) = d.get("/api/v1/subscribers").await;
+    assert_eq!(list["active"], 600, "{list}");
+}
+on_both!(an_import_counts_existing_addresses_in_every_turn);
+
 async fn openapi_and_health(backend: Backend) {
     let d = Daemon::builder(backend).start().await;
     let (s, doc) = d
