@@ -737,8 +737,8 @@ pub async fn expand_batch(db: &Db, d: &Claimed, owner: &str, batch: i64) -> Resu
 /// The next batch of subscribers an expansion multiplies a unit by: the active ones after
 /// the cursor, in id order, at most `limit`. Read through `subscribers_active` in order, it
 /// costs the batch; planned as a scan of every active subscriber after the cursor and a
-/// sort (what PostgreSQL picks for a table it has no statistics of), it costs the whole
-/// list for every batch. Public for the test that checks the plan after an import.
+/// sort (what PostgreSQL picks for a table it has no statistics of), a batch costs the
+/// rest of the list. Public for the test that checks the plan after an import.
 pub fn expand_batch_read(cursor: &str, limit: &str) -> String {
     format!("SELECT id FROM subscribers WHERE status = 'active' AND id > {cursor} ORDER BY id LIMIT {limit}")
 }

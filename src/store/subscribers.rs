@@ -192,7 +192,7 @@ async fn activate_import(db: &Db, import_id: &str) -> Result<()> {
         // Fresh statistics for the planner, as after any bulk load: until the table is
         // analysed (autovacuum may take a minute, or never run), PostgreSQL guesses that few
         // subscribers are active and plans a fan-out's batch read as a scan of every active
-        // subscriber after the cursor and a sort, for each batch of every fan-out. ANALYZE
+        // subscriber after the cursor and a sort, for each batch it plans anew. ANALYZE
         // reads a sample (at most 30,000 rows), whatever the table's size.
         let analysed =
             write_pool!(db, p => sqlx::query("ANALYZE subscribers").execute(p).await.map(|_| ()));

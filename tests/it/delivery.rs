@@ -354,9 +354,9 @@ async fn a_copy_whose_subscriber_left_is_skipped(backend: Backend) {
 on_both!(a_copy_whose_subscriber_left_is_skipped);
 
 /// After an import, a fan-out reads its subscribers batch by batch along the index, in id
-/// order: never every active subscriber after the cursor and a sort, for each batch (what
-/// PostgreSQL plans for a table it has no statistics of; seen at 17 ms for a batch of 500
-/// with 38,000 subscribers, so a fan-out cost grew with the square of its size).
+/// order: never every active subscriber after the cursor and a sort (what PostgreSQL plans
+/// for a table it has no statistics of; seen at 17 ms for a batch of 500 with 38,000
+/// subscribers, and for most batches of that fan-out).
 async fn a_fan_out_reads_subscribers_along_the_index_after_an_import(backend: Backend) {
     let d = Daemon::builder(backend).start().await;
     d.add_subscribers(3_000, "resident").await;
