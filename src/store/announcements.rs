@@ -95,22 +95,59 @@ pub async fn insert_firing(
                     .execute(&mut *tx).await?;
             }
         }
-        for plan in plans {
-            sqlx::query(
-                "INSERT INTO announcement_channels (announcement_id, channel, rendering, audience) \
-                 VALUES ($1, $2, $3, $4)")
-                .bind(&a.id).bind(&plan.channel).bind(&plan.rendering).bind(&plan.audience)
-                .execute(&mut *tx).await?;
-            let kind = if plan.audience == "email_subscribers" { "expand" } else { "send" };
-            for unit in 0..plan.units {
-                sqlx::query(
-                    "INSERT INTO deliveries (announcement_id, channel, kind, unit_index, subscriber_id, lane, \
-                         status, attempts, run_after, idempotency_key, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, 0, $5, 'pending', 0, $6, $7, $8, $8)")
-                    .bind(&a.id).bind(&plan.channel).bind(kind).bind(unit as i32).bind(a.lane)
-                    .bind(run_after).bind(uuid::Uuid::new_v4().to_string()).bind(a.created_at)
-                    .execute(&mut *tx).await?;
+        // The channel plans in one statement and the first deliveries in another, however
+        // many channels and units: on PostgreSQL each statement is a round trip to a server
+        // that a backlog keeps busy, and a disaster alert's `202` waits for all of them.
+        if !plans.is_empty() {
+            let mut p = super::Params::new(db);
+            let values = plans
+                .iter()
+                .map(|_| format!("({})", p.list(4)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "INSERT INTO announcement_channels (announcement_id, channel, rendering, audience) VALUES {values}"
+            );
+            let mut q = sqlx::query(&sql);
+            for plan in plans {
+                q = q.bind(&a.id).bind(&plan.channel).bind(&plan.rendering).bind(&plan.audience);
             }
+            q.execute(&mut *tx).await?;
+        }
+        let units: Vec<(&NewChannelPlan, i32)> = plans
+            .iter()
+            .flat_map(|plan| (0..plan.units).map(move |unit| (plan, unit as i32)))
+            .collect();
+        if !units.is_empty() {
+            let mut p = super::Params::new(db);
+            let values = units
+                .iter()
+                .map(|_| {
+                    let [id, channel, kind, unit, lane, run_after, key, created, updated] =
+                        std::array::from_fn(|_| p.next());
+                    format!("({id}, {channel}, {kind}, {unit}, 0, {lane}, 'pending', 0, {run_after}, {key}, {created}, {updated})")
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "INSERT INTO deliveries (announcement_id, channel, kind, unit_index, subscriber_id, lane, \
+                     status, attempts, run_after, idempotency_key, created_at, updated_at) VALUES {values}"
+            );
+            let mut q = sqlx::query(&sql);
+            for (plan, unit) in &units {
+                let kind = if plan.audience == "email_subscribers" { "expand" } else { "send" };
+                q = q
+                    .bind(&a.id)
+                    .bind(&plan.channel)
+                    .bind(kind)
+                    .bind(*unit)
+                    .bind(a.lane)
+                    .bind(run_after)
+                    .bind(uuid::Uuid::new_v4().to_string())
+                    .bind(a.created_at)
+                    .bind(a.created_at);
+            }
+            q.execute(&mut *tx).await?;
         }
         true
     });
