@@ -419,10 +419,7 @@ pub async fn finish_batch(db: &Db, owner: &str, items: &[Finished]) -> Result<Ve
                 // from sqlx's SQLite thread each; see `claim_sqlite`), then the same fence in
                 // the update. The write lock is held from the one to the other.
                 let mut p = Params::new(db);
-                let values = (0..chunk.len())
-                    .map(|_| format!("({})", p.list(2)))
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                let values = p.rows(chunk.len(), 2);
                 let sql = format!(
                     "SELECT json_group_array(deliveries.id) FROM (VALUES {values}) AS v \
                      JOIN deliveries ON deliveries.id = v.column1 AND deliveries.attempts = v.column2 \
@@ -440,10 +437,7 @@ pub async fn finish_batch(db: &Db, owner: &str, items: &[Finished]) -> Result<Ve
             };
             let mut p = Params::new(db);
             let set = format!("sent_at = {}, updated_at = {}", p.next(), p.next());
-            let values = (0..chunk.len())
-                .map(|_| format!("({})", p.list(3)))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let values = p.rows(chunk.len(), 3);
             let sql = format!(
                 "UPDATE deliveries SET status = 'sent', remote_id = v.column3, {set}, last_error = NULL, \
                      uncertain = FALSE, lease_owner = NULL, lease_until = NULL \
@@ -514,10 +508,7 @@ pub async fn finish_batch(db: &Db, owner: &str, items: &[Finished]) -> Result<Ve
         let logged: Vec<usize> = order.iter().copied().filter(|&i| results[i]).collect();
         for chunk in logged.chunks(FINISH_ROWS) {
             let mut p = Params::new(db);
-            let values = (0..chunk.len())
-                .map(|_| format!("({})", p.list(12)))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let values = p.rows(chunk.len(), 12);
             let sql = format!(
                 "INSERT INTO delivery_attempts (delivery_id, announcement_id, channel, attempt, outcome, \
                      status_code, error, note, remote_id, worker, started_at, finished_at) VALUES {values}"
@@ -559,11 +550,7 @@ async fn finish_sent_postgres(
 ) -> Result<Vec<bool>> {
     let mut p = Params::new(db);
     let (at, me) = (p.next(), p.next());
-    let values = items
-        .iter()
-        .map(|_| format!("({})", p.list(6)))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let values = p.rows(items.len(), 6);
     let sql = format!(
         "WITH v (id, attempts, remote_id, outcome, note, started_at) AS (VALUES {values}), \
          sent AS (UPDATE deliveries d SET status = 'sent', remote_id = v.remote_id, sent_at = {at}, \

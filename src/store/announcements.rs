@@ -100,11 +100,7 @@ pub async fn insert_firing(
         // that a backlog keeps busy, and a disaster alert's `202` waits for all of them.
         if !plans.is_empty() {
             let mut p = super::Params::new(db);
-            let values = plans
-                .iter()
-                .map(|_| format!("({})", p.list(4)))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let values = p.rows(plans.len(), 4);
             let sql = format!(
                 "INSERT INTO announcement_channels (announcement_id, channel, rendering, audience) VALUES {values}"
             );

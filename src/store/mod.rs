@@ -775,6 +775,14 @@ impl Params {
             .collect::<Vec<_>>()
             .join(", ")
     }
+
+    /// `count` rows of `width` placeholders each, for a multi-row `VALUES`: `($1, $2), ($3, $4)`.
+    pub(crate) fn rows(&mut self, count: usize, width: usize) -> String {
+        (0..count)
+            .map(|_| format!("({})", self.list(width)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 #[cfg(test)]
