@@ -688,6 +688,35 @@ async fn sigterm_stops_cleanly_and_loses_nothing(backend: Backend) {
 }
 on_both!(sigterm_stops_cleanly_and_loses_nothing);
 
+/// The PostgreSQL suite creates a database per daemon; a test that passes drops it (a
+/// failed one keeps it, to look at), so runs do not pile databases up on the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passing_test_leaves_no_database_behind() {
+    let Some(admin) = postgres_url() else {
+        eprintln!("SKIPPED: PostgreSQL suite (set NOROSHI_TEST_POSTGRES_URL to run it)");
+        return;
+    };
+    let d = Daemon::builder(Backend::Postgres).start().await;
+    let url = d.database_url();
+    let name = url.rsplit('/').next().unwrap().to_string();
+    let exists = |name: String| {
+        let admin = admin.clone();
+        async move {
+            use sqlx::Connection;
+            let mut c = sqlx::PgConnection::connect(&admin).await.unwrap();
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM pg_database WHERE datname = $1")
+                .bind(name)
+                .fetch_one(&mut c)
+                .await
+                .unwrap()
+                == 1
+        }
+    };
+    assert!(exists(name.clone()).await, "{name} was not created");
+    drop(d);
+    assert!(!exists(name.clone()).await, "{name} is still there");
+}
+
 /// Two daemons on one PostgreSQL share the queue: the second wakes on the first's
 /// `NOTIFY` (its poll is a minute), both send, and nobody gets the message twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -92,6 +92,9 @@ pub struct Daemon {
     pub http: reqwest::Client,
     pub env: Vec<(String, String)>,
     starts: usize,
+    /// The PostgreSQL database this daemon's builder created (not one it was given):
+    /// dropped with the daemon when the test passed.
+    owned_database: Option<String>,
 }
 
 pub struct DaemonBuilder {
@@ -130,6 +133,7 @@ impl DaemonBuilder {
         if let Some((name, content)) = file {
             std::fs::write(dir.path().join(name), content).unwrap();
         }
+        let owned = self.database.is_none() && self.backend == Backend::Postgres;
         let db = match self.database {
             Some(url) => url,
             None => fresh_database(self.backend, dir.path()).await,
@@ -219,6 +223,7 @@ schedule = "0 0 1 1 *"
                 .unwrap(),
             env,
             starts: 0,
+            owned_database: owned.then(|| db.clone()),
         };
         d.spawn().await;
         d
@@ -485,6 +490,35 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
+        // A failed test keeps its database to look at; a passing one leaves none behind.
+        if let (Some(url), false) = (self.owned_database.take(), std::thread::panicking()) {
+            drop_database(&url);
+        }
+    }
+}
+
+/// Drops a test database (from a plain thread: `Drop` may run inside the test's runtime).
+fn drop_database(url: &str) {
+    let Some(admin) = postgres_url() else { return };
+    let name = url.rsplit('/').next().unwrap_or_default().to_string();
+    let dropped = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?
+            .block_on(async {
+                use sqlx::Connection;
+                let mut c = sqlx::PgConnection::connect(&admin).await?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut c)
+                    .await
+                    .map(|_| ())
+            })
+            .map_err(|e| e.to_string())
+    })
+    .join();
+    if let Ok(Err(e)) = dropped {
+        eprintln!("could not drop the test database: {e}");
     }
 }
 
