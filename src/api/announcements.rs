@@ -369,9 +369,31 @@ pub(crate) async fn accept_and_store(
         channels = stored.len(), exercise = submission.exercise, status = %status, "Announcement accepted");
     if status != "awaiting_confirmation" && status != "awaiting_approval" {
         if live_alert {
+            let a = &plan.announcement;
+            let renderings: Vec<(&str, &str)> = stored
+                .iter()
+                .map(|c| (c.channel.as_str(), c.rendering.as_str()))
+                .collect();
+            state.dispatcher.remember_alert(
+                &id,
+                a.exercise,
+                a.request_id.clone(),
+                a.scheduled_at.unwrap_or(0).max(a.created_at),
+                &renderings,
+            );
             // Disaster mode holds the paused channels' other work before this alert's
-            // first delivery is claimed.
-            state.dispatcher.sync_disaster_mode().await;
+            // first delivery is claimed. An alert that is itself in force turns it on
+            // without reading the alerts back; an all-clear may turn it off, so that one
+            // reads them.
+            let in_force = a.alert.as_ref().is_some_and(|al| {
+                al.kind != crate::store::alerts::AlertKind::AllClear
+                    && al.expires_at.is_none_or(|t| t > crate::clock::now_ms())
+            });
+            if in_force {
+                state.dispatcher.set_disaster_mode(true);
+            } else {
+                state.dispatcher.sync_disaster_mode().await;
+            }
         }
         if plan.announcement.scheduled_at.is_none() {
             for c in &plan.channels {

@@ -23,6 +23,17 @@ fn take_free(pool: &Arc<tokio::sync::Semaphore>, permits: &mut Vec<OwnedSemaphor
     }
 }
 
+/// The units of a stored rendering.
+fn units_of(rendering: &str) -> Result<Units, String> {
+    let value: serde_json::Value = serde_json::from_str(rendering).map_err(|e| e.to_string())?;
+    value
+        .get("units")
+        .and_then(|u| u.as_array())
+        .cloned()
+        .map(Arc::new)
+        .ok_or_else(|| "stored rendering has no units".to_string())
+}
+
 impl Dispatcher {
     pub(super) async fn acquire(
         &self,
@@ -233,15 +244,39 @@ impl Dispatcher {
             .await
             .map_err(|e| e.to_string())?
             .ok_or_else(|| "no rendering stored for this channel".to_string())?;
-        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-        let units = value
-            .get("units")
-            .and_then(|u| u.as_array())
-            .cloned()
-            .ok_or_else(|| "stored rendering has no units".to_string())?;
-        let units = Arc::new(units);
+        let units = units_of(&text)?;
         self.renderings.lock().unwrap().insert(key, units.clone());
         Ok(units)
+    }
+
+    /// Remembers a live alert this process has just accepted, so that its first attempts
+    /// read nothing back from the database (on PostgreSQL two round trips to a server a
+    /// backlog keeps busy). Renderings never change once stored. Normal announcements are
+    /// read when their turn comes: at thousands a second they would only crowd the caches.
+    pub fn remember_alert(
+        &self,
+        id: &str,
+        exercise: bool,
+        request_id: Option<String>,
+        due_at: i64,
+        renderings: &[(&str, &str)],
+    ) {
+        for (channel, text) in renderings {
+            if let Ok(units) = units_of(text) {
+                let key = (id.to_string(), channel.to_string());
+                self.renderings.lock().unwrap().insert(key, units);
+            }
+        }
+        let info = Arc::new(AnnouncementInfo {
+            exercise,
+            request_id,
+            due_at,
+            marked_sending: AtomicBool::new(false),
+        });
+        self.announcements
+            .lock()
+            .unwrap()
+            .insert(id.to_string(), info);
     }
 
     pub(super) async fn announcement_info(

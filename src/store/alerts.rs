@@ -75,17 +75,12 @@ impl NewAlert {
     }
 }
 
-/// The alert row's insert, run inside the announcement's transaction
-/// ([`super::announcements::insert`]).
-pub(crate) const INSERT: &str =
-    "INSERT INTO alerts (announcement_id, live, kind, follows, cap_sender, cap_identifier, \
-         cap_sent, cap_status, expires_at, created_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
-
-/// The SQL that ends the alert `$2` follows (an update, all-clear or correction was
-/// released): `$1` the time, `$2` the new announcement, `$3` the followed one.
-pub(crate) const END_FOLLOWED: &str =
-    "UPDATE alerts SET ended_at = $1, ended_by = $2 WHERE announcement_id = $3 AND ended_at IS NULL";
+/// The SQL that ends the alert an update, all-clear or correction follows, once it is
+/// released; its values in order: the time, the new announcement, the followed one.
+pub(crate) fn end_followed(p: &mut super::Params) -> String {
+    let [at, by, follows] = std::array::from_fn(|_| p.next());
+    format!("UPDATE alerts SET ended_at = {at}, ended_by = {by} WHERE announcement_id = {follows} AND ended_at IS NULL")
+}
 
 /// An alert with its announcement, as `/api/v1/alerts/active` shows it.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
@@ -244,7 +239,7 @@ pub async fn confirm(db: &Db, announcement_id: &str, by: &str) -> Result<Confirm
                     sqlx::query("UPDATE alerts SET confirmed_by = $1, confirmed_at = $2 WHERE announcement_id = $3")
                         .bind(by).bind(now).bind(announcement_id).execute(&mut *tx).await?;
                     if let (Some(follows), Some(_)) = (follows, kind.filter(|k| k != "alert")) {
-                        sqlx::query(END_FOLLOWED)
+                        sqlx::query(&end_followed(&mut super::Params::new(db)))
                             .bind(now).bind(announcement_id).bind(follows).execute(&mut *tx).await?;
                     }
                     Confirmed::Released(next.to_string())

@@ -41,6 +41,200 @@ pub struct NewChannelPlan {
     pub units: usize,
 }
 
+/// The statements that write an accepted announcement, in the order their values are bound
+/// (`bind_writes!` and the `bind_…!` macros below).
+struct Writes;
+
+impl Writes {
+    /// The parts' texts: one statement each, or (`one`) all of them as one statement.
+    fn sql(
+        db: &Db,
+        a: &NewAnnouncement,
+        plans: usize,
+        units: usize,
+        ends_followed: bool,
+        one: bool,
+    ) -> Vec<String> {
+        let mut p = super::Params::new(db);
+        let mut parts = Vec::new();
+        // Each statement numbers its placeholders from 1; one statement, all of them in turn.
+        let mut push = |text: String, p: &mut super::Params| {
+            parts.push(text);
+            if !one {
+                *p = super::Params::new(db);
+            }
+        };
+        push(
+            format!(
+                "INSERT INTO announcements (id, title, body, link, priority, lane, lang, exercise, status, \
+                     request, created_by, idempotency_key, request_hash, request_id, scheduled_at, created_at, updated_at) \
+                 VALUES ({})",
+                p.list(17)
+            ),
+            &mut p,
+        );
+        if a.alert.is_some() {
+            push(
+                format!(
+                    "INSERT INTO alerts (announcement_id, live, kind, follows, cap_sender, cap_identifier, \
+                         cap_sent, cap_status, expires_at, created_at) VALUES ({})",
+                    p.list(10)
+                ),
+                &mut p,
+            );
+            if ends_followed {
+                push(super::alerts::end_followed(&mut p), &mut p);
+            }
+        }
+        if plans > 0 {
+            push(
+                format!(
+                    "INSERT INTO announcement_channels (announcement_id, channel, rendering, audience) VALUES {}",
+                    p.rows(plans, 4)
+                ),
+                &mut p,
+            );
+        }
+        if units > 0 {
+            let values = (0..units)
+                .map(|_| {
+                    let [id, channel, kind, unit, lane, run_after, key, created, updated] =
+                        std::array::from_fn(|_| p.next());
+                    format!("({id}, {channel}, {kind}, {unit}, 0, {lane}, 'pending', 0, {run_after}, {key}, {created}, {updated})")
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            push(
+                format!(
+                    "INSERT INTO deliveries (announcement_id, channel, kind, unit_index, subscriber_id, lane, \
+                         status, attempts, run_after, idempotency_key, created_at, updated_at) VALUES {values}"
+                ),
+                &mut p,
+            );
+        }
+        if !one {
+            return parts;
+        }
+        let with = parts
+            .iter()
+            .enumerate()
+            .map(|(i, text)| format!("w{i} AS ({text})"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        vec![format!("WITH {with} SELECT 1")]
+    }
+}
+
+macro_rules! bind_announcement {
+    ($q:expr, $a:expr) => {{
+        let a = $a;
+        $q.bind(&a.id)
+            .bind(&a.title)
+            .bind(&a.body)
+            .bind(&a.link)
+            .bind(&a.priority)
+            .bind(a.lane)
+            .bind(&a.lang)
+            .bind(a.exercise)
+            .bind(&a.status)
+            .bind(&a.request)
+            .bind(&a.created_by)
+            .bind(&a.idempotency_key)
+            .bind(&a.request_hash)
+            .bind(&a.request_id)
+            .bind(a.scheduled_at)
+            .bind(a.created_at)
+            .bind(a.created_at)
+    }};
+}
+
+macro_rules! bind_alert {
+    ($q:expr, $a:expr, $alert:expr) => {{
+        let (a, alert) = ($a, $alert);
+        let cap = alert.cap.as_ref();
+        $q.bind(&a.id)
+            .bind(alert.live)
+            .bind(alert.kind.as_str())
+            .bind(&alert.follows)
+            .bind(cap.map(|c| &c.sender))
+            .bind(cap.map(|c| &c.identifier))
+            .bind(cap.map(|c| &c.sent))
+            .bind(&alert.cap_status)
+            .bind(alert.expires_at)
+            .bind(a.created_at)
+    }};
+}
+
+/// An update, all-clear or correction released now ends the alert it follows.
+macro_rules! bind_end_followed {
+    ($q:expr, $a:expr, $alert:expr) => {{
+        let (a, alert) = ($a, $alert);
+        $q.bind(a.created_at).bind(&a.id).bind(&alert.follows)
+    }};
+}
+
+macro_rules! bind_plans {
+    ($q:expr, $a:expr, $plans:expr) => {{
+        let a = $a;
+        let mut q = $q;
+        for plan in $plans {
+            q = q
+                .bind(&a.id)
+                .bind(&plan.channel)
+                .bind(&plan.rendering)
+                .bind(&plan.audience);
+        }
+        q
+    }};
+}
+
+macro_rules! bind_units {
+    ($q:expr, $a:expr, $units:expr) => {{
+        let a = $a;
+        let run_after = a.scheduled_at.unwrap_or(a.created_at);
+        let mut q = $q;
+        for (plan, unit) in $units {
+            let kind = if plan.audience == "email_subscribers" {
+                "expand"
+            } else {
+                "send"
+            };
+            q = q
+                .bind(&a.id)
+                .bind(&plan.channel)
+                .bind(kind)
+                .bind(*unit)
+                .bind(a.lane)
+                .bind(run_after)
+                .bind(uuid::Uuid::new_v4().to_string())
+                .bind(a.created_at)
+                .bind(a.created_at);
+        }
+        q
+    }};
+}
+
+/// Every part's values, in the order of [`Writes::sql`].
+macro_rules! bind_writes {
+    ($q:expr, $a:expr, $plans:expr, $units:expr, $ends_followed:expr) => {{
+        let a = $a;
+        let mut q = bind_announcement!($q, a);
+        if let Some(alert) = &a.alert {
+            q = bind_alert!(q, a, alert);
+            if $ends_followed {
+                q = bind_end_followed!(q, a, alert);
+            }
+        }
+        if !$plans.is_empty() {
+            q = bind_plans!(q, a, $plans);
+        }
+        if !$units.is_empty() {
+            q = bind_units!(q, a, $units);
+        }
+        q
+    }};
+}
+
 /// Writes the announcement, its channel plans and all its first deliveries in one
 /// transaction. A unique violation on (created_by, idempotency_key) comes back as
 /// `StoreError::Sql` with `is_unique_violation()`.
@@ -57,7 +251,28 @@ pub async fn insert_firing(
     plans: &[NewChannelPlan],
     firing: Option<&super::schedules::Firing>,
 ) -> Result<bool> {
-    let run_after = a.scheduled_at.unwrap_or(a.created_at);
+    let units: Vec<(&NewChannelPlan, i32)> = plans
+        .iter()
+        .flat_map(|plan| (0..plan.units).map(move |unit| (plan, unit as i32)))
+        .collect();
+    let ends_followed = a
+        .alert
+        .as_ref()
+        .is_some_and(|alert| alert.follows.is_some() && a.status != "awaiting_confirmation");
+    if db.is_postgres() && firing.is_none() {
+        // On PostgreSQL every statement is a round trip to a server that a backlog keeps
+        // busy, and a disaster alert's `202` waits for all of them: the whole acceptance is
+        // one statement there (its parts as data-modifying `WITH` queries, which commit or
+        // fail together; the foreign keys are checked at its end).
+        let sql = Writes::sql(db, a, plans.len(), units.len(), ends_followed, true);
+        write_pool!(db, p => {
+            let q = sqlx::query(&sql[0]);
+            let q = bind_writes!(q, a, plans, &units, ends_followed);
+            q.execute(p).await?;
+        });
+        return Ok(true);
+    }
+    let sql = Writes::sql(db, a, plans.len(), units.len(), ends_followed, false);
     let out = write_tx!(db, tx => {
         if let Some(f) = firing {
             let n = sqlx::query(super::schedules::CLAIM)
@@ -71,79 +286,22 @@ pub async fn insert_firing(
                 .bind(&f.schedule_id).bind(f.fire_at).bind(&a.id).bind(None::<String>).bind(a.created_at)
                 .execute(&mut *tx).await?;
         }
-        sqlx::query(
-            "INSERT INTO announcements (id, title, body, link, priority, lane, lang, exercise, status, \
-                 request, created_by, idempotency_key, request_hash, request_id, scheduled_at, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16)")
-            .bind(&a.id).bind(&a.title).bind(&a.body).bind(&a.link).bind(&a.priority).bind(a.lane)
-            .bind(&a.lang).bind(a.exercise).bind(&a.status).bind(&a.request).bind(&a.created_by)
-            .bind(&a.idempotency_key).bind(&a.request_hash).bind(&a.request_id).bind(a.scheduled_at)
-            .bind(a.created_at)
-            .execute(&mut *tx).await?;
+        let mut sql = sql.iter();
+        let mut next = || sqlx::query(sql.next().expect("one statement per part"));
+        bind_announcement!(next(), a).execute(&mut *tx).await?;
         if let Some(alert) = &a.alert {
-            let cap = alert.cap.as_ref();
-            sqlx::query(super::alerts::INSERT)
-                .bind(&a.id).bind(alert.live).bind(alert.kind.as_str()).bind(&alert.follows)
-                .bind(cap.map(|c| &c.sender)).bind(cap.map(|c| &c.identifier))
-                .bind(cap.map(|c| &c.sent)).bind(&alert.cap_status).bind(alert.expires_at)
-                .bind(a.created_at)
-                .execute(&mut *tx).await?;
-            // An update, all-clear or correction released now ends the alert it follows.
-            if let (Some(follows), true) = (&alert.follows, a.status != "awaiting_confirmation") {
-                sqlx::query(super::alerts::END_FOLLOWED)
-                    .bind(a.created_at).bind(&a.id).bind(follows)
-                    .execute(&mut *tx).await?;
+            bind_alert!(next(), a, alert).execute(&mut *tx).await?;
+            if ends_followed {
+                bind_end_followed!(next(), a, alert).execute(&mut *tx).await?;
             }
         }
         // The channel plans in one statement and the first deliveries in another, however
-        // many channels and units: on PostgreSQL each statement is a round trip to a server
-        // that a backlog keeps busy, and a disaster alert's `202` waits for all of them.
+        // many channels and units.
         if !plans.is_empty() {
-            let mut p = super::Params::new(db);
-            let values = p.rows(plans.len(), 4);
-            let sql = format!(
-                "INSERT INTO announcement_channels (announcement_id, channel, rendering, audience) VALUES {values}"
-            );
-            let mut q = sqlx::query(&sql);
-            for plan in plans {
-                q = q.bind(&a.id).bind(&plan.channel).bind(&plan.rendering).bind(&plan.audience);
-            }
-            q.execute(&mut *tx).await?;
+            bind_plans!(next(), a, plans).execute(&mut *tx).await?;
         }
-        let units: Vec<(&NewChannelPlan, i32)> = plans
-            .iter()
-            .flat_map(|plan| (0..plan.units).map(move |unit| (plan, unit as i32)))
-            .collect();
         if !units.is_empty() {
-            let mut p = super::Params::new(db);
-            let values = units
-                .iter()
-                .map(|_| {
-                    let [id, channel, kind, unit, lane, run_after, key, created, updated] =
-                        std::array::from_fn(|_| p.next());
-                    format!("({id}, {channel}, {kind}, {unit}, 0, {lane}, 'pending', 0, {run_after}, {key}, {created}, {updated})")
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
-            let sql = format!(
-                "INSERT INTO deliveries (announcement_id, channel, kind, unit_index, subscriber_id, lane, \
-                     status, attempts, run_after, idempotency_key, created_at, updated_at) VALUES {values}"
-            );
-            let mut q = sqlx::query(&sql);
-            for (plan, unit) in &units {
-                let kind = if plan.audience == "email_subscribers" { "expand" } else { "send" };
-                q = q
-                    .bind(&a.id)
-                    .bind(&plan.channel)
-                    .bind(kind)
-                    .bind(*unit)
-                    .bind(a.lane)
-                    .bind(run_after)
-                    .bind(uuid::Uuid::new_v4().to_string())
-                    .bind(a.created_at)
-                    .bind(a.created_at);
-            }
-            q.execute(&mut *tx).await?;
+            bind_units!(next(), a, &units).execute(&mut *tx).await?;
         }
         true
     });

@@ -179,17 +179,8 @@ async fn idempotency_key_gives_one_announcement(backend: Backend) {
     let send = |body: serde_json::Value| {
         let d = &d;
         async move {
-            let r = d
-                .http
-                .post(format!("{}/api/v1/announcements", d.base))
-                .bearer_auth(STAFF)
-                .header("Idempotency-Key", "press-release-2026-12-01")
-                .json(&body)
-                .send()
+            d.submit_keyed(STAFF, "press-release-2026-12-01", &body)
                 .await
-                .unwrap();
-            let status = r.status();
-            (status, r.json::<serde_json::Value>().await.unwrap())
         }
     };
     let (s1, a) = send(notice()).await;

@@ -28,6 +28,35 @@ async fn active(d: &Daemon) -> Value {
     v
 }
 
+/// The same live alert sent several times at once with one Idempotency-Key (a desk
+/// terminal retrying over a bad line) is stored once and whole: every answer names the one
+/// announcement, one alert is active, and its one page is published. The requests that lose
+/// the race fail on the key inside the acceptance's write (on PostgreSQL a single statement)
+/// and must leave nothing behind.
+async fn one_key_sent_at_once_stores_one_whole_alert(backend: Backend) {
+    let d = Daemon::builder(backend).start().await;
+    let body = alert("【警戒レベル4】避難指示 井上地区");
+    let sends = (0..8).map(|_| d.submit_keyed(DISASTER, "bousai-2026-11-29-0301", &body));
+    let answers = futures_util::future::join_all(sends).await;
+    let first = answers[0].1["id"].clone();
+    for (status, v) in &answers {
+        assert_eq!(*status, StatusCode::ACCEPTED, "{v}");
+        assert_eq!(v["id"], first, "{v}");
+    }
+    let id = first.as_str().unwrap();
+    d.wait_status(id, &["sent"], Duration::from_secs(30)).await;
+    assert_eq!(d.count_announcements().await, 1);
+    let alerts = active(&d).await;
+    let alerts = alerts["alerts"].as_array().unwrap();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["announcement_id"], first);
+    let a = d.announcement(id).await;
+    assert_eq!(channel(&a, "website")["sent"], 1, "{a}");
+    let pages = std::fs::read_dir(d.site_dir().join("a")).unwrap().count();
+    assert_eq!(pages, 1, "one page");
+}
+on_both!(one_key_sent_at_once_stores_one_whole_alert);
+
 /// With `[disaster] confirm = "second_person"` a live alert waits, unsent and not yet
 /// active, until a different disaster or admin caller confirms it; its author cannot. A
 /// drill does not wait.

@@ -401,6 +401,21 @@ impl Daemon {
             .await
     }
 
+    /// `POST /api/v1/announcements` with an `Idempotency-Key`.
+    pub async fn submit_keyed(&self, token: &str, key: &str, body: &Value) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .post(format!("{}/api/v1/announcements", self.base))
+            .bearer_auth(token)
+            .header("Idempotency-Key", key)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        (status, r.json::<Value>().await.unwrap())
+    }
+
     /// Submits and returns the id, asserting `202`.
     pub async fn submit(&self, body: Value) -> String {
         let (status, v) = self.post("/api/v1/announcements", STAFF, body).await;
