@@ -706,6 +706,17 @@ async fn a_passing_test_leaves_no_database_behind() {
     assert!(exists(name.clone()).await, "{name} was not created");
     drop(d);
     assert!(!exists(name.clone()).await, "{name} is still there");
+    // A database that two daemons share (made by the test itself) goes too, after them.
+    let tmp = tempfile::tempdir().unwrap();
+    let shared = shared_postgres_database(tmp.path()).await;
+    let name = shared.rsplit('/').next().unwrap().to_string();
+    let a = Daemon::builder(Backend::Postgres).database(&shared).start().await;
+    let b = Daemon::builder(Backend::Postgres).database(&shared).start().await;
+    assert!(exists(name.clone()).await, "{name} was not created");
+    drop((a, b));
+    assert!(exists(name.clone()).await, "{name} went with its daemons");
+    drop(shared);
+    assert!(!exists(name.clone()).await, "{name} is still there");
 }
 
 /// Two daemons on one PostgreSQL share the queue: the second wakes on the first's
@@ -719,7 +730,7 @@ async fn two_instances_share_one_postgres_queue() {
     let smtp = FakeSmtp::start(FakeSmtpOptions::default()).await;
     smtp.set_data_delay(Duration::from_millis(10));
     let tmp = tempfile::tempdir().unwrap();
-    let url = fresh_database(Backend::Postgres, tmp.path()).await;
+    let url = shared_postgres_database(tmp.path()).await;
     let config = format!(
         "{}\n",
         email_config(smtp.port()).replace("concurrency = 8", "concurrency = 2")
@@ -770,7 +781,7 @@ async fn a_killed_instance_leaves_its_work_to_the_other() {
     let smtp = FakeSmtp::start(FakeSmtpOptions::default()).await;
     smtp.set_data_delay(Duration::from_millis(5));
     let tmp = tempfile::tempdir().unwrap();
-    let url = fresh_database(Backend::Postgres, tmp.path()).await;
+    let url = shared_postgres_database(tmp.path()).await;
     let config = email_config(smtp.port());
     let mut a = Daemon::builder(Backend::Postgres)
         .config(&config)

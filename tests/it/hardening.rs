@@ -475,7 +475,7 @@ async fn two_instances_share_one_rate() {
     }
     let hook = noroshi_webhook::fake::start(None).await;
     let dir = tempfile::tempdir().unwrap();
-    let url = fresh_database(Backend::Postgres, dir.path()).await;
+    let url = shared_postgres_database(dir.path()).await;
     let section = webhook_section(&hook.url(), 40.0, 1);
     let a = Daemon::builder(Backend::Postgres)
         .database(&url)
@@ -626,7 +626,7 @@ async fn sigterm_mid_send_never_sends_twice() {
         .replace("burst = 200", "burst = 1")
         .replace("concurrency = 8", "concurrency = 6");
     let dir = tempfile::tempdir().unwrap();
-    let url = fresh_database(Backend::Postgres, dir.path()).await;
+    let url = shared_postgres_database(dir.path()).await;
     let mut a = Daemon::builder(Backend::Postgres)
         .database(&url)
         .config(&config)
@@ -871,7 +871,7 @@ async fn a_host_with_a_wrong_clock_cannot_steal_a_live_lease() {
     }
     let hook = noroshi_webhook::fake::start(None).await;
     let dir = tempfile::tempdir().unwrap();
-    let url = fresh_database(Backend::Postgres, dir.path()).await;
+    let url = shared_postgres_database(dir.path()).await;
     let section = webhook_section(&hook.url(), 100.0, 10);
     let a = Daemon::builder(Backend::Postgres)
         .database(&url)

@@ -82,6 +82,31 @@ pub async fn fresh_database(backend: Backend, dir: &Path) -> String {
     }
 }
 
+/// A PostgreSQL database that several daemons of one test share (instances on one queue).
+/// Declared before its daemons, it outlives them.
+pub struct SharedDatabase(String);
+
+impl std::ops::Deref for SharedDatabase {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Drop for SharedDatabase {
+    /// Like a daemon's own database: gone when the test passed, kept when it failed.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            drop_database(&self.0);
+        }
+    }
+}
+
+/// A fresh PostgreSQL database for daemons to share.
+pub async fn shared_postgres_database(dir: &Path) -> SharedDatabase {
+    SharedDatabase(fresh_database(Backend::Postgres, dir).await)
+}
+
 /// A running daemon and everything needed to restart it.
 pub struct Daemon {
     child: Option<Child>,
