@@ -614,14 +614,21 @@ pub async fn release(db: &Db, d: &Claimed, owner: &str, run_after: i64) -> Resul
 }
 
 /// Multiplies an email unit by the next batch of active subscribers (after the cursor),
-/// in one transaction with the cursor move. Returns how many deliveries were inserted, or
-/// None when the lease was lost or the announcement was cancelled meanwhile.
+/// in one transaction with the cursor move. Returns how many deliveries were inserted and
+/// whether the list is done (the row is then `sent`; until then it stays in flight, leased
+/// to its worker), or None when the lease was lost or the announcement was cancelled
+/// meanwhile.
 ///
 /// The expand row is read `FOR UPDATE` on PostgreSQL (SQLite's `BEGIN IMMEDIATE` already
 /// serialises writers), so a concurrent cancel either sees the copies this batch inserts or
 /// makes this batch insert none; copies that slip between the two are never claimed
 /// (claims skip cancelled announcements) and [`sweep`] marks them.
-pub async fn expand_batch(db: &Db, d: &Claimed, owner: &str, batch: i64) -> Result<Option<u64>> {
+pub async fn expand_batch(
+    db: &Db,
+    d: &Claimed,
+    owner: &str,
+    batch: i64,
+) -> Result<Option<(u64, bool)>> {
     let now = now_ms();
     let lock = if db.is_postgres() {
         " FOR UPDATE OF d"
@@ -696,15 +703,18 @@ pub async fn expand_batch(db: &Db, d: &Claimed, owner: &str, batch: i64) -> Resu
                 let finished = n < batch;
                 let new_cursor = last.unwrap_or(cursor);
                 // The row is still ours (and locked on PostgreSQL) since the fenced read.
-                let next_status = if finished { "sent" } else { "pending" };
-                // Unfinished: hand the row back at once, keeping its lane, so the next batch
-                // goes to whichever worker claims it, interleaved fairly with other work.
-                sqlx::query(
-                    "UPDATE deliveries SET status = $2, expand_cursor = $3, attempts = 0, \
-                         sent_at = CASE WHEN $2 = 'sent' THEN $4 ELSE NULL END, \
-                         lease_owner = NULL, lease_until = NULL, updated_at = $4 \
-                     WHERE id = $1 AND status = 'in_flight'")
-                    .bind(d.id).bind(next_status).bind(new_cursor).bind(now).execute(&mut *tx).await?;
+                // Unfinished, it stays in flight with its worker, which goes on with the next
+                // batch (see `Dispatcher::expand`); finished, it is sent and unleased.
+                if finished {
+                    sqlx::query(
+                        "UPDATE deliveries SET status = 'sent', expand_cursor = $2, sent_at = $3, \
+                             lease_owner = NULL, lease_until = NULL, updated_at = $3 \
+                         WHERE id = $1 AND status = 'in_flight'")
+                        .bind(d.id).bind(new_cursor).bind(now).execute(&mut *tx).await?;
+                } else {
+                    sqlx::query("UPDATE deliveries SET expand_cursor = $2, updated_at = $3 WHERE id = $1")
+                        .bind(d.id).bind(new_cursor).bind(now).execute(&mut *tx).await?;
+                }
                 EXPAND_TURN.observe(n as usize, started.elapsed());
                 Some((inserted, finished))
             }
@@ -716,7 +726,7 @@ pub async fn expand_batch(db: &Db, d: &Claimed, owner: &str, batch: i64) -> Resu
             if finished {
                 refresh_announcement_status(db, &d.announcement_id).await?;
             }
-            Ok(Some(inserted))
+            Ok(Some((inserted, finished)))
         }
     }
 }

@@ -329,21 +329,7 @@ impl Dispatcher {
     pub(super) async fn attempt_inner(&self, c: &ChannelRuntime, d: Claimed) {
         let started = now_ms();
         if d.kind == queue::KIND_EXPAND {
-            // Subscribers per turn: `expand_batch`, fewer when a turn would be long.
-            let batch = queue::EXPAND_TURN.get(&self.db, self.settings.expand_batch as usize);
-            match queue::expand_batch(&self.db, &d, &self.owner, batch as i64).await {
-                Ok(Some(n)) => {
-                    tracing::debug!(channel = %c.name, announcement = %d.announcement_id, inserted = n, "Expanded subscribers");
-                    // The new copies and the rest of the expansion are due now, for every
-                    // instance.
-                    self.wake(&c.name, Priority::from_lane(d.lane));
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(channel = %c.name, error = %e, "Could not expand subscribers");
-                    let _ = queue::release(&self.db, &d, &self.owner, now_ms() + 1000).await;
-                }
-            }
+            self.expand(c, &d).await;
             return;
         }
         if let Some(until) = c.gate.held_until(now_ms()) {
@@ -413,6 +399,50 @@ impl Dispatcher {
                 "Lease was lost before the outcome was recorded; another worker owns this delivery now"),
             Err(e) => tracing::error!(channel = %c.name, delivery = id, error = %e,
                 "Could not record a delivery outcome; the lease will expire and the delivery will be reconciled"),
+        }
+    }
+
+    /// Multiplies an email unit by the subscribers, batch after batch, keeping the row and
+    /// this worker until the list is done. (Handing the row back after each batch let a send
+    /// take the worker whenever a claim skipped the row — PostgreSQL's claims skip a row
+    /// locked at that moment — and with every worker hung on a server that does not answer,
+    /// the rest of the list then waited for the server's timeout.) Between batches live-alert
+    /// work goes first; the row is handed back at shutdown, when the channel is paused, or
+    /// when disaster mode holds the channel's other work.
+    async fn expand(&self, c: &ChannelRuntime, d: &Claimed) {
+        let live_alert = d.lane == Priority::Disaster.lane()
+            && self
+                .announcement_info(&d.announcement_id)
+                .await
+                .is_ok_and(|i| !i.exercise);
+        loop {
+            // Subscribers per turn: `expand_batch`, fewer when a turn would be long.
+            let batch = queue::EXPAND_TURN.get(&self.db, self.settings.expand_batch as usize);
+            match queue::expand_batch(&self.db, d, &self.owner, batch as i64).await {
+                Ok(Some((n, finished))) => {
+                    tracing::debug!(channel = %c.name, announcement = %d.announcement_id, inserted = n, "Expanded subscribers");
+                    // The new copies are due now, for every instance.
+                    self.wake(&c.name, Priority::from_lane(d.lane));
+                    if finished {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(channel = %c.name, error = %e, "Could not expand subscribers");
+                    let _ = queue::release(&self.db, d, &self.owner, now_ms() + 1000).await;
+                    return;
+                }
+            }
+            if self.stop.is_cancelled() || c.is_paused() || (!live_alert && c.in_disaster_mode()) {
+                if let Err(e) = queue::release(&self.db, d, &self.owner, now_ms()).await {
+                    tracing::warn!(channel = %c.name, delivery = d.id, error = %e, "Could not give back an expansion; its lease will expire");
+                }
+                return;
+            }
+            if !live_alert {
+                store::behind_urgent(YIELD_MAX).await;
+            }
         }
     }
 

@@ -679,6 +679,92 @@ async fn sigterm_stops_cleanly_and_loses_nothing(backend: Backend) {
 }
 on_both!(sigterm_stops_cleanly_and_loses_nothing);
 
+/// A fan-out is queued whole while every worker hangs on an SMTP server that does not
+/// answer. The expansion used to hand its row back after each batch and wait to claim it
+/// again; on PostgreSQL a claim skips a row that is locked at that moment (a lease renewal
+/// or a reclaim that had just checked it holds it until its statement ends), so a send took
+/// the freed worker, and with every worker hung the expansion waited for the server's
+/// timeout: `noroshi-bench memory` stalled at 944,501 of 1,000,000 for 600 s. Here the test
+/// holds that lock itself, right after each of the expansion's transactions.
+async fn a_fan_out_is_queued_whole_while_every_worker_hangs(backend: Backend) {
+    let smtp = FakeSmtp::start(FakeSmtpOptions::default()).await;
+    smtp.set_data_delay(Duration::from_secs(120));
+    let config = email_config(smtp.port())
+        .replace("concurrency = 8", "concurrency = 2")
+        .replace("timeout_secs = 5", "timeout_secs = 300");
+    let d = Daemon::builder(backend)
+        .config(&config)
+        .env("NOROSHI__QUEUE__EXPAND_BATCH", "50")
+        .start()
+        .await;
+    d.add_subscribers(600, "resident").await;
+    let url = d.database_url();
+    let holder = (backend == Backend::Postgres).then(|| {
+        let url = url.clone();
+        tokio::spawn(async move {
+            use sqlx::Connection;
+            let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+            loop {
+                // Queued behind the expansion's own transaction, so granted the moment it
+                // commits; held for a while after.
+                let mut tx = c.begin().await.unwrap();
+                let held =
+                    sqlx::query("SELECT id FROM deliveries WHERE kind = 'expand' FOR UPDATE")
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .unwrap();
+                if held.is_some() {
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                }
+                tx.commit().await.unwrap();
+                tokio::time::sleep(Duration::from_millis(if held.is_some() { 1 } else { 20 }))
+                    .await;
+            }
+        })
+    });
+    let id = d
+        .submit(json!({"title": "お知らせ", "body": "本文", "channels": ["email"]}))
+        .await;
+    let queued = || {
+        let url = url.clone();
+        async move {
+            let count = "SELECT COUNT(*) FROM deliveries WHERE kind = 'send'";
+            if url.starts_with("postgres") {
+                use sqlx::Connection;
+                let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+                sqlx::query_scalar::<_, i64>(count)
+                    .fetch_one(&mut c)
+                    .await
+                    .unwrap()
+            } else {
+                use sqlx::Connection;
+                let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                sqlx::query_scalar::<_, i64>(count)
+                    .fetch_one(&mut c)
+                    .await
+                    .unwrap()
+            }
+        }
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut n = 0;
+    while tokio::time::Instant::now() < deadline {
+        n = queued().await;
+        if n == 600 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if let Some(h) = holder {
+        h.abort();
+    }
+    assert_eq!(
+        n, 600,
+        "copies of {id} queued after 20 s while both workers hang"
+    );
+}
+on_both!(a_fan_out_is_queued_whole_while_every_worker_hangs);
+
 /// The PostgreSQL suite creates a database per daemon; a test that passes drops it (a
 /// failed one keeps it, to look at), so runs do not pile databases up on the server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -710,8 +796,14 @@ async fn a_passing_test_leaves_no_database_behind() {
     let tmp = tempfile::tempdir().unwrap();
     let shared = shared_postgres_database(tmp.path()).await;
     let name = shared.rsplit('/').next().unwrap().to_string();
-    let a = Daemon::builder(Backend::Postgres).database(&shared).start().await;
-    let b = Daemon::builder(Backend::Postgres).database(&shared).start().await;
+    let a = Daemon::builder(Backend::Postgres)
+        .database(&shared)
+        .start()
+        .await;
+    let b = Daemon::builder(Backend::Postgres)
+        .database(&shared)
+        .start()
+        .await;
     assert!(exists(name.clone()).await, "{name} was not created");
     drop((a, b));
     assert!(exists(name.clone()).await, "{name} went with its daemons");
