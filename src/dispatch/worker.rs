@@ -261,22 +261,26 @@ impl Dispatcher {
         due_at: i64,
         renderings: &[(&str, &str)],
     ) {
+        // A worker that was quicker (it claimed the alert before this ran) keeps what it
+        // read, with its mark that the announcement is `sending` already.
         for (channel, text) in renderings {
             if let Ok(units) = units_of(text) {
                 let key = (id.to_string(), channel.to_string());
-                self.renderings.lock().unwrap().insert(key, units);
+                self.renderings.lock().unwrap().entry(key).or_insert(units);
             }
         }
-        let info = Arc::new(AnnouncementInfo {
-            exercise,
-            request_id,
-            due_at,
-            marked_sending: AtomicBool::new(false),
-        });
         self.announcements
             .lock()
             .unwrap()
-            .insert(id.to_string(), info);
+            .entry(id.to_string())
+            .or_insert_with(|| {
+                Arc::new(AnnouncementInfo {
+                    exercise,
+                    request_id,
+                    due_at,
+                    marked_sending: AtomicBool::new(false),
+                })
+            });
     }
 
     pub(super) async fn announcement_info(
