@@ -91,12 +91,6 @@ impl Problem {
         p.retry_after = Some(retry_after_secs);
         p
     }
-    pub fn not_implemented(what: &str) -> Problem {
-        Problem::new(
-            StatusCode::NOT_IMPLEMENTED,
-            format!("{what} is not available in this version of Noroshi"),
-        )
-    }
     /// Logs the cause and answers 500 without it: internals never reach the client.
     pub fn internal(cause: impl std::fmt::Display) -> Problem {
         tracing::error!(error = %cause, "Request failed");
