@@ -42,29 +42,26 @@ pub struct NewChannelPlan {
 }
 
 /// The statements that write an accepted announcement, in the order their values are bound
-/// (`bind_writes!` and the `bind_…!` macros below).
-struct Writes;
-
-impl Writes {
-    /// The parts' texts: one statement each, or (`one`) all of them as one statement.
-    fn sql(
-        db: &Db,
-        a: &NewAnnouncement,
-        plans: usize,
-        units: usize,
-        ends_followed: bool,
-        one: bool,
-    ) -> Vec<String> {
-        let mut p = super::Params::new(db);
-        let mut parts = Vec::new();
-        // Each statement numbers its placeholders from 1; one statement, all of them in turn.
-        let mut push = |text: String, p: &mut super::Params| {
-            parts.push(text);
-            if !one {
-                *p = super::Params::new(db);
-            }
-        };
-        push(
+/// (`bind_writes!` and the `bind_…!` macros below): one statement each, or (`one`) all of
+/// them as one statement.
+fn acceptance_sql(
+    db: &Db,
+    a: &NewAnnouncement,
+    plans: usize,
+    units: usize,
+    ends_followed: bool,
+    one: bool,
+) -> Vec<String> {
+    let mut p = super::Params::new(db);
+    let mut parts = Vec::new();
+    // Each statement numbers its placeholders from 1; one statement, all of them in turn.
+    let mut push = |text: String, p: &mut super::Params| {
+        parts.push(text);
+        if !one {
+            *p = super::Params::new(db);
+        }
+    };
+    push(
             format!(
                 "INSERT INTO announcements (id, title, body, link, priority, lane, lang, exercise, status, \
                      request, created_by, idempotency_key, request_hash, request_id, scheduled_at, created_at, updated_at) \
@@ -73,8 +70,8 @@ impl Writes {
             ),
             &mut p,
         );
-        if a.alert.is_some() {
-            push(
+    if a.alert.is_some() {
+        push(
                 format!(
                     "INSERT INTO alerts (announcement_id, live, kind, follows, cap_sender, cap_identifier, \
                          cap_sent, cap_status, expires_at, created_at) VALUES ({})",
@@ -82,21 +79,21 @@ impl Writes {
                 ),
                 &mut p,
             );
-            if ends_followed {
-                push(super::alerts::end_followed(&mut p), &mut p);
-            }
+        if ends_followed {
+            push(super::alerts::end_followed(&mut p), &mut p);
         }
-        if plans > 0 {
-            push(
+    }
+    if plans > 0 {
+        push(
                 format!(
                     "INSERT INTO announcement_channels (announcement_id, channel, rendering, audience) VALUES {}",
                     p.rows(plans, 4)
                 ),
                 &mut p,
             );
-        }
-        if units > 0 {
-            let values = (0..units)
+    }
+    if units > 0 {
+        let values = (0..units)
                 .map(|_| {
                     let [id, channel, kind, unit, lane, run_after, key, created, updated] =
                         std::array::from_fn(|_| p.next());
@@ -104,25 +101,24 @@ impl Writes {
                 })
                 .collect::<Vec<_>>()
                 .join(", ");
-            push(
+        push(
                 format!(
                     "INSERT INTO deliveries (announcement_id, channel, kind, unit_index, subscriber_id, lane, \
                          status, attempts, run_after, idempotency_key, created_at, updated_at) VALUES {values}"
                 ),
                 &mut p,
             );
-        }
-        if !one {
-            return parts;
-        }
-        let with = parts
-            .iter()
-            .enumerate()
-            .map(|(i, text)| format!("w{i} AS ({text})"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        vec![format!("WITH {with} SELECT 1")]
     }
+    if !one {
+        return parts;
+    }
+    let with = parts
+        .iter()
+        .enumerate()
+        .map(|(i, text)| format!("w{i} AS ({text})"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    vec![format!("WITH {with} SELECT 1")]
 }
 
 macro_rules! bind_announcement {
@@ -214,7 +210,7 @@ macro_rules! bind_units {
     }};
 }
 
-/// Every part's values, in the order of [`Writes::sql`].
+/// Every part's values, in the order of [`acceptance_sql`].
 macro_rules! bind_writes {
     ($q:expr, $a:expr, $plans:expr, $units:expr, $ends_followed:expr) => {{
         let a = $a;
@@ -264,7 +260,7 @@ pub async fn insert_firing(
         // busy, and a disaster alert's `202` waits for all of them: the whole acceptance is
         // one statement there (its parts as data-modifying `WITH` queries, which commit or
         // fail together; the foreign keys are checked at its end).
-        let sql = Writes::sql(db, a, plans.len(), units.len(), ends_followed, true);
+        let sql = acceptance_sql(db, a, plans.len(), units.len(), ends_followed, true);
         write_pool!(db, p => {
             let q = sqlx::query(&sql[0]);
             let q = bind_writes!(q, a, plans, &units, ends_followed);
@@ -272,7 +268,7 @@ pub async fn insert_firing(
         });
         return Ok(true);
     }
-    let sql = Writes::sql(db, a, plans.len(), units.len(), ends_followed, false);
+    let sql = acceptance_sql(db, a, plans.len(), units.len(), ends_followed, false);
     let out = write_tx!(db, tx => {
         if let Some(f) = firing {
             let n = sqlx::query(super::schedules::CLAIM)

@@ -725,31 +725,12 @@ async fn a_fan_out_is_queued_whole_while_every_worker_hangs(backend: Backend) {
     let id = d
         .submit(json!({"title": "お知らせ", "body": "本文", "channels": ["email"]}))
         .await;
-    let queued = || {
-        let url = url.clone();
-        async move {
-            let count = "SELECT COUNT(*) FROM deliveries WHERE kind = 'send'";
-            if url.starts_with("postgres") {
-                use sqlx::Connection;
-                let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
-                sqlx::query_scalar::<_, i64>(count)
-                    .fetch_one(&mut c)
-                    .await
-                    .unwrap()
-            } else {
-                use sqlx::Connection;
-                let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
-                sqlx::query_scalar::<_, i64>(count)
-                    .fetch_one(&mut c)
-                    .await
-                    .unwrap()
-            }
-        }
-    };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let mut n = 0;
     while tokio::time::Instant::now() < deadline {
-        n = queued().await;
+        n = d
+            .scalar_i64("SELECT COUNT(*) FROM deliveries WHERE kind = 'send'")
+            .await;
         if n == 600 {
             break;
         }

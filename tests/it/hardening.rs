@@ -663,19 +663,6 @@ async fn sigterm_mid_send_on_two_instances_sends_once() {
     sigterm_mid_send_never_sends_twice().await
 }
 
-/// Runs one statement on the daemon's database (to age a delivery by a day).
-async fn execute(d: &Daemon, backend: Backend, sql: &str) {
-    use sqlx::Connection;
-    let url = d.database_url();
-    if backend == Backend::Sqlite {
-        let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
-        sqlx::query(sql).execute(&mut c).await.unwrap();
-    } else {
-        let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
-        sqlx::query(sql).execute(&mut c).await.unwrap();
-    }
-}
-
 /// Submits an announcement to `webhook.cms` whose send the fake answers `200` only after
 /// `delay_ms`, and returns once the send has reached the fake.
 async fn slow_send(
@@ -711,9 +698,7 @@ async fn an_outcome_after_the_lease_passed_on_is_not_recorded(backend: Backend) 
     let id = slow_send(&d, &hook, 1_500).await;
     // While the platform takes its time, another instance takes the delivery over (as after
     // a reclaim), with a lease that lasts.
-    execute(
-        &d,
-        backend,
+    d.execute_sql(
         "UPDATE deliveries SET lease_owner = 'another-instance', lease_until = 4102444800000, \
              attempts = attempts + 1 WHERE status = 'in_flight'",
     )
@@ -799,7 +784,7 @@ async fn an_expired_line_retry_key_is_never_reused(backend: Backend) {
     d.wait_status(&id, &["failed"], Duration::from_secs(30))
         .await;
     assert_eq!(broadcasts(), 4);
-    execute(&d, backend, &age_a_day(&id)).await;
+    d.execute_sql(&age_a_day(&id)).await;
     let (status, v) = d
         .post(
             &format!("/api/v1/announcements/{id}/retry"),
@@ -832,7 +817,7 @@ async fn an_expired_line_retry_key_is_never_reused(backend: Backend) {
         .header("x-line-retry-key")
         .unwrap()
         .to_string();
-    execute(&d, backend, &age_a_day(&id)).await;
+    d.execute_sql(&age_a_day(&id)).await;
     let (status, v) = d
         .post(
             &format!("/api/v1/announcements/{id}/retry"),
@@ -956,10 +941,10 @@ async fn an_interrupted_import_is_all_or_nothing(backend: Backend) {
         ("imp-staging", "staging", "half"),
         ("imp-commit", "committing", "done"),
     ] {
-        execute(&d, backend, &format!(
+        d.execute_sql(&format!(
             "INSERT INTO subscriber_imports (id, state, created_at) VALUES ('{id}', '{state}', {old})")).await;
         for i in 0..3 {
-            execute(&d, backend, &format!(
+            d.execute_sql(&format!(
                 "INSERT INTO subscribers (email, lang, topics, token, status, import_id, created_at, updated_at) \
                  VALUES ('{prefix}{i}@example.jp', 'ja', '[]', '{id}-tok-{i}', 'importing', '{id}', {old}, {old})")).await;
         }

@@ -275,6 +275,32 @@ impl Daemon {
             .unwrap()
     }
 
+    /// Runs one statement on the daemon's database, whichever it is.
+    pub async fn execute_sql(&self, sql: &str) {
+        use sqlx::Connection;
+        let url = self.database_url();
+        if url.starts_with("postgres") {
+            let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+            sqlx::query(sql).execute(&mut c).await.unwrap();
+        } else {
+            let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::query(sql).execute(&mut c).await.unwrap();
+        }
+    }
+
+    /// The one integer a query on the daemon's database answers (a count).
+    pub async fn scalar_i64(&self, sql: &str) -> i64 {
+        use sqlx::Connection;
+        let url = self.database_url();
+        if url.starts_with("postgres") {
+            let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap()
+        } else {
+            let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap()
+        }
+    }
+
     /// The admin listener's base URL (`server.admin_bind`), from the start-up log line.
     pub fn admin_base(&self) -> String {
         let logs = self.logs();
