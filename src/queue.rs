@@ -548,36 +548,57 @@ async fn finish_sent_postgres(
     items: &[Finished],
     now: i64,
 ) -> Result<Vec<bool>> {
-    let mut p = Params::new(db);
-    let (at, me) = (p.next(), p.next());
-    let values = p.rows(items.len(), 6);
-    let sql = format!(
-        "WITH v (id, attempts, remote_id, outcome, note, started_at) AS (VALUES {values}), \
-         sent AS (UPDATE deliveries d SET status = 'sent', remote_id = v.remote_id, sent_at = {at}, \
-                 updated_at = {at}, last_error = NULL, uncertain = FALSE, lease_owner = NULL, lease_until = NULL \
-             FROM v WHERE d.id = v.id AND d.attempts = v.attempts AND d.lease_owner = {me} \
+    // The batch goes as one array per column: one statement text whatever the batch's size,
+    // parsed and planned once per connection (a VALUES list of each size was a statement of
+    // its own, parsed and planned again and again).
+    const SQL: &str = "WITH v AS (SELECT * FROM UNNEST($3::BIGINT[], $4::INTEGER[], $5::TEXT[], \
+             $6::TEXT[], $7::TEXT[], $8::BIGINT[]) AS v (id, attempts, remote_id, outcome, note, started_at)), \
+         sent AS (UPDATE deliveries d SET status = 'sent', remote_id = v.remote_id, sent_at = $1, \
+                 updated_at = $1, last_error = NULL, uncertain = FALSE, lease_owner = NULL, lease_until = NULL \
+             FROM v WHERE d.id = v.id AND d.attempts = v.attempts AND d.lease_owner = $2 \
              RETURNING d.id, d.announcement_id, d.channel, d.attempts, v.outcome, v.note, v.remote_id, v.started_at) \
          INSERT INTO delivery_attempts (delivery_id, announcement_id, channel, attempt, outcome, \
              status_code, error, note, remote_id, worker, started_at, finished_at) \
-         SELECT id, announcement_id, channel, attempts, outcome, NULL, NULL, note, remote_id, {me}, started_at, {at} \
+         SELECT id, announcement_id, channel, attempts, outcome, NULL, NULL, note, remote_id, $2, started_at, $1 \
          FROM sent ORDER BY id \
-         RETURNING delivery_id"
+         RETURNING delivery_id";
+    let n = items.len();
+    let (mut ids, mut attempts, mut remote_ids, mut outcomes, mut notes, mut started) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
     );
-    let fenced: std::collections::HashSet<i64> = write_pool!(db, pool => {
-        let mut q = sqlx::query_scalar::<_, i64>(&sql).bind(now).bind(owner);
-        for item in items {
-            let d = &item.delivery;
-            let (outcome, _, note, _, remote_id) = item.outcome.log_fields();
-            q = q
-                .bind(d.id)
-                .bind(d.attempts)
-                .bind(remote_id)
-                .bind(outcome)
-                .bind(note)
-                .bind(item.started_at);
-        }
-        q.fetch_all(pool).await?.into_iter().collect()
-    });
+    for item in items {
+        let (outcome, _, note, _, remote_id) = item.outcome.log_fields();
+        ids.push(item.delivery.id);
+        attempts.push(item.delivery.attempts);
+        remote_ids.push(remote_id);
+        outcomes.push(outcome);
+        notes.push(note);
+        started.push(item.started_at);
+    }
+    let crate::store::Pool::Postgres(pool) = &db.pool else {
+        unreachable!("finish_sent_postgres is called on PostgreSQL only");
+    };
+    let out: Result<Vec<i64>> = async {
+        Ok(sqlx::query_scalar::<_, i64>(SQL)
+            .bind(now)
+            .bind(owner)
+            .bind(&ids)
+            .bind(&attempts)
+            .bind(&remote_ids)
+            .bind(&outcomes)
+            .bind(&notes)
+            .bind(&started)
+            .fetch_all(pool)
+            .await?)
+    }
+    .await;
+    crate::store::health::observe(&out);
+    let fenced: std::collections::HashSet<i64> = out?.into_iter().collect();
     Ok(items
         .iter()
         .map(|i| fenced.contains(&i.delivery.id))
