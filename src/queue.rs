@@ -83,22 +83,7 @@ pub async fn claim(
     if !db.is_postgres() {
         return claim_sqlite(db, &c).await;
     }
-    // The recipients come in the same statement (one round trip for the batch). Each
-    // recipient is looked up by its key (the LIMIT keeps the subquery a lookup per row): a
-    // join or an `IN` list lets the planner scan every active subscriber instead when its
-    // statistics are older than the table (seen at 10-26 ms a batch with 20,000 subscribers
-    // and autovacuum off).
-    let sql = format!(
-        "WITH claimed AS (\
-             UPDATE deliveries SET {LEASE} \
-             WHERE id IN (SELECT id FROM deliveries WHERE {DUE} \
-                 ORDER BY lane DESC, run_after, id LIMIT $6 FOR UPDATE SKIP LOCKED) \
-             RETURNING id, announcement_id, channel, kind, unit_index, subscriber_id, lane, attempts, \
-                 idempotency_key, uncertain, expand_cursor, first_attempt_at) \
-         SELECT c.*, s.email, s.lang, s.token FROM claimed c \
-         LEFT JOIN LATERAL (SELECT email, lang, token FROM subscribers \
-             WHERE c.subscriber_id > 0 AND id = c.subscriber_id AND status = 'active' LIMIT 1) s ON TRUE"
-    );
+    let sql = claim_sql(true);
     let mut rows = write_pool!(db, p => {
         let rows = bind_claim!(sqlx::query(&sql), c).fetch_all(p).await?;
         rows.iter().map(|r| Ok(Claimed {
@@ -129,6 +114,40 @@ pub async fn claim(
     Ok(rows)
 }
 
+/// The claim's statement, its parameters `$1` … `$7` as [`ClaimArgs`] lists them. On
+/// PostgreSQL the whole claim: the due rows leased and returned with their recipients. On
+/// SQLite its read: the due rows with their recipients as one JSON array (see
+/// [`claim_sqlite`]; `$1` and `$2` are the update's there, and sqlx leaves them unbound).
+/// Public for the test that checks its plan once the database has statistics of a backlog.
+pub fn claim_sql(postgres: bool) -> String {
+    if postgres {
+        // The recipients come in the same statement (one round trip for the batch). Each
+        // recipient is looked up by its key (the LIMIT keeps the subquery a lookup per row):
+        // a join or an `IN` list lets the planner scan every active subscriber instead when
+        // its statistics are older than the table (seen at 10-26 ms a batch with 20,000
+        // subscribers and autovacuum off).
+        format!(
+            "WITH claimed AS (\
+                 UPDATE deliveries SET {LEASE} \
+                 WHERE id = ANY(ARRAY(SELECT id FROM deliveries WHERE {DUE} \
+                     ORDER BY lane DESC, run_after, id LIMIT $6 FOR UPDATE SKIP LOCKED)) \
+                 RETURNING id, announcement_id, channel, kind, unit_index, subscriber_id, lane, attempts, \
+                     idempotency_key, uncertain, expand_cursor, first_attempt_at) \
+             SELECT c.*, s.email, s.lang, s.token FROM claimed c \
+             LEFT JOIN LATERAL (SELECT email, lang, token FROM subscribers \
+                 WHERE c.subscriber_id > 0 AND id = c.subscriber_id AND status = 'active' LIMIT 1) s ON TRUE"
+        )
+    } else {
+        format!(
+            "SELECT json_group_array(json_array(d.id, d.announcement_id, d.channel, d.kind, d.unit_index, \
+                 d.subscriber_id, d.lane, d.attempts + 1, d.idempotency_key, d.uncertain, d.expand_cursor, \
+                 COALESCE(d.first_attempt_at, $3), s.email, s.lang, s.token)) \
+             FROM (SELECT * FROM deliveries WHERE {DUE} ORDER BY lane DESC, run_after, id LIMIT $6) d \
+             LEFT JOIN subscribers s ON d.subscriber_id > 0 AND s.id = d.subscriber_id AND s.status = 'active'"
+        )
+    }
+}
+
 /// A claim's parameters, bound as `$1` … `$7` in this order (see [`DUE`]).
 struct ClaimArgs<'a> {
     owner: &'a str,
@@ -156,10 +175,16 @@ use bind_claim;
 
 /// Which deliveries are due for a claim: `$3` now, `$4` the channel, `$5` the lowest lane,
 /// `$7` live alerts only (drills wait).
+///
+/// Whether the announcement holds its copies back is a scalar subquery per row, looked up
+/// by key, not `NOT EXISTS`: PostgreSQL turns `NOT EXISTS` into an anti join, and once
+/// `ANALYZE` has seen a backlog of one announcement it estimates that join at one row, so
+/// it plans a scan of every queued row and a sort instead of walking `deliveries_due` for
+/// the batch (test `a_claim_reads_the_due_index_once_statistics_see_a_backlog`).
 const DUE: &str = "channel = $4 AND status IN ('pending', 'retrying') AND run_after <= $3 AND lane >= $5 \
-     AND NOT EXISTS (SELECT 1 FROM announcements a \
-         WHERE a.id = deliveries.announcement_id \
-           AND (a.status IN ('cancelled', 'awaiting_confirmation', 'awaiting_approval') OR ($7 AND a.exercise)))";
+     AND NOT COALESCE((SELECT a.status IN ('cancelled', 'awaiting_confirmation', 'awaiting_approval') \
+             OR ($7 AND a.exercise) \
+         FROM announcements a WHERE a.id = deliveries.announcement_id), FALSE)";
 
 /// What a claim sets on each row it takes: `$1` the owner, `$2` the lease's end, `$3` now.
 const LEASE: &str =
@@ -193,15 +218,8 @@ type ClaimedRow = (
 /// WITH, which is how PostgreSQL does it in one statement.) `BEGIN IMMEDIATE` holds the
 /// write lock from the read to the update, so the rows read are the rows leased.
 async fn claim_sqlite(db: &Db, c: &ClaimArgs<'_>) -> Result<Vec<Claimed>> {
-    let read = format!(
-        "SELECT json_group_array(json_array(d.id, d.announcement_id, d.channel, d.kind, d.unit_index, \
-             d.subscriber_id, d.lane, d.attempts + 1, d.idempotency_key, d.uncertain, d.expand_cursor, \
-             COALESCE(d.first_attempt_at, $3), s.email, s.lang, s.token)) \
-         FROM (SELECT * FROM deliveries WHERE {DUE} ORDER BY lane DESC, run_after, id LIMIT $6) d \
-         LEFT JOIN subscribers s ON d.subscriber_id > 0 AND s.id = d.subscriber_id AND s.status = 'active'"
-    );
+    let read = claim_sql(false);
     let found: Vec<ClaimedRow> = write_tx!(db, tx => {
-        // `$1` and `$2` are the update's; sqlx leaves unused arguments unbound.
         let json: String = bind_claim!(sqlx::query_scalar(&read), c)
             .fetch_one(&mut *tx)
             .await?;

@@ -686,14 +686,21 @@ on_both!(sigterm_stops_cleanly_and_loses_nothing);
 /// the freed worker, and with every worker hung the expansion waited for the server's
 /// timeout: `noroshi-bench memory` stalled at 944,501 of 1,000,000 for 600 s. Here the test
 /// holds that lock itself, right after each of the expansion's transactions.
-async fn a_fan_out_is_queued_whole_while_every_worker_hangs(backend: Backend) {
+/// An SMTP server that answers each message only after 120 s, and a daemon with two email
+/// workers that wait for it (a longer timeout): every worker hangs on its first send.
+async fn hanging_smtp(backend: Backend) -> (FakeSmtp, DaemonBuilder) {
     let smtp = FakeSmtp::start(FakeSmtpOptions::default()).await;
     smtp.set_data_delay(Duration::from_secs(120));
     let config = email_config(smtp.port())
         .replace("concurrency = 8", "concurrency = 2")
         .replace("timeout_secs = 5", "timeout_secs = 300");
-    let d = Daemon::builder(backend)
-        .config(&config)
+    let builder = Daemon::builder(backend).config(&config);
+    (smtp, builder)
+}
+
+async fn a_fan_out_is_queued_whole_while_every_worker_hangs(backend: Backend) {
+    let (_smtp, builder) = hanging_smtp(backend).await;
+    let d = builder
         .env("NOROSHI__QUEUE__EXPAND_BATCH", "50")
         .start()
         .await;
@@ -745,6 +752,99 @@ async fn a_fan_out_is_queued_whole_while_every_worker_hangs(backend: Backend) {
     );
 }
 on_both!(a_fan_out_is_queued_whole_while_every_worker_hangs);
+
+/// The claim is the hot statement; it must take due rows along `deliveries_due` and stop
+/// after its batch, also once the database has statistics of a backlog (autovacuum analyzes
+/// `deliveries` during any large fan-out). Planned as a scan of every queued row and a sort,
+/// each claim costs the whole backlog (seen at 56 ms a claim with 40,000 queued).
+async fn a_claim_reads_the_due_index_once_statistics_see_a_backlog(backend: Backend) {
+    let (_smtp, builder) = hanging_smtp(backend).await;
+    let d = builder.start().await;
+    d.add_subscribers(2_000, "resident").await;
+    d.submit(json!({"title": "お知らせ", "body": "本文", "channels": ["email"]}))
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let queued = d
+            .scalar_i64("SELECT COUNT(*) FROM deliveries WHERE kind = 'send'")
+            .await;
+        if queued == 2_000 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{queued} of 2,000 queued"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let claim = noroshi::queue::claim_sql(backend == Backend::Postgres);
+    let now = 1_900_000_000_000i64;
+    let plans: Vec<(&str, String)> = {
+        use sqlx::{Connection, Executor};
+        let url = d.database_url();
+        if backend == Backend::Sqlite {
+            use sqlx::Row;
+            let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            c.execute("ANALYZE").await.unwrap();
+            let plan = sqlx::query(&format!("EXPLAIN QUERY PLAN {claim}"))
+                .bind("test")
+                .bind(now)
+                .bind(now)
+                .bind("email")
+                .bind(0i32)
+                .bind(64i64)
+                .bind(false)
+                .fetch_all(&mut c)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<String, _>("detail"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            vec![("after ANALYZE", plan)]
+        } else {
+            let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+            c.execute("ANALYZE deliveries, announcements, subscribers")
+                .await
+                .unwrap();
+            c.execute(&*format!(
+                "PREPARE claim (TEXT, BIGINT, BIGINT, TEXT, INTEGER, BIGINT, BOOLEAN) AS {claim}"
+            ))
+            .await
+            .unwrap();
+            let mut plans = Vec::new();
+            for mode in ["force_custom_plan", "force_generic_plan"] {
+                c.execute(&*format!("SET plan_cache_mode = {mode}"))
+                    .await
+                    .unwrap();
+                let plan = sqlx::query_scalar::<_, String>(&format!(
+                    "EXPLAIN EXECUTE claim ('test', {now}, {now}, 'email', 0, 64, FALSE)"
+                ))
+                .fetch_all(&mut c)
+                .await
+                .unwrap()
+                .join("\n");
+                plans.push((mode, plan));
+            }
+            plans
+        }
+    };
+    for (mode, plan) in plans {
+        assert!(plan.contains("deliveries_due"), "{mode}:\n{plan}");
+        for walk_all in [
+            "Sort",
+            "Seq Scan on deliveries",
+            "TEMP B-TREE",
+            "SCAN deliveries",
+        ] {
+            assert!(
+                !plan.contains(walk_all),
+                "{mode}, the claim plans as {walk_all}:\n{plan}"
+            );
+        }
+    }
+}
+on_both!(a_claim_reads_the_due_index_once_statistics_see_a_backlog);
 
 /// The PostgreSQL suite creates a database per daemon; a test that passes drops it (a
 /// failed one keeps it, to look at), so runs do not pile databases up on the server.
