@@ -419,21 +419,9 @@ impl Dispatcher {
                 .announcement_info(&d.announcement_id)
                 .await
                 .is_ok_and(|i| !i.exercise);
-        // On PostgreSQL the first turns are small and grow (64, 128, 256, … up to
-        // `expand_batch`): the first copies go out after a short statement instead of a full
-        // batch (1,000 recipients about 8 % sooner). On SQLite every turn is a write turn of
-        // its own, which claims and records wait for; there the full batch measured better.
-        let mut ramp = if self.db.is_postgres() {
-            CLAIM_MAX
-        } else {
-            usize::MAX
-        };
         loop {
             // Subscribers per turn: `expand_batch`, fewer when a turn would be long.
-            let batch = queue::EXPAND_TURN
-                .get(&self.db, self.settings.expand_batch as usize)
-                .min(ramp);
-            ramp = ramp.saturating_mul(2);
+            let batch = queue::EXPAND_TURN.get(&self.db, self.settings.expand_batch as usize);
             match queue::expand_batch(&self.db, d, &self.owner, batch as i64).await {
                 Ok(Some((n, finished))) => {
                     tracing::debug!(channel = %c.name, announcement = %d.announcement_id, inserted = n, "Expanded subscribers");
