@@ -62,6 +62,9 @@ pub struct ChannelRuntime {
     wake_disaster: Notify,
     general: Arc<Semaphore>,
     reserved: Arc<Semaphore>,
+    /// Normal outcomes waiting for their commit, at most `concurrency`: a worker hands its
+    /// place at the platform on once its outcome has one of these (see `attempt_inner`).
+    committing: Arc<Semaphore>,
     pub concurrency: usize,
     pub reserved_workers: usize,
     pub gate: RateGate,
@@ -206,6 +209,7 @@ impl Dispatcher {
                     wake_disaster: Notify::new(),
                     general: Arc::new(Semaphore::new(concurrency)),
                     reserved: Arc::new(Semaphore::new(reserved_workers)),
+                    committing: Arc::new(Semaphore::new(concurrency)),
                     concurrency,
                     reserved_workers,
                     gate: RateGate::new(GateSettings {

@@ -892,6 +892,64 @@ async fn a_passing_test_leaves_no_database_behind() {
     assert!(!exists(name.clone()).await, "{name} is still there");
 }
 
+/// A worker's place at the platform is free once the platform has answered: outcomes that
+/// wait for their commit do not hold it, and at most `concurrency` of them wait per
+/// channel. PostgreSQL only: there the claims and the delivery log take different locks, so
+/// the test can hold the log's inserts back while claims go on (on SQLite every write waits
+/// for the one write turn, claims too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_send_on_while_outcomes_wait_for_their_commit() {
+    if postgres_url().is_none() {
+        eprintln!("SKIPPED: PostgreSQL suite (set NOROSHI_TEST_POSTGRES_URL to run it)");
+        return;
+    }
+    use sqlx::Connection;
+    let smtp = FakeSmtp::start(FakeSmtpOptions::default()).await;
+    let d = Daemon::builder(Backend::Postgres)
+        .config(&email_config(smtp.port()).replace("concurrency = 8", "concurrency = 2"))
+        .start()
+        .await;
+    d.add_subscribers(10, "resident").await;
+    // Every outcome's record inserts into the delivery log: hold those inserts back.
+    let mut c = sqlx::PgConnection::connect(&d.database_url())
+        .await
+        .unwrap();
+    let mut held = c.begin().await.unwrap();
+    sqlx::query("LOCK TABLE delivery_attempts IN SHARE MODE")
+        .execute(&mut *held)
+        .await
+        .unwrap();
+    let id = d
+        .submit(json!({"title": "お知らせ", "body": "本文", "channels": ["email"]}))
+        .await;
+    // Two workers: two copies whose outcomes wait for the commit, and two more sent by the
+    // same workers, which then wait for a place among the outcomes. No more than that.
+    assert!(
+        smtp.wait_for(4, Duration::from_secs(10)).await,
+        "{} copies sent while the first outcomes waited for their commit",
+        smtp.message_count()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        smtp.message_count(),
+        4,
+        "outcomes waiting for the commit are bounded"
+    );
+    held.rollback().await.unwrap();
+    assert!(smtp.wait_for(10, Duration::from_secs(10)).await);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = d.announcement(&id).await;
+        if v["status"] == "sent" {
+            assert_eq!(channel(&v, "email")["sent"], 10, "{v}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(smtp.message_count(), 10, "each subscriber got one copy");
+}
+
 /// Two daemons on one PostgreSQL share the queue: the second wakes on the first's
 /// `NOTIFY` (its poll is a minute), both send, and nobody gets the message twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
