@@ -67,8 +67,8 @@ impl Dispatcher {
                 };
                 match recorded {
                     // Storage is full or gone: these outcomes are kept here (bounded: one
-                    // batch, whose workers hold their leases and wait) and written once it
-                    // returns. A delivery already on the wire is recorded as sent then,
+                    // batch, and behind it at most `concurrency` outcomes per channel, whose
+                    // deliveries keep their leases) and written once it returns. A delivery already on the wire is recorded as sent then,
                     // never sent again blindly.
                     Err(e) if e.is_unavailable() && !self.abort.is_cancelled() => {
                         tracing::debug!(error = %e, items = items.len(), "Outcomes wait for storage");

@@ -336,7 +336,7 @@ impl Dispatcher {
     /// One attempt of one claimed delivery, start to recorded outcome. The worker's
     /// `permit` (one of the channel's `concurrency`) goes back once the platform has answered
     /// and the outcome has a place among those waiting for their commit (at most
-    /// `concurrency` more per channel; the disaster lane's need none). Held through the
+    /// `concurrency` more per channel; in the disaster lane it is held to the commit). Held through the
     /// commit, a worker sat idle for most of a recorder turn: on PostgreSQL that was an
     /// eighth of the fan-out's rate. The delivery stays in flight, its lease renewed, until
     /// its outcome is committed, so a crash resends at most twice `concurrency` copies.
@@ -412,14 +412,18 @@ impl Dispatcher {
             }
         }
         let id = d.id;
-        let committing = if d.lane == Priority::Disaster.lane() {
-            None
+        // The disaster lane keeps its worker through the commit, as all work did before: its
+        // outcomes never wait for a place behind normal ones, and its fan-outs stay bounded
+        // by its workers.
+        let (permit, committing) = if d.lane == Priority::Disaster.lane() {
+            (Some(permit), None)
         } else {
-            c.committing.clone().acquire_owned().await.ok()
+            let place = c.committing.clone().acquire_owned().await.ok();
+            drop(permit);
+            (None, place)
         };
-        drop(permit);
         let recorded = self.record(d, started, outcome).await;
-        drop(committing);
+        drop((permit, committing));
         match recorded {
             Ok(true) => {}
             Ok(false) => tracing::warn!(channel = %c.name, delivery = id,

@@ -948,6 +948,32 @@ async fn workers_send_on_while_outcomes_wait_for_their_commit() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(smtp.message_count(), 10, "each subscriber got one copy");
+    // The disaster lane keeps its workers through the commit: a live alert to 30
+    // subscribers sends at most one copy per worker, two general and five reserved
+    // (`disaster_burst`), while the log is held.
+    d.add_subscribers(20, "more").await;
+    let mut held = c.begin().await.unwrap();
+    sqlx::query("LOCK TABLE delivery_attempts IN SHARE MODE")
+        .execute(&mut *held)
+        .await
+        .unwrap();
+    let (status, v) = d
+        .post(
+            "/api/v1/announcements",
+            DISASTER,
+            json!({"title": "避難指示", "body": "直ちに避難してください。", "priority": "disaster", "channels": ["email"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    assert!(smtp.wait_for(11, Duration::from_secs(10)).await);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let alert_copies = smtp.message_count() - 10;
+    assert!(
+        (1..=7).contains(&alert_copies),
+        "{alert_copies} alert copies sent while their outcomes could not be committed"
+    );
+    held.rollback().await.unwrap();
+    assert!(smtp.wait_for(40, Duration::from_secs(10)).await);
 }
 
 /// Two daemons on one PostgreSQL share the queue: the second wakes on the first's
