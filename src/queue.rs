@@ -85,7 +85,7 @@ pub async fn claim(
     }
     let sql = claim_sql(true);
     let mut rows = write_pool!(db, p => {
-        let rows = bind_claim!(sqlx::query(&sql), c).fetch_all(p).await?;
+        let rows = bind_claim!(sqlx::query(sql), c).fetch_all(p).await?;
         rows.iter().map(|r| Ok(Claimed {
             id: r.try_get("id")?,
             announcement_id: r.try_get("announcement_id")?,
@@ -119,7 +119,18 @@ pub async fn claim(
 /// SQLite its read: the due rows with their recipients as one JSON array (see
 /// [`claim_sqlite`]; `$1` and `$2` are the update's there, and sqlx leaves them unbound).
 /// Public for the test that checks its plan once the database has statistics of a backlog.
-pub fn claim_sql(postgres: bool) -> String {
+pub fn claim_sql(postgres: bool) -> &'static str {
+    static POSTGRES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| claim_text(true));
+    static SQLITE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| claim_text(false));
+    if postgres {
+        &POSTGRES
+    } else {
+        &SQLITE
+    }
+}
+
+/// The text behind [`claim_sql`], built once per process.
+fn claim_text(postgres: bool) -> String {
     if postgres {
         // The recipients come in the same statement (one round trip for the batch). Each
         // recipient is looked up by its key (the LIMIT keeps the subquery a lookup per row):
@@ -220,7 +231,7 @@ type ClaimedRow = (
 async fn claim_sqlite(db: &Db, c: &ClaimArgs<'_>) -> Result<Vec<Claimed>> {
     let read = claim_sql(false);
     let found: Vec<ClaimedRow> = write_tx!(db, tx => {
-        let json: String = bind_claim!(sqlx::query_scalar(&read), c)
+        let json: String = bind_claim!(sqlx::query_scalar(read), c)
             .fetch_one(&mut *tx)
             .await?;
         let found: Vec<ClaimedRow> = serde_json::from_str(&json)

@@ -892,6 +892,20 @@ async fn a_passing_test_leaves_no_database_behind() {
     assert!(!exists(name.clone()).await, "{name} is still there");
 }
 
+/// Holds every insert into the delivery log (every outcome's record) until the returned
+/// transaction ends.
+async fn hold_the_delivery_log(
+    c: &mut sqlx::PgConnection,
+) -> sqlx::Transaction<'_, sqlx::Postgres> {
+    use sqlx::Connection;
+    let mut held = c.begin().await.unwrap();
+    sqlx::query("LOCK TABLE delivery_attempts IN SHARE MODE")
+        .execute(&mut *held)
+        .await
+        .unwrap();
+    held
+}
+
 /// A worker's place at the platform is free once the platform has answered: outcomes that
 /// wait for their commit do not hold it, and at most `concurrency` of them wait per
 /// channel. PostgreSQL only: there the claims and the delivery log take different locks, so
@@ -914,11 +928,7 @@ async fn workers_send_on_while_outcomes_wait_for_their_commit() {
     let mut c = sqlx::PgConnection::connect(&d.database_url())
         .await
         .unwrap();
-    let mut held = c.begin().await.unwrap();
-    sqlx::query("LOCK TABLE delivery_attempts IN SHARE MODE")
-        .execute(&mut *held)
-        .await
-        .unwrap();
+    let held = hold_the_delivery_log(&mut c).await;
     let id = d
         .submit(json!({"title": "お知らせ", "body": "本文", "channels": ["email"]}))
         .await;
@@ -952,11 +962,7 @@ async fn workers_send_on_while_outcomes_wait_for_their_commit() {
     // subscribers sends at most one copy per worker, two general and five reserved
     // (`disaster_burst`), while the log is held.
     d.add_subscribers(20, "more").await;
-    let mut held = c.begin().await.unwrap();
-    sqlx::query("LOCK TABLE delivery_attempts IN SHARE MODE")
-        .execute(&mut *held)
-        .await
-        .unwrap();
+    let held = hold_the_delivery_log(&mut c).await;
     let (status, v) = d
         .post(
             "/api/v1/announcements",
