@@ -344,26 +344,58 @@ pub(crate) async fn accept_and_store(
             .to_string();
     }
     let stored: Vec<_> = plan.channels.iter().map(|c| c.to_store()).collect();
+    // A live alert sent now goes to this instance's free workers straight from its
+    // acceptance: its copies are leased in the same transaction (see `workers_for_alert`).
+    let workers: Vec<_> = if live_alert
+        && plan.announcement.status == crate::status::AnnouncementStatus::Queued.as_str()
+        && plan.announcement.scheduled_at.is_none()
+    {
+        stored
+            .iter()
+            .filter(|c| c.audience != "email_subscribers")
+            .filter_map(|c| state.dispatcher.workers_for_alert(&c.channel, c.units))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let handed: Vec<String> = workers.iter().map(|w| w.channel().to_string()).collect();
+    let (owner, until) = state.dispatcher.lease_from_now();
+    let lease = store::AcceptLease {
+        owner,
+        until,
+        channels: &handed,
+    };
     // A live alert's acceptance takes the next write turn, ahead of any backlog's writes.
-    let insert = store::insert(&state.db, &plan.announcement, &stored);
+    let insert = async {
+        if handed.is_empty() {
+            store::insert(&state.db, &plan.announcement, &stored)
+                .await
+                .map(|_| Vec::new())
+        } else {
+            store::insert_leased(&state.db, &plan.announcement, &stored, &lease).await
+        }
+    };
     let inserted = if live_alert {
         crate::store::urgent(insert).await
     } else {
         insert.await
     };
-    if let Err(e) = inserted {
-        if e.is_unique_violation() {
-            // Two requests with one key raced; the other one won. Answer as a replay.
-            if let Some(key) = &key {
-                if let Some(existing) =
-                    store::get_by_idempotency_key(&state.db, &caller.name, key).await?
-                {
-                    return replay(state, existing, &hash).await;
+    let leased = match inserted {
+        Ok(leased) => leased,
+        Err(e) => {
+            if e.is_unique_violation() {
+                // Two requests with one key raced; the other one won. Answer as a replay.
+                if let Some(key) = &key {
+                    if let Some(existing) =
+                        store::get_by_idempotency_key(&state.db, &caller.name, key).await?
+                    {
+                        return replay(state, existing, &hash).await;
+                    }
                 }
             }
+            return Err(e.into());
         }
-        return Err(e.into());
-    }
+    };
     let status = plan.announcement.status.clone();
     tracing::info!(announcement = %id, by = %caller.name, priority = plan.priority.as_str(),
         channels = stored.len(), exercise = submission.exercise, status = %status, "Announcement accepted");
@@ -394,9 +426,17 @@ pub(crate) async fn accept_and_store(
             } else {
                 state.dispatcher.sync_disaster_mode().await;
             }
+            state
+                .dispatcher
+                .start_leased(&id, a.lane, a.created_at, leased, workers);
         }
         if plan.announcement.scheduled_at.is_none() {
-            for c in &plan.channels {
+            // A channel whose copies were leased at acceptance has nothing queued to claim.
+            for c in plan
+                .channels
+                .iter()
+                .filter(|c| !handed.contains(&c.channel))
+            {
                 state.dispatcher.wake(&c.channel, plan.priority);
             }
         }

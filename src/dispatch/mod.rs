@@ -38,6 +38,7 @@ mod wake;
 mod worker;
 
 pub use gate::{GateLane, GateSettings, RateGate};
+pub use worker::AlertWorkers;
 
 use crate::config::QueueConfig;
 use crate::queue::{self, Claimed, Outcome};

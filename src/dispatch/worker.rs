@@ -34,6 +34,19 @@ fn units_of(rendering: &str) -> Result<Units, String> {
         .ok_or_else(|| "stored rendering has no units".to_string())
 }
 
+/// Workers taken for a live alert's copies to one channel before its acceptance commits
+/// (see [`Dispatcher::workers_for_alert`]); dropped unused, they go back to the channel.
+pub struct AlertWorkers {
+    channel: Arc<ChannelRuntime>,
+    permits: Vec<OwnedSemaphorePermit>,
+}
+
+impl AlertWorkers {
+    pub fn channel(&self) -> &str {
+        &self.channel.name
+    }
+}
+
 impl Dispatcher {
     pub(super) async fn acquire(
         &self,
@@ -150,24 +163,115 @@ impl Dispatcher {
                 continue;
             }
             for (d, permit) in claimed.into_iter().zip(permits) {
-                c.in_flight.fetch_add(1, Ordering::SeqCst);
-                self.live.lock().unwrap().insert(d.id);
-                let guard = LiveGuard {
-                    dispatcher: self.clone(),
-                    channel: c.clone(),
-                    id: d.id,
-                };
-                tokio::spawn(async move {
-                    let abort = guard.dispatcher.abort.clone();
-                    // After the shutdown grace an attempt still running is dropped here,
-                    // and only then is its lease released (as uncertain).
-                    let attempt = guard.dispatcher.attempt(&guard.channel, d, permit);
-                    tokio::select! {
-                        _ = attempt => {}
-                        _ = abort.cancelled() => {}
-                    }
-                    drop(guard);
-                });
+                self.spawn_attempt(&c, d, permit);
+            }
+        }
+    }
+
+    /// Starts the attempt of a delivery this process holds the lease on, on the worker
+    /// `permit` taken for it.
+    fn spawn_attempt(
+        self: &Arc<Self>,
+        c: &Arc<ChannelRuntime>,
+        d: Claimed,
+        permit: OwnedSemaphorePermit,
+    ) {
+        c.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.live.lock().unwrap().insert(d.id);
+        let guard = LiveGuard {
+            dispatcher: self.clone(),
+            channel: c.clone(),
+            id: d.id,
+        };
+        tokio::spawn(async move {
+            let abort = guard.dispatcher.abort.clone();
+            // After the shutdown grace an attempt still running is dropped here, and only
+            // then is its lease released (as uncertain).
+            let attempt = guard.dispatcher.attempt(&guard.channel, d, permit);
+            tokio::select! {
+                _ = attempt => {}
+                _ = abort.cancelled() => {}
+            }
+            drop(guard);
+        });
+    }
+
+    /// Workers of `channel` for the `units` copies of a live alert about to be accepted,
+    /// taken now (reserved ones first, then free general ones) or not at all. None while the
+    /// channel is paused, held by its platform, or the process is stopping: then the copies
+    /// are queued and claimed as usual. With them, the copies are leased in the acceptance's
+    /// own transaction (`store::announcements::AcceptLease`) and started by
+    /// [`Dispatcher::start_leased`] after its commit: the first send waits for no claim
+    /// statement, which on a busy PostgreSQL was half of an alert's way to the platform.
+    pub fn workers_for_alert(&self, channel: &str, units: usize) -> Option<AlertWorkers> {
+        let c = self.channel(channel)?;
+        if units == 0
+            || self.stop.is_cancelled()
+            || c.is_paused()
+            || c.gate.held_until(now_ms()).is_some()
+        {
+            return None;
+        }
+        let mut permits = Vec::with_capacity(units);
+        for pool in [&c.reserved, &c.general] {
+            while permits.len() < units {
+                match pool.clone().try_acquire_owned() {
+                    Ok(p) => permits.push(p),
+                    Err(_) => break,
+                }
+            }
+        }
+        (permits.len() == units).then(|| AlertWorkers {
+            channel: c.clone(),
+            permits,
+        })
+    }
+
+    /// The owner and end of a lease taken now, for copies leased at acceptance.
+    pub fn lease_from_now(&self) -> (&str, i64) {
+        (&self.owner, now_ms() + self.settings.lease_ms)
+    }
+
+    /// Starts the attempts of a live alert's copies leased at acceptance, on the workers
+    /// taken for them. A copy without a worker (none expected) is given back to the queue.
+    pub fn start_leased(
+        self: &Arc<Self>,
+        announcement_id: &str,
+        lane: i32,
+        created_at: i64,
+        copies: Vec<store::announcements::LeasedCopy>,
+        workers: Vec<AlertWorkers>,
+    ) {
+        let mut workers = workers;
+        for copy in copies {
+            let d = Claimed {
+                id: copy.id,
+                announcement_id: announcement_id.to_string(),
+                channel: copy.channel,
+                kind: "send".to_string(),
+                unit_index: copy.unit_index,
+                subscriber_id: 0,
+                lane,
+                attempts: 1,
+                idempotency_key: copy.idempotency_key,
+                uncertain: false,
+                expand_cursor: 0,
+                first_attempt_at: created_at,
+                recipient: None,
+            };
+            let taken = workers
+                .iter_mut()
+                .find(|w| w.channel.name == d.channel)
+                .and_then(|w| w.permits.pop().map(|p| (w.channel.clone(), p)));
+            match taken {
+                Some((c, permit)) => self.spawn_attempt(&c, d, permit),
+                None => {
+                    tracing::error!(channel = %d.channel, delivery = d.id, "A copy leased at acceptance had no worker; it is queued again");
+                    let (db, owner) = (self.db.clone(), self.owner.clone());
+                    tokio::spawn(async move {
+                        let _ = queue::release(&db, &d, &owner, now_ms()).await;
+                    });
+                }
             }
         }
     }

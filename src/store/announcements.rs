@@ -50,6 +50,7 @@ fn acceptance_sql(
     plans: usize,
     units: usize,
     ends_followed: bool,
+    leased: bool,
     one: bool,
 ) -> Vec<String> {
     let mut p = super::Params::new(db);
@@ -95,16 +96,23 @@ fn acceptance_sql(
     if units > 0 {
         let values = (0..units)
                 .map(|_| {
-                    let [id, channel, kind, unit, lane, run_after, key, created, updated] =
+                    let [id, channel, kind, unit, lane, status, attempts, run_after, key, owner, until, first, created, updated] =
                         std::array::from_fn(|_| p.next());
-                    format!("({id}, {channel}, {kind}, {unit}, 0, {lane}, 'pending', 0, {run_after}, {key}, {created}, {updated})")
+                    format!("({id}, {channel}, {kind}, {unit}, 0, {lane}, {status}, {attempts}, {run_after}, {key}, \
+                         {owner}, {until}, {first}, {created}, {updated})")
                 })
                 .collect::<Vec<_>>()
                 .join(", ");
+        let returning = if leased {
+            " RETURNING id, channel, unit_index, idempotency_key, status"
+        } else {
+            ""
+        };
         push(
                 format!(
                     "INSERT INTO deliveries (announcement_id, channel, kind, unit_index, subscriber_id, lane, \
-                         status, attempts, run_after, idempotency_key, created_at, updated_at) VALUES {values}"
+                         status, attempts, run_after, idempotency_key, lease_owner, lease_until, first_attempt_at, \
+                         created_at, updated_at) VALUES {values}{returning}"
                 ),
                 &mut p,
             );
@@ -112,13 +120,20 @@ fn acceptance_sql(
     if !one {
         return parts;
     }
+    let last = parts.len() - 1;
     let with = parts
         .iter()
         .enumerate()
         .map(|(i, text)| format!("w{i} AS ({text})"))
         .collect::<Vec<_>>()
         .join(", ");
-    vec![format!("WITH {with} SELECT 1")]
+    if leased && units > 0 {
+        vec![format!(
+            "WITH {with} SELECT id, channel, unit_index, idempotency_key, status FROM w{last}"
+        )]
+    } else {
+        vec![format!("WITH {with} SELECT 1")]
+    }
 }
 
 macro_rules! bind_announcement {
@@ -185,8 +200,9 @@ macro_rules! bind_plans {
 }
 
 macro_rules! bind_units {
-    ($q:expr, $a:expr, $units:expr) => {{
+    ($q:expr, $a:expr, $units:expr, $lease:expr) => {{
         let a = $a;
+        let lease: Option<&AcceptLease> = $lease;
         let run_after = a.scheduled_at.unwrap_or(a.created_at);
         let mut q = $q;
         for (plan, unit) in $units {
@@ -195,14 +211,26 @@ macro_rules! bind_units {
             } else {
                 "send"
             };
+            // Leased at acceptance: in flight with this instance, its first attempt counted
+            // (as a claim would have set it).
+            let lease = lease.filter(|l| kind == "send" && l.channels.contains(&plan.channel));
             q = q
                 .bind(&a.id)
                 .bind(&plan.channel)
                 .bind(kind)
                 .bind(*unit)
                 .bind(a.lane)
+                .bind(if lease.is_some() {
+                    "in_flight"
+                } else {
+                    "pending"
+                })
+                .bind(i32::from(lease.is_some()))
                 .bind(run_after)
                 .bind(uuid::Uuid::new_v4().to_string())
+                .bind(lease.map(|l| l.owner))
+                .bind(lease.map(|l| l.until))
+                .bind(lease.map(|_| a.created_at))
                 .bind(a.created_at)
                 .bind(a.created_at);
         }
@@ -212,7 +240,7 @@ macro_rules! bind_units {
 
 /// Every part's values, in the order of [`acceptance_sql`].
 macro_rules! bind_writes {
-    ($q:expr, $a:expr, $plans:expr, $units:expr, $ends_followed:expr) => {{
+    ($q:expr, $a:expr, $plans:expr, $units:expr, $ends_followed:expr, $lease:expr) => {{
         let a = $a;
         let mut q = bind_announcement!($q, a);
         if let Some(alert) = &a.alert {
@@ -225,7 +253,7 @@ macro_rules! bind_writes {
             q = bind_plans!(q, a, $plans);
         }
         if !$units.is_empty() {
-            q = bind_units!(q, a, $units);
+            q = bind_units!(q, a, $units, $lease);
         }
         q
     }};
@@ -235,7 +263,41 @@ macro_rules! bind_writes {
 /// transaction. A unique violation on (created_by, idempotency_key) comes back as
 /// `StoreError::Sql` with `is_unique_violation()`.
 pub async fn insert(db: &Db, a: &NewAnnouncement, plans: &[NewChannelPlan]) -> Result<()> {
-    insert_firing(db, a, plans, None).await.map(|_| ())
+    write(db, a, plans, None, None).await.map(|_| ())
+}
+
+/// A live alert's copies leased at acceptance to the accepting instance's workers, for the
+/// channels in `channels` (their `send` copies; an email fan-out is expanded as usual): the
+/// claim is part of the acceptance's transaction, so the first send waits for no claim
+/// statement of its own. Every invariant of a claimed delivery holds from the commit on
+/// (in flight, leased until `until`, its first attempt counted); if the process dies before
+/// the outcome is recorded, the lease expires and the copy is reclaimed as any other.
+pub struct AcceptLease<'a> {
+    pub owner: &'a str,
+    pub until: i64,
+    pub channels: &'a [String],
+}
+
+/// A copy leased at acceptance (see [`AcceptLease`]).
+#[derive(Clone, Debug)]
+pub struct LeasedCopy {
+    pub id: i64,
+    pub channel: String,
+    pub unit_index: i32,
+    pub idempotency_key: String,
+}
+
+/// [`insert`], with the copies `lease` names leased to it in the same transaction; returns
+/// them.
+pub async fn insert_leased(
+    db: &Db,
+    a: &NewAnnouncement,
+    plans: &[NewChannelPlan],
+    lease: &AcceptLease<'_>,
+) -> Result<Vec<LeasedCopy>> {
+    write(db, a, plans, None, Some(lease))
+        .await
+        .map(Option::unwrap_or_default)
 }
 
 /// [`insert`], for a schedule's firing: the firing's claim on its schedule runs first in the
@@ -247,6 +309,36 @@ pub async fn insert_firing(
     plans: &[NewChannelPlan],
     firing: Option<&super::schedules::Firing>,
 ) -> Result<bool> {
+    write(db, a, plans, firing, None).await.map(|w| w.is_some())
+}
+
+/// The copies leased at acceptance, from the deliveries' `RETURNING` rows (either dialect).
+macro_rules! leased_copies {
+    ($rows:expr) => {{
+        let mut copies = Vec::new();
+        for r in $rows {
+            if r.try_get::<String, _>("status")? == "in_flight" {
+                copies.push(LeasedCopy {
+                    id: r.try_get("id")?,
+                    channel: r.try_get("channel")?,
+                    unit_index: r.try_get("unit_index")?,
+                    idempotency_key: r.try_get("idempotency_key")?,
+                });
+            }
+        }
+        copies
+    }};
+}
+
+/// The acceptance's writes: `None` when a firing's claim on its schedule failed (nothing
+/// written), else the copies leased at acceptance (none without `lease`).
+async fn write(
+    db: &Db,
+    a: &NewAnnouncement,
+    plans: &[NewChannelPlan],
+    firing: Option<&super::schedules::Firing>,
+    lease: Option<&AcceptLease<'_>>,
+) -> Result<Option<Vec<LeasedCopy>>> {
     let units: Vec<(&NewChannelPlan, i32)> = plans
         .iter()
         .flat_map(|plan| (0..plan.units).map(move |unit| (plan, unit as i32)))
@@ -255,20 +347,34 @@ pub async fn insert_firing(
         .alert
         .as_ref()
         .is_some_and(|alert| alert.follows.is_some() && a.status != "awaiting_confirmation");
+    let leased = lease.is_some();
     if db.is_postgres() && firing.is_none() {
         // On PostgreSQL every statement is a round trip to a server that a backlog keeps
         // busy, and a disaster alert's `202` waits for all of them: the whole acceptance is
         // one statement there (its parts as data-modifying `WITH` queries, which commit or
         // fail together; the foreign keys are checked at its end).
-        let sql = acceptance_sql(db, a, plans.len(), units.len(), ends_followed, true);
-        write_pool!(db, p => {
+        let sql = acceptance_sql(db, a, plans.len(), units.len(), ends_followed, leased, true);
+        let copies = write_pool!(db, p => {
             let q = sqlx::query(&sql[0]);
-            let q = bind_writes!(q, a, plans, &units, ends_followed);
-            q.execute(p).await?;
+            let q = bind_writes!(q, a, plans, &units, ends_followed, lease);
+            let rows = q.fetch_all(p).await?;
+            if leased && !units.is_empty() {
+                leased_copies!(&rows)
+            } else {
+                Vec::new()
+            }
         });
-        return Ok(true);
+        return Ok(Some(copies));
     }
-    let sql = acceptance_sql(db, a, plans.len(), units.len(), ends_followed, false);
+    let sql = acceptance_sql(
+        db,
+        a,
+        plans.len(),
+        units.len(),
+        ends_followed,
+        leased,
+        false,
+    );
     let out = write_tx!(db, tx => {
         if let Some(f) = firing {
             let n = sqlx::query(super::schedules::CLAIM)
@@ -276,7 +382,7 @@ pub async fn insert_firing(
                 .execute(&mut *tx).await?.rows_affected();
             if n != 1 {
                 // Nothing written: the transaction commits empty.
-                return Ok(false);
+                return Ok(None);
             }
             sqlx::query(super::schedules::RECORD)
                 .bind(&f.schedule_id).bind(f.fire_at).bind(&a.id).bind(None::<String>).bind(a.created_at)
@@ -296,10 +402,14 @@ pub async fn insert_firing(
         if !plans.is_empty() {
             bind_plans!(next(), a, plans).execute(&mut *tx).await?;
         }
+        let mut copies = Vec::new();
         if !units.is_empty() {
-            bind_units!(next(), a, &units).execute(&mut *tx).await?;
+            let rows = bind_units!(next(), a, &units, lease).fetch_all(&mut *tx).await?;
+            if leased {
+                copies = leased_copies!(&rows);
+            }
         }
-        true
+        Some(copies)
     });
     Ok(out)
 }

@@ -57,6 +57,75 @@ async fn one_key_sent_at_once_stores_one_whole_alert(backend: Backend) {
 }
 on_both!(one_key_sent_at_once_stores_one_whole_alert);
 
+/// A live alert goes to the accepting instance's free disaster workers from its acceptance:
+/// its copies are leased in the acceptance's transaction, so its first send waits for no
+/// claim statement (on a busy PostgreSQL that claim was half of an alert's way to the
+/// platform). On PostgreSQL the test proves it: every claim reads `subscribers` (for an email
+/// copy's recipient), and with that table locked no claim can finish, yet the alert is
+/// published, once, its first attempt counted as a claim would count it. A drill still goes
+/// through the queue: it waits for the claims and is published once the lock is gone.
+async fn a_live_alert_is_sent_from_its_acceptance_without_a_claim(backend: Backend) {
+    use sqlx::Connection;
+    let d = Daemon::builder(backend).start().await;
+    let mut c = match backend {
+        Backend::Postgres => Some(
+            sqlx::PgConnection::connect(&d.database_url())
+                .await
+                .unwrap(),
+        ),
+        Backend::Sqlite => None,
+    };
+    let mut held = match c.as_mut() {
+        Some(c) => {
+            let mut held = c.begin().await.unwrap();
+            sqlx::query("LOCK TABLE subscribers IN ACCESS EXCLUSIVE MODE")
+                .execute(&mut *held)
+                .await
+                .unwrap();
+            Some(held)
+        }
+        None => None,
+    };
+    let (status, v) = submit_as(&d, DISASTER, alert("【警戒レベル4】避難指示 井上地区")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    let mut drill = alert("【訓練】避難指示 井上地区");
+    drill["exercise"] = json!(true);
+    let (status, v) = submit_as(&d, DISASTER, drill).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    let drill_id = v["id"].as_str().unwrap().to_string();
+    let a = d.wait_status(&id, &["sent"], Duration::from_secs(20)).await;
+    assert_eq!(channel(&a, "website")["sent"], 1, "{a}");
+    if let Some(held) = held.take() {
+        // The drill's copy is queued behind the claims the lock holds.
+        let a = d.announcement(&drill_id).await;
+        assert_eq!(channel(&a, "website")["sent"], 0, "{a}");
+        held.rollback().await.unwrap();
+    }
+    d.wait_status(&drill_id, &["sent"], Duration::from_secs(20))
+        .await;
+    // One attempt each, numbered 1, recorded as sent; nothing left in flight or leased.
+    for one in [&id, &drill_id] {
+        let attempts = d
+            .scalar_i64(&format!(
+                "SELECT COUNT(*) FROM delivery_attempts WHERE announcement_id = '{one}' \
+                 AND attempt = 1 AND outcome = 'sent'"
+            ))
+            .await;
+        assert_eq!(attempts, 1, "{one}");
+        let open = d
+            .scalar_i64(&format!(
+                "SELECT COUNT(*) FROM deliveries WHERE announcement_id = '{one}' \
+                 AND (status <> 'sent' OR attempts <> 1 OR lease_owner IS NOT NULL \
+                      OR first_attempt_at IS NULL)"
+            ))
+            .await;
+        assert_eq!(open, 0, "{one}");
+        assert!(d.site_dir().join(format!("a/{one}.html")).exists(), "{one}");
+    }
+}
+on_both!(a_live_alert_is_sent_from_its_acceptance_without_a_claim);
+
 /// With `[disaster] confirm = "second_person"` a live alert waits, unsent and not yet
 /// active, until a different disaster or admin caller confirms it; its author cannot. A
 /// drill does not wait.
