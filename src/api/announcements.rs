@@ -359,76 +359,43 @@ pub(crate) async fn accept_and_store(
         Vec::new()
     };
     let handed: Vec<String> = workers.iter().map(|w| w.channel().to_string()).collect();
-    let (owner, until) = state.dispatcher.lease_from_now();
-    let lease = store::AcceptLease {
-        owner,
-        until,
-        channels: &handed,
-    };
-    // A live alert's acceptance takes the next write turn, ahead of any backlog's writes.
-    let insert = async {
-        if handed.is_empty() {
-            store::insert(&state.db, &plan.announcement, &stored)
-                .await
-                .map(|_| Vec::new())
-        } else {
-            store::insert_leased(&state.db, &plan.announcement, &stored, &lease).await
-        }
-    };
-    let inserted = if live_alert {
-        crate::store::urgent(insert).await
+    let inserted = if !workers.is_empty() {
+        accept_leased(state, &plan.announcement, &stored, workers).await
+    } else if live_alert {
+        // A live alert's acceptance takes the next write turn, ahead of any backlog's writes.
+        crate::store::urgent(store::insert(&state.db, &plan.announcement, &stored)).await
     } else {
-        insert.await
+        store::insert(&state.db, &plan.announcement, &stored).await
     };
-    let leased = match inserted {
-        Ok(leased) => leased,
-        Err(e) => {
-            if e.is_unique_violation() {
-                // Two requests with one key raced; the other one won. Answer as a replay.
-                if let Some(key) = &key {
-                    if let Some(existing) =
-                        store::get_by_idempotency_key(&state.db, &caller.name, key).await?
-                    {
-                        return replay(state, existing, &hash).await;
-                    }
+    if let Err(e) = inserted {
+        if e.is_unique_violation() {
+            // Two requests with one key raced; the other one won. Answer as a replay.
+            if let Some(key) = &key {
+                if let Some(existing) =
+                    store::get_by_idempotency_key(&state.db, &caller.name, key).await?
+                {
+                    return replay(state, existing, &hash).await;
                 }
             }
-            return Err(e.into());
         }
-    };
+        return Err(e.into());
+    }
     let status = plan.announcement.status.clone();
     tracing::info!(announcement = %id, by = %caller.name, priority = plan.priority.as_str(),
         channels = stored.len(), exercise = submission.exercise, status = %status, "Announcement accepted");
     if status != "awaiting_confirmation" && status != "awaiting_approval" {
         if live_alert {
             let a = &plan.announcement;
-            let renderings: Vec<(&str, &str)> = stored
-                .iter()
-                .map(|c| (c.channel.as_str(), c.rendering.as_str()))
-                .collect();
-            state.dispatcher.remember_alert(
-                &id,
-                a.exercise,
-                a.request_id.clone(),
-                a.scheduled_at.unwrap_or(0).max(a.created_at),
-                &renderings,
-            );
+            remember_alert(&state.dispatcher, a, &stored);
             // Disaster mode holds the paused channels' other work before this alert's
             // first delivery is claimed. An alert that is itself in force turns it on
             // without reading the alerts back; an all-clear may turn it off, so that one
             // reads them.
-            let in_force = a.alert.as_ref().is_some_and(|al| {
-                al.kind != crate::store::alerts::AlertKind::AllClear
-                    && al.expires_at.is_none_or(|t| t > crate::clock::now_ms())
-            });
-            if in_force {
+            if in_force(a) {
                 state.dispatcher.set_disaster_mode(true);
             } else {
                 state.dispatcher.sync_disaster_mode().await;
             }
-            state
-                .dispatcher
-                .start_leased(&id, a.lane, a.created_at, leased, workers);
         }
         if plan.announcement.scheduled_at.is_none() {
             // A channel whose copies were leased at acceptance has nothing queued to claim.
@@ -443,6 +410,68 @@ pub(crate) async fn accept_and_store(
     }
     let names: Vec<String> = plan.channels.iter().map(|c| c.channel.clone()).collect();
     Ok(accepted_from(id, status, &[], &names))
+}
+
+/// Writes a live alert with its copies leased to `workers`, then starts them: in a task of
+/// its own, with the next write turn. Once the acceptance is committed its copies start
+/// even if the request goes away meanwhile (a client hanging up drops the request's
+/// future), instead of waiting for their leases to run out.
+async fn accept_leased(
+    state: &SharedState,
+    a: &store::NewAnnouncement,
+    stored: &[store::NewChannelPlan],
+    workers: Vec<crate::dispatch::AlertWorkers>,
+) -> crate::store::Result<()> {
+    let (db, dispatcher) = (state.db.clone(), state.dispatcher.clone());
+    let (a, stored) = (a.clone(), stored.to_vec());
+    let task = tokio::spawn(crate::store::urgent(async move {
+        let handed: Vec<String> = workers.iter().map(|w| w.channel().to_string()).collect();
+        let (owner, until) = dispatcher.lease_from_now();
+        let lease = store::AcceptLease {
+            owner,
+            until,
+            channels: &handed,
+        };
+        let leased = store::insert_leased(&db, &a, &stored, &lease).await?;
+        // As the request does after it (both idempotent): the attempts read nothing back,
+        // and disaster mode holds the paused channels' other work before the first send.
+        remember_alert(&dispatcher, &a, &stored);
+        if in_force(&a) {
+            dispatcher.set_disaster_mode(true);
+        }
+        dispatcher.start_leased(&a.id, a.lane, a.created_at, leased, workers);
+        Ok(())
+    }));
+    task.await
+        .map_err(|e| crate::store::StoreError::Other(format!("the acceptance stopped: {e}")))?
+}
+
+/// Leaves a live alert just accepted in the dispatcher's caches (`Dispatcher::remember_alert`).
+fn remember_alert(
+    dispatcher: &crate::dispatch::Dispatcher,
+    a: &store::NewAnnouncement,
+    stored: &[store::NewChannelPlan],
+) {
+    let renderings: Vec<(&str, &str)> = stored
+        .iter()
+        .map(|c| (c.channel.as_str(), c.rendering.as_str()))
+        .collect();
+    dispatcher.remember_alert(
+        &a.id,
+        a.exercise,
+        a.request_id.clone(),
+        a.scheduled_at.unwrap_or(0).max(a.created_at),
+        &renderings,
+    );
+}
+
+/// Whether an alert just accepted is in force (not an all-clear, not expired): it turns
+/// disaster mode on without reading the alerts back.
+fn in_force(a: &store::NewAnnouncement) -> bool {
+    a.alert.as_ref().is_some_and(|al| {
+        al.kind != crate::store::alerts::AlertKind::AllClear
+            && al.expires_at.is_none_or(|t| t > crate::clock::now_ms())
+    })
 }
 
 async fn replay(
