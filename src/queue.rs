@@ -280,6 +280,17 @@ async fn claim_sqlite(db: &Db, c: &ClaimArgs<'_>) -> Result<Vec<Claimed>> {
     Ok(rows)
 }
 
+/// Gives back the copies of `announcement_id` leased to `owner` at its acceptance and not
+/// yet attempted (see `store::announcements::AcceptLease`): for an acceptance whose commit
+/// may have happened though its answer was lost. Nothing changes when it did not commit.
+pub async fn release_accepted(db: &Db, announcement_id: &str, owner: &str) -> Result<u64> {
+    Ok(write_pool!(db, p => sqlx::query(
+        "UPDATE deliveries SET status = 'pending', attempts = 0, lease_owner = NULL, lease_until = NULL, \
+             first_attempt_at = NULL, updated_at = $3 \
+         WHERE announcement_id = $1 AND lease_owner = $2 AND status = 'in_flight' AND attempts = 1")
+        .bind(announcement_id).bind(owner).bind(now_ms()).execute(p).await?.rows_affected()))
+}
+
 /// A `queued` or `scheduled` announcement becomes `sending` when its first delivery is
 /// claimed.
 pub async fn mark_sending(db: &Db, announcement_id: &str) -> Result<()> {

@@ -432,7 +432,25 @@ async fn accept_leased(
             until,
             channels: &handed,
         };
-        let leased = store::insert_leased(&db, &a, &stored, &lease).await?;
+        let leased = match store::insert_leased(&db, &a, &stored, &lease).await {
+            Ok(leased) => leased,
+            Err(e) => {
+                if !e.is_unique_violation() {
+                    // The commit may have happened with its answer lost (a connection
+                    // dropped after COMMIT): queue those copies for a claim at once rather
+                    // than leave them leased and unstarted until their leases run out.
+                    drop(workers);
+                    if let Ok(n @ 1..) = crate::queue::release_accepted(&db, &a.id, owner).await {
+                        tracing::warn!(announcement = %a.id, copies = n,
+                            "A live alert's acceptance failed after its commit; its copies are queued");
+                        for channel in &handed {
+                            dispatcher.wake(channel, noroshi_channel_core::Priority::Disaster);
+                        }
+                    }
+                }
+                return Err(e);
+            }
+        };
         // As the request does after it (both idempotent): the attempts read nothing back,
         // and disaster mode holds the paused channels' other work before the first send.
         remember_alert(&dispatcher, &a, &stored);

@@ -243,6 +243,8 @@ impl Dispatcher {
         workers: Vec<AlertWorkers>,
     ) {
         let mut workers = workers;
+        tracing::info!(announcement = %announcement_id, copies = copies.len(),
+            "Live alert sent to its workers from its acceptance");
         for copy in copies {
             let d = Claimed {
                 id: copy.id,
@@ -267,9 +269,11 @@ impl Dispatcher {
                 Some((c, permit)) => self.spawn_attempt(&c, d, permit),
                 None => {
                     tracing::error!(channel = %d.channel, delivery = d.id, "A copy leased at acceptance had no worker; it is queued again");
-                    let (db, owner) = (self.db.clone(), self.owner.clone());
+                    let dispatcher = self.clone();
                     tokio::spawn(async move {
-                        let _ = queue::release(&db, &d, &owner, now_ms()).await;
+                        let (db, owner) = (&dispatcher.db, &dispatcher.owner);
+                        let _ = queue::release(db, &d, owner, now_ms()).await;
+                        dispatcher.wake(&d.channel, Priority::Disaster);
                     });
                 }
             }

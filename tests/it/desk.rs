@@ -66,7 +66,12 @@ on_both!(one_key_sent_at_once_stores_one_whole_alert);
 /// through the queue: it waits for the claims and is published once the lock is gone.
 async fn a_live_alert_is_sent_from_its_acceptance_without_a_claim(backend: Backend) {
     use sqlx::Connection;
-    let d = Daemon::builder(backend).start().await;
+    // The loops claim only when woken: no poll of theirs can hold the workers (blocked on
+    // the lock below) at the moment the alert is accepted.
+    let d = Daemon::builder(backend)
+        .env("NOROSHI__QUEUE__POLL_INTERVAL_MS", "60000")
+        .start()
+        .await;
     let mut c = match backend {
         Backend::Postgres => Some(
             sqlx::PgConnection::connect(&d.database_url())
@@ -96,6 +101,13 @@ async fn a_live_alert_is_sent_from_its_acceptance_without_a_claim(backend: Backe
     let drill_id = v["id"].as_str().unwrap().to_string();
     let a = d.wait_status(&id, &["sent"], Duration::from_secs(20)).await;
     assert_eq!(channel(&a, "website")["sent"], 1, "{a}");
+    // Handed to its workers by the acceptance (on both databases), the drill not.
+    let handed = |logs: &str, one: &str| {
+        logs.lines().any(|l| {
+            l.contains("Live alert sent to its workers from its acceptance") && l.contains(one)
+        })
+    };
+    assert!(handed(&d.logs(), &id), "{}", d.logs());
     if let Some(held) = held.take() {
         // The drill's copy is queued behind the claims the lock holds.
         let a = d.announcement(&drill_id).await;
@@ -123,6 +135,7 @@ async fn a_live_alert_is_sent_from_its_acceptance_without_a_claim(backend: Backe
         assert_eq!(open, 0, "{one}");
         assert!(d.site_dir().join(format!("a/{one}.html")).exists(), "{one}");
     }
+    assert!(!handed(&d.logs(), &drill_id), "a drill is claimed");
 }
 on_both!(a_live_alert_is_sent_from_its_acceptance_without_a_claim);
 
