@@ -386,7 +386,10 @@ pub(crate) async fn accept_and_store(
     if status != "awaiting_confirmation" && status != "awaiting_approval" {
         if live_alert {
             let a = &plan.announcement;
-            remember_alert(&state.dispatcher, a, &stored);
+            if handed.is_empty() {
+                // Otherwise `accept_leased` has done it, before the first send.
+                remember_alert(&state.dispatcher, a, &stored);
+            }
             // Disaster mode holds the paused channels' other work before this alert's
             // first delivery is claimed. An alert that is itself in force turns it on
             // without reading the alerts back; an all-clear may turn it off, so that one
@@ -451,8 +454,8 @@ async fn accept_leased(
                 return Err(e);
             }
         };
-        // As the request does after it (both idempotent): the attempts read nothing back,
-        // and disaster mode holds the paused channels' other work before the first send.
+        // Here rather than in the request: the attempts read nothing back, and disaster mode
+        // holds the paused channels' other work before the first send.
         remember_alert(&dispatcher, &a, &stored);
         if in_force(&a) {
             dispatcher.set_disaster_mode(true);
