@@ -9,10 +9,13 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config;
 
+/// `noroshi --version`: the crate's version and the commit it was built from (build.rs).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("NOROSHI_COMMIT"), ")");
+
 #[derive(Parser)]
 #[command(
     name = "noroshi",
-    version,
+    version = VERSION,
     about = "Announce once, reach every channel (LINE, X, Facebook, email, website)."
 )]
 struct Cli {

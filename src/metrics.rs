@@ -76,6 +76,8 @@ struct ReachLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
     version: &'static str,
+    /// The commit the binary was built from (build.rs), `unknown` without one.
+    commit: &'static str,
 }
 
 type Latency = Family<ChannelLane, Histogram, fn() -> Histogram>;
@@ -193,9 +195,10 @@ fn metrics() -> &'static Metrics {
         build
             .get_or_create(&VersionLabel {
                 version: env!("CARGO_PKG_VERSION"),
+                commit: env!("NOROSHI_COMMIT"),
             })
             .set(1);
-        r.register("build_info", "The running version (always 1)", build);
+        r.register("build_info", "The running version and its commit (always 1)", build);
         m
     })
 }

@@ -96,6 +96,22 @@ pub fn daemon_bin(bin: Option<&Path>) -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// What the binary says of itself (`noroshi --version`: its version and the commit it was
+/// built from), printed with every figure so a figure names its build.
+pub fn describe(bin: &Path) -> String {
+    let version = std::process::Command::new(bin)
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    format!(
+        "{} ({})",
+        bin.display(),
+        version.as_deref().unwrap_or("its --version failed")
+    )
+}
+
 fn default_bin() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR").filter(|v| !v.is_empty()) {
         Some(dir) => PathBuf::from(dir).join("release/noroshi"),

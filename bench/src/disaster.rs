@@ -163,7 +163,7 @@ pub async fn run(args: &DisasterArgs, fakes: &Fakes, sink: &Sink) -> Result<Outc
             LineMode::Multicast => "multicast",
         },
     );
-    println!("daemon: {}", bin.display());
+    println!("daemon: {}", daemon::describe(&bin));
     println!("set by the bench: {}", pacing.describe());
     println!(
         "machine: CPUs {} online, load average {} (other processes share them)",

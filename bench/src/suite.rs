@@ -243,7 +243,7 @@ impl<'a> Suite<'a> {
         println!(
             "noroshi-bench{}: daemon {}",
             if a.quick { " --quick" } else { "" },
-            self.bin.display()
+            crate::daemon::describe(&self.bin)
         );
         println!(
             "machine: CPUs {} online, load average {}; this process on CPUs {}, the daemon {}",

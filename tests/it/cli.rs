@@ -56,6 +56,32 @@ fn check_config_names_every_problem() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("website"));
 }
 
+/// `noroshi --version` names the commit the binary was built from (build.rs), so an operator
+/// during a rollout, and a benchmark's figures, can tell which build runs: in a git checkout
+/// built without `NOROSHI_COMMIT`, `HEAD`'s short id.
+#[test]
+fn version_names_the_commit_it_was_built_from() {
+    let out = noroshi().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let commit = env!("NOROSHI_COMMIT");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("noroshi {} ({commit})", env!("CARGO_PKG_VERSION"))
+    );
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output();
+    match head {
+        Ok(head) if head.status.success() && std::env::var_os("NOROSHI_COMMIT").is_none() => {
+            assert_eq!(commit, String::from_utf8_lossy(&head.stdout).trim());
+        }
+        _ => println!(
+            "SKIPPED: the commit against git (no git checkout here, or NOROSHI_COMMIT is set)"
+        ),
+    }
+}
+
 #[test]
 fn migrate_creates_the_database() {
     let dir = tempfile::tempdir().unwrap();

@@ -282,7 +282,20 @@ async fn container_and_kubernetes_files_hold_together() {
     assert_eq!(health[1], "healthcheck");
     let out = noroshi(&[&health[1], "--help"]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    // Every COPY from the build context names something that exists.
+    // Every COPY from the build context names something that exists, and the build script
+    // the daemon's build runs is among them.
+    let copied: Vec<&str> = containerfile_instruction(&cf, "COPY")
+        .into_iter()
+        .filter(|c| !c.starts_with("--from"))
+        .flat_map(|c| {
+            let parts: Vec<&str> = c.split_whitespace().collect();
+            parts[..parts.len() - 1].to_vec()
+        })
+        .collect();
+    assert!(
+        !repo("build.rs").exists() || copied.contains(&"build.rs"),
+        "the Containerfile does not copy build.rs: {copied:?}"
+    );
     for copy in containerfile_instruction(&cf, "COPY") {
         if copy.starts_with("--from") {
             continue;

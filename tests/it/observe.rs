@@ -197,7 +197,10 @@ async fn metrics_count_what_happened(backend: Backend) {
         sample(
             &text,
             "noroshi_build_info",
-            &[("version", env!("CARGO_PKG_VERSION"))]
+            &[
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("commit", env!("NOROSHI_COMMIT"))
+            ]
         ),
         Some(1.0),
         "{text}"
