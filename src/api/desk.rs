@@ -105,8 +105,16 @@ pub async fn all_clear(
         ));
     }
     if let Some(by) = &alert.ended_by {
-        // A repeat of the same request (same key) is answered as the first was.
-        if key.is_none() {
+        // A repeat of the same request (its key already used by this caller) is answered as
+        // the first was; any other request for an ended alert, whatever its key, is refused:
+        // an all-clear goes out once.
+        let replay = match &key {
+            Some(k) => store::get_by_idempotency_key(&state.db, &caller.name, k)
+                .await?
+                .is_some(),
+            None => false,
+        };
+        if !replay {
             return Err(Problem::conflict(format!(
                 "this alert has already ended (by {by})"
             )));

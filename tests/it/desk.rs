@@ -306,6 +306,35 @@ async fn disaster_mode_holds_other_work_until_the_all_clear(backend: Backend) {
 }
 on_both!(disaster_mode_holds_other_work_until_the_all_clear);
 
+/// An alert is cleared once. A repeat of the all-clear with its key is answered as the first
+/// was (the same announcement); another all-clear of the ended alert — with a fresh key, as a
+/// script that puts a new key on every request sends it — is refused, never sent again.
+async fn a_repeated_all_clear_is_sent_once_whatever_its_key(backend: Backend) {
+    let d = Daemon::builder(backend).start().await;
+    let (status, v) = submit_as(&d, DISASTER, alert("【警戒レベル4】避難指示 井上地区")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    let path = format!("/api/v1/announcements/{id}/all-clear");
+    let (status, first) = d.post_keyed(&path, DISASTER, "clear-1", &json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    let (status, again) = d.post_keyed(&path, DISASTER, "clear-1", &json!({})).await;
+    assert!(status.is_success(), "{status} {again}");
+    assert_eq!(again["id"], first["id"], "a replay: {again}");
+    let (status, v) = d.post_keyed(&path, DISASTER, "clear-2", &json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "already ended, new key: {v}");
+    let (status, v) = d.post(&path, DISASTER, json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "already ended, no key: {v}");
+    let (_, list) = d.get("/api/v1/announcements?priority=disaster").await;
+    let clears = list["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{list}"))
+        .iter()
+        .filter(|a| a["title"].as_str().unwrap_or("").starts_with("【解除】"))
+        .count();
+    assert_eq!(clears, 1, "{list}");
+}
+on_both!(a_repeated_all_clear_is_sent_once_whatever_its_key);
+
 /// A drill never switches disaster mode on: normal work keeps flowing, and it never shows
 /// among the active alerts.
 async fn a_drill_never_turns_disaster_mode_on(backend: Backend) {

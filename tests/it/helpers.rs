@@ -454,9 +454,21 @@ impl Daemon {
 
     /// `POST /api/v1/announcements` with an `Idempotency-Key`.
     pub async fn submit_keyed(&self, token: &str, key: &str, body: &Value) -> (StatusCode, Value) {
+        self.post_keyed("/api/v1/announcements", token, key, body)
+            .await
+    }
+
+    /// `POST path` with an `Idempotency-Key`.
+    pub async fn post_keyed(
+        &self,
+        path: &str,
+        token: &str,
+        key: &str,
+        body: &Value,
+    ) -> (StatusCode, Value) {
         let r = self
             .http
-            .post(format!("{}/api/v1/announcements", self.base))
+            .post(format!("{}{path}", self.base))
             .bearer_auth(token)
             .header("Idempotency-Key", key)
             .json(body)
