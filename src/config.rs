@@ -805,6 +805,13 @@ pub fn validate(loaded: &Loaded) -> Vec<Problem> {
             format!("`{}` is not one of none, second_person", c.disaster.confirm),
         );
     }
+    if c.disaster.exercise_marker.trim().is_empty() {
+        push(
+            "disaster.exercise_marker",
+            "must not be blank: every drill's output starts with it (e.g. 【訓練】 or [EXERCISE])"
+                .into(),
+        );
+    }
     for (i, feed) in c.cap.feeds.iter().enumerate() {
         if !url::Url::parse(feed).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
             push(
@@ -997,6 +1004,22 @@ mod tests {
             loaded.config.schedules.holidays_file.as_deref(),
             Some(std::path::Path::new("/etc/noroshi/syukujitsu.csv"))
         );
+    }
+
+    /// A drill must never look like a live alert: its marker cannot be blank.
+    #[test]
+    fn a_blank_exercise_marker_is_refused() {
+        for marker in ["", "   ", "\u{3000}"] {
+            let loaded = load_str(
+                &format!("[disaster]\nexercise_marker = \"{marker}\"\n"),
+                &[],
+            )
+            .unwrap();
+            let keys: Vec<String> = validate(&loaded).into_iter().map(|p| p.key).collect();
+            assert_eq!(keys, ["disaster.exercise_marker"], "{marker:?}");
+        }
+        let loaded = load_str("[disaster]\nexercise_marker = \"[EXERCISE]\"\n", &[]).unwrap();
+        assert!(validate(&loaded).is_empty());
     }
 
     #[test]
