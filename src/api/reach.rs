@@ -92,11 +92,14 @@ pub async fn list(
         &state.db,
         q.channel.as_deref(),
         q.metric.as_deref(),
+        q.announcement_id.as_deref(),
         since,
         until,
     )
     .await?;
-    if q.channel.as_deref().is_none_or(|c| c == "website")
+    // The site's page views are the whole site's, no announcement's.
+    if q.announcement_id.is_none()
+        && q.channel.as_deref().is_none_or(|c| c == "website")
         && q.metric.as_deref().is_none_or(|m| m == "page_views")
     {
         let day = |ms: i64| {

@@ -294,7 +294,7 @@ pub async fn term_value(
             breaks: vec![],
         }));
     }
-    let all = store::samples(&state.db, Some(channel), Some(metric), since, until).await?;
+    let all = store::samples(&state.db, Some(channel), Some(metric), None, since, until).await?;
     let account: Vec<Sample> = all
         .iter()
         .filter(|s| s.subject.is_none())

@@ -50,16 +50,21 @@ pub async fn samples(
     db: &Db,
     channel: Option<&str>,
     metric: Option<&str>,
+    announcement_id: Option<&str>,
     since: i64,
     until: i64,
 ) -> Result<Vec<Sample>> {
+    // One announcement's reach: the samples whose subject is one of its posts, by the id
+    // the platform gave it (the delivery's remote id).
     with_pool!(db, p => {
         let rows = sqlx::query(
             "SELECT channel, metric, value, period, api_version, subject, collected_at, source, note, entered_by \
              FROM reach_samples WHERE collected_at >= $1 AND collected_at < $2 \
                AND (CAST($3 AS TEXT) IS NULL OR channel = $3) AND (CAST($4 AS TEXT) IS NULL OR metric = $4) \
+               AND (CAST($5 AS TEXT) IS NULL OR subject IN (SELECT d.remote_id FROM deliveries d \
+                   WHERE d.announcement_id = $5 AND d.remote_id IS NOT NULL)) \
              ORDER BY collected_at, id LIMIT 100000")
-            .bind(since).bind(until).bind(channel).bind(metric)
+            .bind(since).bind(until).bind(channel).bind(metric).bind(announcement_id)
             .fetch_all(p).await?;
         rows.iter().map(|r| Ok(Sample {
             channel: r.try_get("channel")?,

@@ -937,6 +937,25 @@ fiscal_year = {fy}
     assert!(has("line", "followers", 7620.0), "{samples}");
     assert!(has("email", "active_subscribers", 3.0), "{samples}");
     assert!(has("website", "page_views", 3.0), "{samples}");
+    // One announcement's reach: the samples of its posts, by the ids the platforms gave them.
+    let (status, own) = d.get(&format!("/api/v1/reach?announcement_id={id}")).await;
+    assert_eq!(status, StatusCode::OK, "{own}");
+    let own = own.as_array().unwrap_or_else(|| panic!("{own}"));
+    let remote_ids: Vec<&serde_json::Value> = a["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| c["remote_ids"].as_array().into_iter().flatten())
+        .collect();
+    assert!(
+        !own.is_empty() && own.iter().all(|s| remote_ids.contains(&&s["subject"])),
+        "{own:?} (the announcement's posts: {remote_ids:?})"
+    );
+    assert!(
+        own.iter()
+            .any(|s| s["metric"] == "impression_count" && s["value"].as_f64() == Some(1234.0)),
+        "{own:?}"
+    );
     let fb = samples
         .as_array()
         .unwrap()
