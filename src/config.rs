@@ -1006,6 +1006,28 @@ mod tests {
         );
     }
 
+    /// A Facebook Page id set through the environment is a run of digits, which TOML reads
+    /// as an integer: it is still the Page id.
+    #[test]
+    fn a_numeric_page_id_from_the_environment_is_the_page_id() {
+        let loaded = load_str(
+            "",
+            &[
+                ("NOROSHI__CHANNELS__FACEBOOK__PAGE_ID", "102030405060708"),
+                (
+                    "NOROSHI__CHANNELS__FACEBOOK__EXERCISE_TARGET",
+                    "908070605040302",
+                ),
+            ],
+        )
+        .unwrap();
+        let fb = &loaded.config.channels.facebook;
+        assert_eq!(fb.page_id, "102030405060708");
+        assert_eq!(fb.exercise_target.as_deref(), Some("908070605040302"));
+        let err = load_str("[channels.facebook]\npage_id = true\n", &[]).unwrap_err();
+        assert!(err.contains("page_id"), "{err}");
+    }
+
     /// A drill must never look like a live alert: its marker cannot be blank.
     #[test]
     fn a_blank_exercise_marker_is_refused() {

@@ -27,7 +27,9 @@ pub struct Config {
     pub graph_base: String,
     /// The Graph API version, `vNN.0`. Versions expire about two years after release.
     pub api_version: String,
-    /// The numeric id of the city's Facebook Page.
+    /// The numeric id of the city's Facebook Page (text or digits: set through the
+    /// environment it arrives as a number).
+    #[serde(deserialize_with = "noroshi_channel_core::config::text_or_number")]
     pub page_id: String,
     /// The Page (or system-user) access token; resolved by the daemon from
     /// `page_access_token_env` (default `FACEBOOK_PAGE_TOKEN`) or `page_access_token_file`.
@@ -42,6 +44,7 @@ pub struct Config {
     /// asks the queue to slow down before it sends (1–99).
     pub usage_slowdown_percent: u8,
     /// A drill's test target (a test Page id); kept for the disaster issue.
+    #[serde(deserialize_with = "noroshi_channel_core::config::optional_text_or_number")]
     pub exercise_target: Option<String>,
     /// Other languages to post, each as its own post after the primary one (e.g.
     /// `["en"]`); default none: only the announcement's own language.
