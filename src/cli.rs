@@ -251,50 +251,71 @@ fn load_checked(path: Option<&std::path::Path>) -> Option<config::Loaded> {
 }
 
 fn check_config(a: ConfigArg) -> anyhow::Result<ExitCode> {
-    let Some(loaded) = load_checked(a.config.as_deref()) else {
-        return Ok(ExitCode::FAILURE);
-    };
-    crate::server::install_crypto_provider();
-    // Build the channels too (still no network I/O): catches what validation alone cannot.
-    let env = noroshi_channel_core::BuildEnv {
-        http: crate::server::http_client(&loaded.config)?,
-        data_dir: loaded.config.server.data_dir.clone(),
-        public_base_url: loaded.config.server.public_base_url(),
-        clock: std::sync::Arc::new(crate::clock::now),
-    };
-    match crate::registry::build_channels(&loaded.config.channels, &env) {
-        Ok(channels) => {
-            let source = loaded
-                .source
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| "built-in defaults".into());
-            println!("Configuration OK ({source}).");
-            println!(
-                "Database: {}",
-                crate::server::redact_url(&loaded.config.database.url)
-            );
-            println!(
-                "Channels enabled: {}",
-                channels
-                    .iter()
-                    .map(|c| c.channel.name().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            Ok(ExitCode::SUCCESS)
+    let loaded = match config::load(a.config.as_deref()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("noroshi: {e}");
+            return Ok(ExitCode::FAILURE);
         }
-        Err(problems) => {
-            eprintln!(
-                "noroshi: the configuration has {} problem(s):",
-                problems.len()
-            );
-            for p in &problems {
-                eprintln!("  {p}");
+    };
+    let config = &loaded.config;
+    let mut problems: Vec<String> = config::validate(&loaded)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    // What the start reads from files besides the config, checked as the start checks it.
+    if let Err(e) = crate::server::load_holidays(config) {
+        problems.push(format!("schedules.holidays_file: {e:#}"));
+    }
+    crate::server::install_crypto_provider();
+    // Build the channels too (still no network I/O): catches what validation alone cannot,
+    // and the disaster templates are checked against them. Built only from a valid config.
+    let mut enabled = Vec::new();
+    if problems.is_empty() {
+        let env = noroshi_channel_core::BuildEnv {
+            http: crate::server::http_client(config)?,
+            data_dir: config.server.data_dir.clone(),
+            public_base_url: config.server.public_base_url(),
+            clock: std::sync::Arc::new(crate::clock::now),
+        };
+        match crate::registry::build_channels(&config.channels, &env) {
+            Ok(channels) => {
+                let built: Vec<_> = channels.iter().map(|c| c.channel.clone()).collect();
+                if let Err(e) = crate::server::load_templates(config, &built) {
+                    problems.push(format!("disaster.templates_dir: {e:#}"));
+                }
+                enabled = built.iter().map(|c| c.name().to_string()).collect();
             }
-            Ok(ExitCode::FAILURE)
+            Err(ps) => problems.extend(ps.iter().map(ToString::to_string)),
+        }
+    } else if let Some(dir) = &config.disaster.templates_dir {
+        // Not checked against channels here, but whether they load at all.
+        if let Err(ps) = crate::desk::templates::Templates::load_dir(dir) {
+            problems.push(format!("disaster.templates_dir: {}", ps.join("; ")));
         }
     }
+    if !problems.is_empty() {
+        eprintln!(
+            "noroshi: the configuration has {} problem(s):",
+            problems.len()
+        );
+        for p in &problems {
+            eprintln!("  {p}");
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    let source = loaded
+        .source
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "built-in defaults".into());
+    println!("Configuration OK ({source}).");
+    println!(
+        "Database: {}",
+        crate::server::redact_url(&config.database.url)
+    );
+    println!("Channels enabled: {}", enabled.join(", "));
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn serve(a: ConfigArg) -> anyhow::Result<ExitCode> {

@@ -805,6 +805,9 @@ pub fn validate(loaded: &Loaded) -> Vec<Problem> {
             format!("`{}` is not one of none, second_person", c.disaster.confirm),
         );
     }
+    if let Err(e) = crate::schedule::Cron::parse(&c.reach.schedule) {
+        push("reach.schedule", e);
+    }
     if c.disaster.exercise_marker.trim().is_empty() {
         push(
             "disaster.exercise_marker",

@@ -386,7 +386,7 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
 }
 
 /// Japanese public holidays for schedules that skip or move firings on them.
-fn load_holidays(config: &Config) -> anyhow::Result<crate::schedule::Holidays> {
+pub(crate) fn load_holidays(config: &Config) -> anyhow::Result<crate::schedule::Holidays> {
     let path = match &config.schedules.holidays_file {
         Some(p) => p.clone(),
         None if Path::new("config/holidays.csv").is_file() => "config/holidays.csv".into(),
@@ -404,7 +404,7 @@ fn load_holidays(config: &Config) -> anyhow::Result<crate::schedule::Holidays> {
 
 /// The named templates, each rendered with its example values for every enabled channel:
 /// a template a channel would refuse stops the start, naming the template and the rule.
-fn load_templates(
+pub(crate) fn load_templates(
     config: &Config,
     channels: &[Arc<dyn noroshi_channel_core::Channel>],
 ) -> anyhow::Result<crate::desk::templates::Templates> {

@@ -56,6 +56,37 @@ fn check_config_names_every_problem() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("website"));
 }
 
+/// What `serve` would refuse at its start, `check-config` refuses too, every problem named:
+/// the reach schedule, the holiday list, the disaster templates.
+#[test]
+fn check_config_refuses_what_serve_would_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("noroshi.toml");
+    let config = format!(
+        "[reach]\nschedule = \"every hour\"\n\
+         [schedules]\nholidays_file = \"{holidays}\"\n\
+         [disaster]\ntemplates_dir = \"{templates}\"\n",
+        holidays = dir.path().join("no-holidays.csv").display(),
+        templates = dir.path().join("no-templates").display(),
+    );
+    std::fs::write(&path, config).unwrap();
+    let out = noroshi()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    for key in [
+        "reach.schedule",
+        "schedules.holidays_file",
+        "disaster.templates_dir",
+    ] {
+        assert!(err.contains(key), "{key} is not named:\n{err}");
+    }
+}
+
 /// `noroshi --version` names the commit the binary was built from (build.rs), so an operator
 /// during a rollout, and a benchmark's figures, can tell which build runs: in a git checkout
 /// built without `NOROSHI_COMMIT`, `HEAD`'s short id.
