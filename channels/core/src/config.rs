@@ -81,6 +81,36 @@ pub fn required_secret(
     }
 }
 
+/// Deserializes a text setting that may arrive as a bare number: an id set through the
+/// environment (`NOROSHI__CHANNELS__FACEBOOK__PAGE_ID=1234567890`) is read as TOML, and a
+/// run of digits is an integer there. Use with `#[serde(deserialize_with = "…")]`.
+pub fn text_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    struct Text;
+    impl serde::de::Visitor<'_> for Text {
+        type Value = String;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("text or a number")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+    }
+    d.deserialize_any(Text)
+}
+
+/// [`text_or_number`] for an optional setting.
+pub fn optional_text_or_number<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<String>, D::Error> {
+    text_or_number(d).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,34 +174,4 @@ mod tests {
         assert_eq!(required_secret("token", Some(&given), None), None);
         assert!(is_blank(&blank) && !is_blank(&given));
     }
-}
-
-/// Deserializes a text setting that may arrive as a bare number: an id set through the
-/// environment (`NOROSHI__CHANNELS__FACEBOOK__PAGE_ID=1234567890`) is read as TOML, and a
-/// run of digits is an integer there. Use with `#[serde(deserialize_with = "…")]`.
-pub fn text_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    struct Text;
-    impl serde::de::Visitor<'_> for Text {
-        type Value = String;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("text or a number")
-        }
-        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
-            Ok(v.to_string())
-        }
-        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<String, E> {
-            Ok(v.to_string())
-        }
-        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
-            Ok(v.to_string())
-        }
-    }
-    d.deserialize_any(Text)
-}
-
-/// [`text_or_number`] for an optional setting.
-pub fn optional_text_or_number<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Option<String>, D::Error> {
-    text_or_number(d).map(Some)
 }
