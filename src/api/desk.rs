@@ -104,19 +104,35 @@ pub async fn all_clear(
             "this announcement is itself an all-clear",
         ));
     }
-    if let Some(by) = &alert.ended_by {
-        // A repeat of the same request (its key already used by this caller) is answered as
-        // the first was; any other request for an ended alert, whatever its key, is refused:
-        // an all-clear goes out once.
-        let replay = match &key {
-            Some(k) => store::get_by_idempotency_key(&state.db, &caller.name, k)
+    // A key this caller used before is a replay only of a follow-up of this very alert:
+    // two alerts' all-clears can be the same request (it does not name the alert).
+    let mut replay = false;
+    if let Some(k) = &key {
+        if let Some(earlier) = store::get_by_idempotency_key(&state.db, &caller.name, k).await? {
+            let follows = alerts::get(&state.db, &earlier.id)
                 .await?
-                .is_some(),
-            None => false,
-        };
-        if !replay {
+                .and_then(|a| a.follows);
+            if follows.as_deref() != Some(id.as_str()) {
+                return Err(Problem::conflict(
+                    "Idempotency-Key was already used for another request; use a new key for this all-clear",
+                )
+                .field("Idempotency-Key"));
+            }
+            replay = true;
+        }
+    }
+    // Otherwise an alert has one follow-up: none once it has ended, and none while one waits
+    // for its second person (confirming both would send 【解除】 twice).
+    if !replay {
+        if let Some(by) = &alert.ended_by {
             return Err(Problem::conflict(format!(
                 "this alert has already ended (by {by})"
+            )));
+        }
+        if let Some(f) = alerts::follow_up_of(&state.db, &id).await? {
+            return Err(Problem::conflict(format!(
+                "this alert already has a follow-up ({} {}, {}); cancel it first to send another",
+                f.kind, f.announcement_id, f.status
             )));
         }
     }

@@ -178,6 +178,19 @@ pub async fn get(db: &Db, announcement_id: &str) -> Result<Option<AlertRow>> {
     })
 }
 
+/// The follow-up (all-clear or correction) of the alert `announcement_id` that is not
+/// cancelled, released or still waiting for its second person, if there is one.
+pub async fn follow_up_of(db: &Db, announcement_id: &str) -> Result<Option<AlertRow>> {
+    let sql = format!(
+        "{ALERT_SELECT} WHERE al.follows = $1 AND a.status <> 'cancelled' \
+         ORDER BY al.created_at LIMIT 1"
+    );
+    with_pool!(db, p => {
+        let row = sqlx::query(&sql).bind(announcement_id).fetch_optional(p).await?;
+        row.as_ref().map(|r| alert_from!(r)).transpose()
+    })
+}
+
 /// The announcement a CAP message became, if it was seen before.
 pub async fn by_cap(
     db: &Db,

@@ -335,6 +335,76 @@ async fn a_repeated_all_clear_is_sent_once_whatever_its_key(backend: Backend) {
 }
 on_both!(a_repeated_all_clear_is_sent_once_whatever_its_key);
 
+/// While an all-clear waits for its second person, the alert has a follow-up already: a
+/// second all-clear (a new key, or none) is refused, so confirming cannot send 【解除】 twice.
+/// A key used for one alert's all-clear is not a replay for another alert (the two
+/// all-clears' requests can be identical: they do not name the alert).
+async fn an_alert_has_one_follow_up_even_before_it_is_confirmed(backend: Backend) {
+    let d = Daemon::builder(backend)
+        .env("NOROSHI__DISASTER__CONFIRM", "second_person")
+        .start()
+        .await;
+    let mut alerts = Vec::new();
+    for area in ["井上地区", "相森地区"] {
+        let (status, v) = submit_as(
+            &d,
+            DISASTER,
+            alert(&format!("【警戒レベル4】避難指示 {area}")),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+        let id = v["id"].as_str().unwrap().to_string();
+        let (status, v) = d
+            .post(
+                &format!("/api/v1/announcements/{id}/confirm"),
+                ADMIN,
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        alerts.push(id);
+    }
+    let clear = |id: &str| format!("/api/v1/announcements/{id}/all-clear");
+    let (status, first) = d
+        .post_keyed(&clear(&alerts[0]), DISASTER, "k-1", &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    assert_eq!(first["status"], "awaiting_confirmation", "{first}");
+    let (status, v) = d
+        .post_keyed(&clear(&alerts[0]), DISASTER, "k-2", &json!({}))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "a follow-up waits already: {v}"
+    );
+    let (status, v) = d.post(&clear(&alerts[0]), DISASTER, json!({})).await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "a follow-up waits already: {v}"
+    );
+    let (status, again) = d
+        .post_keyed(&clear(&alerts[0]), DISASTER, "k-1", &json!({}))
+        .await;
+    assert!(status.is_success(), "{status} {again}");
+    assert_eq!(again["id"], first["id"], "a replay: {again}");
+    // The same key for the other alert: not its all-clear.
+    let (status, v) = d
+        .post_keyed(&clear(&alerts[1]), DISASTER, "k-1", &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{v}");
+    assert_eq!(v["field"], "Idempotency-Key", "{v}");
+    let ids: Vec<String> = active(&d).await["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["announcement_id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(ids.contains(&alerts[1]), "still active: {ids:?}");
+}
+on_both!(an_alert_has_one_follow_up_even_before_it_is_confirmed);
+
 /// A drill never switches disaster mode on: normal work keeps flowing, and it never shows
 /// among the active alerts.
 async fn a_drill_never_turns_disaster_mode_on(backend: Backend) {
