@@ -20,10 +20,16 @@ fn git(args: &[&str]) -> Option<String> {
     out.status.success().then(|| text.trim().to_string())
 }
 
-/// `HEAD`'s short id; the script runs again when `HEAD` or the branch it names moves.
+/// `HEAD`'s short id; the script runs again when `HEAD` or the branch it names moves (its
+/// loose ref, the packed refs, and `HEAD`'s reflog, which every commit, checkout and reset
+/// appends to even when the branch's ref was packed before).
 fn head() -> Option<String> {
     let commit = git(&["rev-parse", "--short=12", "HEAD"])?;
-    let mut watched = vec!["HEAD".to_string(), "packed-refs".to_string()];
+    let mut watched = vec![
+        "HEAD".to_string(),
+        "packed-refs".to_string(),
+        "logs/HEAD".to_string(),
+    ];
     watched.extend(git(&["symbolic-ref", "-q", "HEAD"]));
     for name in watched {
         // Only files that exist: a missing one would make Cargo run the script every build.
