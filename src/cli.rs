@@ -263,6 +263,7 @@ fn check_config(a: ConfigArg) -> anyhow::Result<ExitCode> {
         .iter()
         .map(ToString::to_string)
         .collect();
+    let valid = problems.is_empty();
     // What the start reads from files besides the config, checked as the start checks it.
     if let Err(e) = crate::server::load_holidays(config) {
         problems.push(format!("schedules.holidays_file: {e:#}"));
@@ -271,7 +272,7 @@ fn check_config(a: ConfigArg) -> anyhow::Result<ExitCode> {
     // Build the channels too (still no network I/O): catches what validation alone cannot,
     // and the disaster templates are checked against them. Built only from a valid config.
     let mut enabled = Vec::new();
-    if problems.is_empty() {
+    if valid {
         let env = noroshi_channel_core::BuildEnv {
             http: crate::server::http_client(config)?,
             data_dir: config.server.data_dir.clone(),
@@ -288,9 +289,9 @@ fn check_config(a: ConfigArg) -> anyhow::Result<ExitCode> {
             }
             Err(ps) => problems.extend(ps.iter().map(ToString::to_string)),
         }
-    } else if let Some(dir) = &config.disaster.templates_dir {
+    } else if let Some(dir) = crate::server::templates_dir(config) {
         // Not checked against channels here, but whether they load at all.
-        if let Err(ps) = crate::desk::templates::Templates::load_dir(dir) {
+        if let Err(ps) = crate::desk::templates::Templates::load_dir(&dir) {
             problems.push(format!("disaster.templates_dir: {}", ps.join("; ")));
         }
     }

@@ -402,6 +402,16 @@ pub(crate) fn load_holidays(config: &Config) -> anyhow::Result<crate::schedule::
     Ok(h)
 }
 
+/// Where the disaster templates are read from: `[disaster] templates_dir`, else
+/// `config/templates` of the working directory when it exists, else none.
+pub(crate) fn templates_dir(config: &Config) -> Option<std::path::PathBuf> {
+    match &config.disaster.templates_dir {
+        Some(dir) => Some(dir.clone()),
+        None if Path::new("config/templates").is_dir() => Some("config/templates".into()),
+        None => None,
+    }
+}
+
 /// The named templates, each rendered with its example values for every enabled channel:
 /// a template a channel would refuse stops the start, naming the template and the rule.
 pub(crate) fn load_templates(
@@ -409,13 +419,11 @@ pub(crate) fn load_templates(
     channels: &[Arc<dyn noroshi_channel_core::Channel>],
 ) -> anyhow::Result<crate::desk::templates::Templates> {
     use crate::desk::templates::{check_against_channels, Templates};
-    let dir = match &config.disaster.templates_dir {
-        Some(dir) => dir.clone(),
-        None if Path::new("config/templates").is_dir() => "config/templates".into(),
-        None => {
-            tracing::info!("No templates: config/templates does not exist and [disaster] templates_dir is not set");
-            return Ok(Templates::default());
-        }
+    let Some(dir) = templates_dir(config) else {
+        tracing::info!(
+            "No templates: config/templates does not exist and [disaster] templates_dir is not set"
+        );
+        return Ok(Templates::default());
     };
     let templates = Templates::load_dir(&dir).map_err(|problems| {
         anyhow::anyhow!(
