@@ -88,6 +88,14 @@ pub async fn list(
     let now = crate::clock::now_ms();
     let since = time_of("since", &q.since, now - 30 * 86_400_000)?;
     let until = time_of("until", &q.until, now + 1)?;
+    if let Some(id) = &q.announcement_id {
+        if crate::store::announcements::get(&state.db, id)
+            .await?
+            .is_none()
+        {
+            return Err(Problem::not_found("announcement"));
+        }
+    }
     let mut samples = store::samples(
         &state.db,
         q.channel.as_deref(),

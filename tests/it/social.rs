@@ -937,6 +937,10 @@ fiscal_year = {fy}
     assert!(has("line", "followers", 7620.0), "{samples}");
     assert!(has("email", "active_subscribers", 3.0), "{samples}");
     assert!(has("website", "page_views", 3.0), "{samples}");
+    let (status, v) = d
+        .get("/api/v1/reach?announcement_id=no-such-announcement")
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
     // One announcement's reach: the samples of its posts, by the ids the platforms gave them.
     let (status, own) = d.get(&format!("/api/v1/reach?announcement_id={id}")).await;
     assert_eq!(status, StatusCode::OK, "{own}");
