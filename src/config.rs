@@ -1027,8 +1027,11 @@ mod tests {
         let fb = &loaded.config.channels.facebook;
         assert_eq!(fb.page_id, "102030405060708");
         assert_eq!(fb.exercise_target.as_deref(), Some("908070605040302"));
-        let err = load_str("[channels.facebook]\npage_id = true\n", &[]).unwrap_err();
-        assert!(err.contains("page_id"), "{err}");
+        for wrong in ["true", "-5", "1.5"] {
+            let err =
+                load_str(&format!("[channels.facebook]\npage_id = {wrong}\n"), &[]).unwrap_err();
+            assert!(err.contains("page_id"), "{wrong}: {err}");
+        }
     }
 
     /// A drill must never look like a live alert: its marker cannot be blank.

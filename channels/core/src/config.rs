@@ -89,12 +89,15 @@ pub fn text_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, 
     impl serde::de::Visitor<'_> for Text {
         type Value = String;
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("text or a number")
+            f.write_str("text or a non-negative whole number")
         }
         fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
             Ok(v.to_string())
         }
         fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<String, E> {
+            if v < 0 {
+                return Err(E::invalid_value(serde::de::Unexpected::Signed(v), &self));
+            }
             Ok(v.to_string())
         }
         fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
