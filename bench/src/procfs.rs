@@ -48,19 +48,21 @@ pub fn context_switches(pid: u32) -> u64 {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return 0;
     };
-    tasks
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
-        .flat_map(|status| {
-            status
-                .lines()
-                .filter(|l| {
-                    l.starts_with("voluntary_ctxt_switches:")
-                        || l.starts_with("nonvoluntary_ctxt_switches:")
-                })
-                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-                .collect::<Vec<_>>()
+    tasks.flatten().map(|t| task_switches(&t.path())).sum()
+}
+
+/// One thread's voluntary and involuntary context switches (`/proc/PID/task/TID`).
+fn task_switches(task: &std::path::Path) -> u64 {
+    let Ok(status) = std::fs::read_to_string(task.join("status")) else {
+        return 0;
+    };
+    status
+        .lines()
+        .filter(|l| {
+            l.starts_with("voluntary_ctxt_switches:")
+                || l.starts_with("nonvoluntary_ctxt_switches:")
         })
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
         .sum()
 }
 
@@ -145,15 +147,18 @@ pub fn cpus_allowed(pid: &str) -> String {
 mod tests {
     use super::*;
 
+    /// This thread's own count (the whole process's sum drops when another test's thread
+    /// exits meanwhile: its task leaves /proc, which made this test flaky in CI).
     #[test]
     fn context_switches_count_this_threads_sleeps() {
-        let pid = std::process::id();
-        let before = context_switches(pid);
+        let me = std::path::Path::new("/proc/thread-self");
+        let before = task_switches(me);
         // Each sleep gives the CPU up: one voluntary switch of this thread at least.
         for _ in 0..5 {
             std::thread::sleep(Duration::from_millis(1));
         }
-        let after = context_switches(pid);
+        let after = task_switches(me);
         assert!(after >= before + 5, "{before} → {after}");
+        assert!(context_switches(std::process::id()) >= after);
     }
 }
