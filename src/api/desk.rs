@@ -64,6 +64,9 @@ pub async fn confirm(
     view_of(&state, &caller, &id).await
 }
 
+/// Held while an all-clear or correction is checked and stored (see [`all_clear`]).
+static FOLLOW_UPS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Send the all-clear (解除) of a disaster alert, or a correction (訂正), to the same
 /// channels through the same fast lane; the alert ends (a correction takes its place).
 /// A drill's all-clear is a drill too.
@@ -104,6 +107,10 @@ pub async fn all_clear(
             "this announcement is itself an all-clear",
         ));
     }
+    // Follow-ups are checked and stored one at a time in this process: two all-clears of
+    // one alert sent at the same moment cannot both pass the checks below. (Across
+    // instances sharing PostgreSQL the window between check and commit stays open.)
+    let _one_at_a_time = FOLLOW_UPS.lock().await;
     // A key this caller used before is a replay only of a follow-up of this very alert:
     // two alerts' all-clears can be the same request (it does not name the alert).
     let mut replay = false;

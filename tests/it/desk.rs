@@ -405,6 +405,40 @@ async fn an_alert_has_one_follow_up_even_before_it_is_confirmed(backend: Backend
 }
 on_both!(an_alert_has_one_follow_up_even_before_it_is_confirmed);
 
+/// Two people at the desk clear the same alert at the same moment (each request with its
+/// own key): one all-clear is accepted, the others are refused; residents get one 【解除】.
+async fn simultaneous_all_clears_of_one_alert_send_one(backend: Backend) {
+    let d = Daemon::builder(backend).start().await;
+    let (status, v) = submit_as(&d, DISASTER, alert("【警戒レベル4】避難指示 井上地区")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    let path = format!("/api/v1/announcements/{id}/all-clear");
+    let keys: Vec<String> = (0..6).map(|i| format!("desk-{i}")).collect();
+    let body = json!({});
+    let sends = keys.iter().map(|k| d.post_keyed(&path, DISASTER, k, &body));
+    let answers = futures_util::future::join_all(sends).await;
+    let accepted = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::ACCEPTED)
+        .count();
+    assert_eq!(accepted, 1, "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .all(|(s, _)| *s == StatusCode::ACCEPTED || *s == StatusCode::CONFLICT),
+        "{answers:?}"
+    );
+    let (_, list) = d.get("/api/v1/announcements?priority=disaster").await;
+    let clears = list["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{list}"))
+        .iter()
+        .filter(|a| a["title"].as_str().unwrap_or("").starts_with("【解除】"))
+        .count();
+    assert_eq!(clears, 1, "{list}");
+}
+on_both!(simultaneous_all_clears_of_one_alert_send_one);
+
 /// A drill never switches disaster mode on: normal work keeps flowing, and it never shows
 /// among the active alerts.
 async fn a_drill_never_turns_disaster_mode_on(backend: Backend) {
