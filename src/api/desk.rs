@@ -107,10 +107,11 @@ pub async fn all_clear(
             "this announcement is itself an all-clear",
         ));
     }
-    // Follow-ups are checked and stored one at a time in this process: two all-clears of
-    // one alert sent at the same moment cannot both pass the checks below. (Across
-    // instances sharing PostgreSQL the window between check and commit stays open.)
+    // Follow-ups of one alert are checked and stored one at a time: in this process, and
+    // on PostgreSQL across the instances sharing it, so two all-clears sent at the same
+    // moment cannot both pass the checks below.
     let _one_at_a_time = FOLLOW_UPS.lock().await;
+    let shared_lock = alerts::lock_follow_ups(&state.db, &id).await?;
     // A key this caller used before is a replay only of a follow-up of this very alert:
     // two alerts' all-clears can be the same request (it does not name the alert).
     let mut replay = false;
@@ -162,8 +163,13 @@ pub async fn all_clear(
             ..DeskContext::default()
         },
     )
-    .await?;
-    Ok(accepted_response(accepted))
+    .await;
+    if let Some(tx) = shared_lock {
+        // It wrote nothing; ending it releases the lock. (An early return drops it: the
+        // same, once the connection goes back to the pool.)
+        let _ = tx.rollback().await;
+    }
+    Ok(accepted_response(accepted?))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]

@@ -178,6 +178,26 @@ pub async fn get(db: &Db, announcement_id: &str) -> Result<Option<AlertRow>> {
     })
 }
 
+/// On PostgreSQL, a transaction holding an advisory lock on the follow-ups of the alert
+/// `announcement_id`, so that instances sharing the database check and store an alert's
+/// all-clears one at a time. The lock ends with the transaction: rolled back by the caller,
+/// or when it is dropped (a request that goes away). `None` on SQLite, where one process
+/// owns the file (the caller's in-process lock is enough).
+pub async fn lock_follow_ups(
+    db: &Db,
+    announcement_id: &str,
+) -> Result<Option<sqlx::Transaction<'static, sqlx::Postgres>>> {
+    let super::Pool::Postgres(pool) = &db.pool else {
+        return Ok(None);
+    };
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('noroshi.follow_ups:' || $1, 0))")
+        .bind(announcement_id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(Some(tx))
+}
+
 /// The follow-up (all-clear or correction) of the alert `announcement_id` that is not
 /// cancelled, released or still waiting for its second person, if there is one.
 pub async fn follow_up_of(db: &Db, announcement_id: &str) -> Result<Option<AlertRow>> {

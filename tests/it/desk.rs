@@ -439,6 +439,42 @@ async fn simultaneous_all_clears_of_one_alert_send_one(backend: Backend) {
 }
 on_both!(simultaneous_all_clears_of_one_alert_send_one);
 
+/// The same at two instances sharing PostgreSQL (the desk's two terminals behind one
+/// address): one all-clear goes out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_all_clears_at_two_instances_send_one() {
+    if postgres_url().is_none() {
+        eprintln!("SKIPPED: PostgreSQL suite (set NOROSHI_TEST_POSTGRES_URL to run it)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let url = shared_postgres_database(tmp.path()).await;
+    let a = Daemon::builder(Backend::Postgres)
+        .database(&url)
+        .start()
+        .await;
+    let b = Daemon::builder(Backend::Postgres)
+        .database(&url)
+        .start()
+        .await;
+    let (status, v) = submit_as(&a, DISASTER, alert("【警戒レベル4】避難指示 井上地区")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    let path = format!("/api/v1/announcements/{id}/all-clear");
+    let body = json!({});
+    let keys: Vec<String> = (0..6).map(|i| format!("desk-{i}")).collect();
+    let sends = keys.iter().enumerate().map(|(i, k)| {
+        let d = if i % 2 == 0 { &a } else { &b };
+        d.post_keyed(&path, DISASTER, k, &body)
+    });
+    let answers = futures_util::future::join_all(sends).await;
+    let accepted = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::ACCEPTED)
+        .count();
+    assert_eq!(accepted, 1, "{answers:?}");
+}
+
 /// A drill never switches disaster mode on: normal work keeps flowing, and it never shows
 /// among the active alerts.
 async fn a_drill_never_turns_disaster_mode_on(backend: Backend) {
