@@ -87,6 +87,34 @@ fn check_config_refuses_what_serve_would_refuse() {
     }
 }
 
+/// A PostgreSQL password in the URL's query (`?password=…`, which the driver accepts like
+/// the one before `@`) never reaches the output either.
+#[test]
+fn check_config_hides_every_form_of_the_database_password() {
+    let dir = tempfile::tempdir().unwrap();
+    for url in [
+        "postgres://noroshi:hunter2-secret@db.example:5432/noroshi",
+        "postgres://noroshi@db.example:5432/noroshi?sslmode=require&password=hunter2-secret",
+    ] {
+        let path = dir.path().join("noroshi.toml");
+        std::fs::write(&path, format!("[database]\nurl = \"{url}\"\n")).unwrap();
+        let out = noroshi()
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{all}");
+        assert!(all.contains("Database: postgres://noroshi"), "{all}");
+        assert!(!all.contains("hunter2-secret"), "{url}: {all}");
+    }
+}
+
 /// `noroshi --version` names the commit the binary was built from (build.rs), so an operator
 /// during a rollout, and a benchmark's figures, can tell which build runs: in a git checkout
 /// built without `NOROSHI_COMMIT`, `HEAD`'s short id.
