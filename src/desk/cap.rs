@@ -372,6 +372,27 @@ pub async fn receive(
                     break;
                 }
             }
+            // An alert is cleared once: a Cancel of one that has ended, or that has a
+            // follow-up already, is stored and shown, not sent again.
+            if let (AlertKind::AllClear, Some(f)) = (kind, &follows) {
+                let ended = alerts::get(&state.db, f).await?.and_then(|a| a.ended_by);
+                let why = match ended {
+                    Some(by) => Some(format!(
+                        "a Cancel of an alert that has already ended (by {by}): stored, not sent"
+                    )),
+                    None => alerts::follow_up_of(&state.db, f).await?.map(|p| {
+                        format!(
+                            "a Cancel of an alert that already has a follow-up ({} {}): stored, not sent",
+                            p.kind, p.announcement_id
+                        )
+                    }),
+                };
+                if let Some(why) = why {
+                    tracing::info!(sender = %id.sender, identifier = %id.identifier, "CAP Cancel of an alert already cleared: stored, not sent");
+                    record(None, Some(why.clone())).await?;
+                    return Ok(stored(why));
+                }
+            }
             let mut note = None;
             let mut kind = kind;
             if kind != AlertKind::Alert && follows.is_none() {

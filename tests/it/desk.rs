@@ -906,6 +906,23 @@ async fn cap_alerts_become_announcements_and_are_published_as_cap(backend: Backe
         .await;
     assert!(c["title"].as_str().unwrap().starts_with("【解除】"), "{c}");
     assert_eq!(active(&d).await["alerts"].as_array().unwrap().len(), 0);
+    // Another Cancel of the ended alert (a new message, as a feed may re-issue it) is
+    // stored and shown, not sent again.
+    let again = cap_follow_up(
+        "Cancel",
+        "urn:uuid:0193c2f4-0000-7000-8000-000000000004",
+        "2026-11-23T18:05:00+09:00",
+        "bousai@city.suzaka.nagano.jp,urn:uuid:0193c2f4-0000-7000-8000-000000000002,2026-11-23T16:00:00+09:00",
+    );
+    let before = d.count_announcements().await;
+    let (status, v) = post_cap(&d, DISASTER, &again, "application/cap+xml").await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["sent"], false, "{v}");
+    assert!(
+        v["detail"].as_str().unwrap().contains("already ended"),
+        "{v}"
+    );
+    assert_eq!(d.count_announcements().await, before, "nothing new to send");
     // System: stored and shown, never sent.
     let system = EXAMPLE_CAP
         .replace("<status>Actual</status>", "<status>System</status>")
@@ -923,7 +940,7 @@ async fn cap_alerts_become_announcements_and_are_published_as_cap(backend: Backe
         .iter()
         .map(|m| m["status"].as_str().unwrap())
         .collect();
-    assert_eq!(listed.len(), 4, "{list}");
+    assert_eq!(listed.len(), 5, "the second Cancel is listed too: {list}");
     assert!(listed.contains(&"System"));
     // An exercise is a drill.
     let exercise = EXAMPLE_CAP
