@@ -239,14 +239,19 @@ fn load_checked(path: Option<&std::path::Path>) -> Option<config::Loaded> {
     if problems.is_empty() {
         Some(loaded)
     } else {
-        eprintln!(
-            "noroshi: the configuration has {} problem(s):",
-            problems.len()
-        );
-        for p in &problems {
-            eprintln!("  {p}");
-        }
+        print_problems(&problems);
         None
+    }
+}
+
+/// Every problem of a configuration, one per line, on standard error.
+fn print_problems(problems: &[impl std::fmt::Display]) {
+    eprintln!(
+        "noroshi: the configuration has {} problem(s):",
+        problems.len()
+    );
+    for p in problems {
+        eprintln!("  {p}");
     }
 }
 
@@ -296,13 +301,7 @@ fn check_config(a: ConfigArg) -> anyhow::Result<ExitCode> {
         }
     }
     if !problems.is_empty() {
-        eprintln!(
-            "noroshi: the configuration has {} problem(s):",
-            problems.len()
-        );
-        for p in &problems {
-            eprintln!("  {p}");
-        }
+        print_problems(&problems);
         return Ok(ExitCode::FAILURE);
     }
     let source = loaded

@@ -132,16 +132,8 @@ pub async fn all_clear(
     // Otherwise an alert has one follow-up: none once it has ended, and none while one waits
     // for its second person (confirming both would send 【解除】 twice).
     if !replay {
-        if let Some(by) = &alert.ended_by {
-            return Err(Problem::conflict(format!(
-                "this alert has already ended (by {by})"
-            )));
-        }
-        if let Some(f) = alerts::follow_up_of(&state.db, &id).await? {
-            return Err(Problem::conflict(format!(
-                "this alert already has a follow-up ({} {}, {}); cancel it first to send another",
-                f.kind, f.announcement_id, f.status
-            )));
+        if let Some(why) = alerts::why_no_follow_up(&state.db, &id).await? {
+            return Err(Problem::conflict(format!("this alert {why}")));
         }
     }
     let channels = store::channel_plans(&state.db, &id)

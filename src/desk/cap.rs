@@ -375,19 +375,8 @@ pub async fn receive(
             // An alert is cleared once: a Cancel of one that has ended, or that has a
             // follow-up already, is stored and shown, not sent again.
             if let (AlertKind::AllClear, Some(f)) = (kind, &follows) {
-                let ended = alerts::get(&state.db, f).await?.and_then(|a| a.ended_by);
-                let why = match ended {
-                    Some(by) => Some(format!(
-                        "a Cancel of an alert that has already ended (by {by}): stored, not sent"
-                    )),
-                    None => alerts::follow_up_of(&state.db, f).await?.map(|p| {
-                        format!(
-                            "a Cancel of an alert that already has a follow-up ({} {}): stored, not sent",
-                            p.kind, p.announcement_id
-                        )
-                    }),
-                };
-                if let Some(why) = why {
+                if let Some(why) = alerts::why_no_follow_up(&state.db, f).await? {
+                    let why = format!("a Cancel of an alert that {why}: stored, not sent");
                     tracing::info!(sender = %id.sender, identifier = %id.identifier, "CAP Cancel of an alert already cleared: stored, not sent");
                     record(None, Some(why.clone())).await?;
                     return Ok(stored(why));

@@ -178,6 +178,20 @@ pub async fn get(db: &Db, announcement_id: &str) -> Result<Option<AlertRow>> {
     })
 }
 
+/// Why the alert `announcement_id` takes no other all-clear or correction, if it does not:
+/// "has already ended (by …)" or "already has a follow-up (…)". An alert is cleared once.
+pub async fn why_no_follow_up(db: &Db, announcement_id: &str) -> Result<Option<String>> {
+    if let Some(by) = get(db, announcement_id).await?.and_then(|a| a.ended_by) {
+        return Ok(Some(format!("has already ended (by {by})")));
+    }
+    Ok(follow_up_of(db, announcement_id).await?.map(|f| {
+        format!(
+            "already has a follow-up ({} {}, {})",
+            f.kind, f.announcement_id, f.status
+        )
+    }))
+}
+
 /// On PostgreSQL, a transaction holding an advisory lock on the follow-ups of the alert
 /// `announcement_id`, so that instances sharing the database check and store an alert's
 /// all-clears one at a time. The lock ends with the transaction: rolled back by the caller,

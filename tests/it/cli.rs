@@ -9,6 +9,16 @@ fn noroshi() -> Command {
     Command::new(env!("CARGO_BIN_EXE_noroshi"))
 }
 
+/// `noroshi check-config --config CONFIG`, run in `cwd`.
+fn check_config(config: &std::path::Path, cwd: &std::path::Path) -> std::process::Output {
+    noroshi()
+        .args(["check-config", "--config"])
+        .arg(config)
+        .current_dir(cwd)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn check_config_names_every_problem() {
     let dir = tempfile::tempdir().unwrap();
@@ -42,12 +52,7 @@ fn check_config_names_every_problem() {
 
     let example =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/noroshi.example.toml");
-    let out = noroshi()
-        .args(["check-config", "--config"])
-        .arg(&example)
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let out = check_config(&example, dir.path());
     assert!(
         out.status.success(),
         "{}",
@@ -70,12 +75,7 @@ fn check_config_refuses_what_serve_would_refuse() {
         templates = dir.path().join("no-templates").display(),
     );
     std::fs::write(&path, config).unwrap();
-    let out = noroshi()
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let out = check_config(&path, dir.path());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     for key in [
@@ -98,12 +98,7 @@ fn check_config_hides_every_form_of_the_database_password() {
     ] {
         let path = dir.path().join("noroshi.toml");
         std::fs::write(&path, format!("[database]\nurl = \"{url}\"\n")).unwrap();
-        let out = noroshi()
-            .args(["check-config", "--config"])
-            .arg(&path)
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
+        let out = check_config(&path, dir.path());
         let all = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),

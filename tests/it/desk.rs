@@ -306,6 +306,17 @@ async fn disaster_mode_holds_other_work_until_the_all_clear(backend: Backend) {
 }
 on_both!(disaster_mode_holds_other_work_until_the_all_clear);
 
+/// How many all-clears (【解除】) were accepted.
+async fn all_clears(d: &Daemon) -> usize {
+    let (_, list) = d.get("/api/v1/announcements?priority=disaster").await;
+    list["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{list}"))
+        .iter()
+        .filter(|a| a["title"].as_str().unwrap_or("").starts_with("【解除】"))
+        .count()
+}
+
 /// An alert is cleared once. A repeat of the all-clear with its key is answered as the first
 /// was (the same announcement); another all-clear of the ended alert — with a fresh key, as a
 /// script that puts a new key on every request sends it — is refused, never sent again.
@@ -324,14 +335,7 @@ async fn a_repeated_all_clear_is_sent_once_whatever_its_key(backend: Backend) {
     assert_eq!(status, StatusCode::CONFLICT, "already ended, new key: {v}");
     let (status, v) = d.post(&path, DISASTER, json!({})).await;
     assert_eq!(status, StatusCode::CONFLICT, "already ended, no key: {v}");
-    let (_, list) = d.get("/api/v1/announcements?priority=disaster").await;
-    let clears = list["items"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{list}"))
-        .iter()
-        .filter(|a| a["title"].as_str().unwrap_or("").starts_with("【解除】"))
-        .count();
-    assert_eq!(clears, 1, "{list}");
+    assert_eq!(all_clears(&d).await, 1);
 }
 on_both!(a_repeated_all_clear_is_sent_once_whatever_its_key);
 
@@ -428,14 +432,7 @@ async fn simultaneous_all_clears_of_one_alert_send_one(backend: Backend) {
             .all(|(s, _)| *s == StatusCode::ACCEPTED || *s == StatusCode::CONFLICT),
         "{answers:?}"
     );
-    let (_, list) = d.get("/api/v1/announcements?priority=disaster").await;
-    let clears = list["items"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{list}"))
-        .iter()
-        .filter(|a| a["title"].as_str().unwrap_or("").starts_with("【解除】"))
-        .count();
-    assert_eq!(clears, 1, "{list}");
+    assert_eq!(all_clears(&d).await, 1);
 }
 on_both!(simultaneous_all_clears_of_one_alert_send_one);
 
