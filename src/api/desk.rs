@@ -133,7 +133,9 @@ pub async fn all_clear(
     // for its second person (confirming both would send 【解除】 twice).
     if !replay {
         if let Some(why) = alerts::why_no_follow_up(&state.db, &id).await? {
-            return Err(Problem::conflict(format!("this alert {why}")));
+            return Err(Problem::conflict(format!(
+                "this alert {why}; an alert is cleared once (cancel a waiting follow-up to send another)"
+            )));
         }
     }
     let channels = store::channel_plans(&state.db, &id)
